@@ -1,0 +1,105 @@
+"""The HTTP service: a FastAPI app built from settings by `create_app`."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from cds_service import __version__
+from cds_service.errors import CDSError, Issue, OperationOutcome, format_path, operation_outcome
+from cds_service.knowledge import HookName, load_knowledge
+from cds_service.models import CDSResponse, Discovery, HookRequest, dump
+from cds_service.service import Triage, today_utc
+from cds_service.settings import Settings
+
+log = logging.getLogger("cds_service")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": OperationOutcome, "description": description}
+    for status, description in (
+        (400, "Malformed JSON, missing fields or invalid FHIR; the issue names the path"),
+        (404, "Unknown service"),
+        (412, "Required prefetch data is missing and cannot be obtained"),
+    )
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app: load and compile the knowledge base (a broken rule file stops here)."""
+    settings = settings or Settings()
+    triage = Triage(load_knowledge(settings.rules_dir))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One evaluation at a time per process: threads add no throughput under the GIL and
+        # would only lengthen the tail (engine-notes 7); scale with worker processes.
+        app.state.limiter = anyio.CapacityLimiter(1)
+        log.info("rule set %s %s loaded", triage.knowledge.manifest.name, triage.knowledge.version)
+        yield
+
+    app = FastAPI(
+        title="spine-cds",
+        version=__version__,
+        summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
+        lifespan=lifespan,
+    )
+    _add_error_handlers(app)
+
+    @app.get("/cds-services", response_model=Discovery, response_model_exclude_none=True)
+    async def discovery() -> Discovery:
+        """CDS Hooks discovery: one service per hook."""
+        return Discovery(services=triage.services())
+
+    @app.post(
+        "/cds-services/{service_id}",
+        response_model=CDSResponse,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
+    )
+    async def call(service_id: HookName, body: HookRequest, request: Request) -> dict[str, Any]:
+        """Evaluate a CDS Hooks request and answer with cards."""
+        if body.hook != service_id:
+            raise CDSError.of(
+                400, f"hook {body.hook!r} does not match service {service_id!r}", "hook"
+            )
+        today = settings.today or today_utc()
+        response = await anyio.to_thread.run_sync(
+            triage.evaluate, body, service_id, today, limiter=request.app.state.limiter
+        )
+        return dump(response)
+
+    return app
+
+
+def _outcome(status: int, issues: list[Issue]) -> JSONResponse:
+    return JSONResponse(operation_outcome(status, issues), status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CDSError)
+    async def cds_error(_: Request, exc: CDSError) -> JSONResponse:
+        return _outcome(exc.status, list(exc.issues))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(err["loc"][:1] == ("path",) for err in errors):
+            return _outcome(404, [Issue("no such CDS service; see GET /cds-services")])
+        return _outcome(400, [_request_issue(err) for err in errors])
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return _outcome(exc.status_code, [Issue(str(exc.detail))])
+
+
+def _request_issue(error: dict[str, Any]) -> Issue:
+    loc = tuple(error["loc"])
+    if error["type"] == "json_invalid":
+        return Issue(f"malformed JSON: {error.get('ctx', {}).get('error', error['msg'])}")
+    return Issue(error["msg"], format_path("", loc[1:]) or None)

@@ -1,0 +1,222 @@
+"""Cards: the rules that fired, arbitrated to one card per problem, each saying why it fired.
+
+Arbitration: a rule whose `unless` fact was derived is dropped; of the rest, the most urgent rule
+wins each problem (critical over warning over info, then stat over urgent over routine); no
+suggestion repeats a referral that draftOrders or an open referral already hold.
+"""
+
+import uuid
+from datetime import date
+from typing import Any
+
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from cds_service.engine import Firing, Outcome
+from cds_service.facts import Evidence, FactSet
+from cds_service.knowledge import CardSpec, Knowledge, Referral, Rule
+from cds_service.models import Action, Card, Coding, Source, Suggestion
+
+_INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
+_PRIORITY_RANK = {"stat": 0, "urgent": 1, "routine": 2, None: 3}
+_REASON_TYPES = ("Condition", "Observation")
+
+
+def _urgency(rule: Rule, card: CardSpec) -> tuple[int, int, str]:
+    priority = card.refer.priority if card.refer else None
+    return _INDICATOR_RANK[card.indicator], _PRIORITY_RANK[priority], rule.id
+
+
+def arbitrate(outcome: Outcome, rules: dict[str, Rule]) -> list[tuple[Rule, CardSpec, Firing]]:
+    """The winning (rule, card, firing) of each problem, most urgent first."""
+    winners: dict[str, tuple[Rule, CardSpec, Firing]] = {}
+    for firing in outcome.firings:
+        rule = rules[firing.rule_id]
+        if rule.card is None or any(outcome.holds(name) for name in rule.unless):
+            continue
+        problem = rule.problem or rule.id
+        current = winners.get(problem)
+        if current is None or _urgency(rule, rule.card) < _urgency(current[0], current[1]):
+            winners[problem] = (rule, rule.card, firing)
+    return sorted(winners.values(), key=lambda won: _urgency(won[0], won[1]))
+
+
+def evidence_of(firing: Firing, outcome: Outcome, facts: FactSet) -> list[Evidence]:
+    """The record entries behind a firing, following derived facts back to what they rest on."""
+    seen: set[str] = set()
+    pending = list(firing.fact_ids)
+    while pending:
+        fact_id = pending.pop()
+        if fact_id in seen:
+            continue
+        seen.add(fact_id)
+        pending.extend(outcome.derived.get(fact_id, ()))
+    ordered = sorted((f for f in seen if f in facts.evidence), key=lambda f: int(f[1:]))
+    return list(dict.fromkeys(e for fact_id in ordered for e in facts.evidence[fact_id]))
+
+
+class CardBuilder:
+    """Builds the cards of one evaluation."""
+
+    def __init__(self, knowledge: Knowledge, patient_id: str, today: date) -> None:
+        self._knowledge = knowledge
+        self._patient_id = patient_id
+        self._today = today
+
+    def build(self, outcome: Outcome, facts: FactSet, rules: dict[str, Rule]) -> list[Card]:
+        return [
+            self._card(rule, spec, evidence_of(firing, outcome, facts), facts.referred)
+            for rule, spec, firing in arbitrate(outcome, rules)
+        ]
+
+    def _card(
+        self, rule: Rule, spec: CardSpec, evidence: list[Evidence], referred: set[str]
+    ) -> Card:
+        notes: list[str] = []
+        suggestions = self._suggestions(rule, spec, evidence, referred, notes)
+        guideline = self._knowledge.guidelines[rule.guideline]
+        own = self._knowledge.manifest.own_code_system
+        return Card(
+            uuid=str(uuid.uuid4()),
+            summary=spec.summary,
+            detail=self._detail(rule, evidence, notes),
+            indicator=spec.indicator,
+            source=Source(
+                label=guideline.label,
+                url=guideline.url,
+                topic=Coding(
+                    system=f"{own}/problem", code=rule.problem or rule.id, display=rule.title
+                ),
+            ),
+            suggestions=suggestions or None,
+            selectionBehavior=("any" if spec.remove_order else "at-most-one")
+            if suggestions
+            else None,
+            overrideReasons=[
+                Coding(system=f"{own}/override-reason", code=r.code, display=r.display)
+                for r in self._knowledge.config.override_reasons
+            ]
+            if spec.indicator != "info"
+            else None,
+            extension={
+                "org.spine-cds.rule": {
+                    "id": rule.id,
+                    "version": rule.version,
+                    "ruleset": self._knowledge.version,
+                }
+            },
+        )
+
+    def _suggestions(
+        self,
+        rule: Rule,
+        spec: CardSpec,
+        evidence: list[Evidence],
+        referred: set[str],
+        notes: list[str],
+    ) -> list[Suggestion]:
+        if spec.refer is not None:
+            title = self._knowledge.specialties[spec.refer.specialty].title
+            if spec.refer.specialty in referred:
+                notes.append(f"A referral to {title.lower()} is already ordered; none is added.")
+                return []
+            return [self._referral(rule, spec.refer, evidence)]
+        if spec.remove_order:
+            return [
+                Suggestion(
+                    label=f"Remove the order: {e.display}",
+                    uuid=str(uuid.uuid4()),
+                    actions=[
+                        Action(
+                            type="delete",
+                            description=f"Remove the draft order {e.reference} ({e.display})",
+                            resourceId=e.reference,
+                        )
+                    ],
+                )
+                for e in evidence
+                if e.resource_type == "ServiceRequest" and e.reference
+            ]
+        return []
+
+    def _referral(self, rule: Rule, referral: Referral, evidence: list[Evidence]) -> Suggestion:
+        title = self._knowledge.specialties[referral.specialty].title.lower()
+        resource = service_request(
+            self._knowledge, referral, self._patient_id, self._today, rule.then, evidence
+        )
+        return Suggestion(
+            label=f"Refer to {title} ({referral.priority})",
+            uuid=str(uuid.uuid4()),
+            isRecommended=True,
+            actions=[
+                Action(
+                    type="create",
+                    description=f"Create a {referral.priority} referral to {title}",
+                    resource=resource,
+                )
+            ],
+        )
+
+    def _detail(self, rule: Rule, evidence: list[Evidence], notes: list[str]) -> str:
+        lines = [f"**Why this card:** {rule.when.strip()}", "", "**Findings:**"]
+        lines += [f"- {describe(e)}" for e in evidence] or ["- (none recorded)"]
+        lines += ["", f"**What to do now:** {rule.then.strip()}"]
+        lines += ["", *notes] if notes else []
+        lines += [
+            "",
+            f"_Rule `{rule.id}` v{rule.version}, rule set {self._knowledge.manifest.name} "
+            f"{self._knowledge.version}._",
+        ]
+        return "\n".join(lines)
+
+
+def describe(evidence: Evidence) -> str:
+    """`Low back pain (SNOMED CT 279039007), Condition/c1, 2026-11-10`."""
+    parts = [evidence.display]
+    if evidence.value:
+        parts[0] += f": {evidence.value}"
+    if evidence.code:
+        parts[0] += f" ({evidence.system} {evidence.code})"
+    if evidence.reference:
+        parts.append(evidence.reference)
+    if evidence.when:
+        parts.append(evidence.when.isoformat())
+    return ", ".join(parts)
+
+
+def service_request(
+    knowledge: Knowledge,
+    referral: Referral,
+    patient_id: str,
+    today: date,
+    rationale: str,
+    evidence: list[Evidence],
+) -> dict[str, Any]:
+    """A draft R4 ServiceRequest for the referral, validated with fhir.resources (R4B)."""
+    specialty = knowledge.specialties[referral.specialty]
+    reasons = dict.fromkeys(
+        e.reference for e in evidence if e.resource_type in _REASON_TYPES and e.reference
+    )
+    resource: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "order",
+        "priority": referral.priority,
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "performerType": {
+            "coding": [{"system": knowledge.system_uri("nucc"), **specialty.nucc.model_dump()}],
+            "text": specialty.title,
+        },
+        "authoredOn": today.isoformat(),
+        "note": [{"text": " ".join(rationale.split())}],
+    }
+    if specialty.referral is not None:
+        resource["code"] = {
+            "coding": [
+                {"system": knowledge.system_uri("snomed"), **specialty.referral.model_dump()}
+            ],
+            "text": specialty.referral.display,
+        }
+    if reasons:
+        resource["reasonReference"] = [{"reference": ref} for ref in reasons]
+    validated = ServiceRequest.model_validate(resource)
+    return validated.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,90 @@
+"""The `cds-service` command: serve, evaluate a request offline, check the rules."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from cds_service.errors import CDSError, validation_issues
+from cds_service.knowledge import HOOKS, KnowledgeError, load_knowledge
+from cds_service.models import HookRequest, dump
+from cds_service.service import Triage, today_utc
+from cds_service.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP service (settings: CDS_* variables)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate one CDS Hooks request offline")
+    evaluate.add_argument("request", help="request JSON file, or - for stdin")
+
+    rules = commands.add_parser("rules", help="knowledge base tools")
+    rules.add_argument("action", choices=["check"], help="validate rule files and value sets")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args.host, args.port, args.workers)
+        if args.command == "evaluate":
+            return _evaluate(args.request)
+        return _check()
+    except KnowledgeError as exc:
+        print(f"cds-service: invalid knowledge base: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(host: str, port: int, workers: int) -> int:
+    import uvicorn
+
+    load_knowledge(Settings().rules_dir)  # fail fast, before uvicorn starts its workers
+    uvicorn.run("cds_service.app:create_app", factory=True, host=host, port=port, workers=workers)
+    return 0
+
+
+def _read(source: str) -> Any:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _evaluate(source: str) -> int:
+    settings = Settings()
+    try:
+        request = HookRequest.model_validate(_read(source))
+        if request.hook not in HOOKS:
+            raise CDSError.of(
+                400, f"unknown hook {request.hook!r}; known: {', '.join(HOOKS)}", "hook"
+            )
+        triage = Triage(load_knowledge(settings.rules_dir))
+        response = triage.evaluate(request, request.hook, settings.today or today_utc())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"cds-service: cannot read {source}: {exc}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        for issue in validation_issues(exc):
+            print(f"cds-service: {issue.expression}: {issue.message}", file=sys.stderr)
+        return 1
+    except CDSError as exc:
+        print(f"cds-service: HTTP {exc.status} equivalent: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(dump(response), indent=2))
+    return 0
+
+
+def _check() -> int:
+    knowledge = load_knowledge(Settings().rules_dir)
+    Triage(knowledge)  # compiles every hook's ruleset
+    unverified = sum(c.unverified for vs in knowledge.value_sets.values() for c in vs.codes)
+    print(
+        f"rule set {knowledge.manifest.name} {knowledge.version}: {len(knowledge.rules)} rules, "
+        f"{len(knowledge.value_sets)} value sets ok ({unverified} codes marked unverified)"
+    )
+    return 0

@@ -1,0 +1,138 @@
+"""The durable-rules engine: rule files compiled to a ruleset, one isolated session per evaluation.
+
+durable-rules is driven through its C binding only (see `reference/engine-notes.md`): the
+`durable.lang` Host starts background dispatcher threads that grab actions from other sessions and
+crash under threads. Every evaluation gets its own session id, asserts its facts in one batch, runs
+the agenda to a fixpoint (derived facts are asserted back: forward chaining) and always deletes
+the session. A sentinel rule fires once per session, which keeps `delete_state` away from its
+crash on sessions that fired nothing.
+
+Negation is applied after the fixpoint (`Rule.unless`), not with durable-rules' `$not`: measured
+here, a `$not` pattern does not withdraw an activation already on the agenda when the fact it
+negates is asserted later, so its result would depend on rule order.
+"""
+
+import itertools
+import json
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import durable_rules_engine as dre
+import orjson
+
+from cds_service.knowledge import Clause, Knowledge, Rule
+
+SENTINEL = "__sentinel__"
+_OPERATORS = {"gte": "$gte", "gt": "$gt", "lte": "$lte", "lt": "$lt"}
+_ALTERNATIVE = "#"
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A rule that fired, with the ids of every fact that matched it (over all its matches)."""
+
+    rule_id: str
+    fact_ids: frozenset[str]
+
+
+@dataclass
+class Outcome:
+    """What one evaluation produced: firings in order, and the facts each derived fact rests on."""
+
+    firings: list[Firing]
+    derived: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def holds(self, name: str) -> bool:
+        return derived_id(name) in self.derived
+
+
+def derived_id(name: str) -> str:
+    return f"derived:{name}"
+
+
+def _pattern(clause: Clause, knowledge: Knowledge) -> dict[str, Any]:
+    kind = clause.kind
+    terms: list[dict[str, Any]]
+    if kind == "episode_weeks":
+        terms, field_name, comparison = [{"type": "episode"}], "weeks", clause.episode_weeks
+    elif kind == "age":
+        terms, field_name, comparison = [{"type": "patient"}], "age", clause.age
+    else:
+        terms = [{"type": kind}, {"concept": getattr(clause, kind)}]
+        field_name = "value" if kind == "observation" else "weeks"
+        comparison = clause.value if kind == "observation" else clause.weeks
+    for op, bound in comparison.items() if comparison else ():
+        terms.append({_OPERATORS[op]: {field_name: knowledge.threshold(bound)}})
+    return {"$and": terms}
+
+
+def compile_ruleset(knowledge: Knowledge, rules: Iterable[Rule]) -> dict[str, Any]:
+    """The durable-rules JSON for `rules`: one engine rule per `match` alternative."""
+    ruleset: dict[str, Any] = {}
+    for rule in rules:
+        for index, alternative in enumerate(rule.match):
+            ruleset[f"{rule.id}{_ALTERNATIVE}{index}"] = {
+                "all": [
+                    {f"m_{n}": _pattern(clause, knowledge)} for n, clause in enumerate(alternative)
+                ]
+            }
+    ruleset[SENTINEL] = {"all": [{"m_0": {"type": SENTINEL}}], "pri": 1_000_000}
+    return ruleset
+
+
+class Engine:
+    """A compiled ruleset for one hook; `evaluate` is safe to call from any thread."""
+
+    _sessions = itertools.count()
+
+    def __init__(self, knowledge: Knowledge, rules: Iterable[Rule], name: str) -> None:
+        self._rules = {rule.id: rule for rule in rules}
+        definition = json.dumps(compile_ruleset(knowledge, self._rules.values()))
+        self._handle = dre.create_ruleset(f"{name}-{os.getpid()}-{id(self)}", definition)
+        # One evaluation at a time per ruleset: the GIL serialises the C calls anyway, and the
+        # lock keeps the engine's per-ruleset session pool from ever seeing interleaved sessions.
+        self._lock = threading.Lock()
+
+    @property
+    def rules(self) -> dict[str, Rule]:
+        return self._rules
+
+    def evaluate(self, facts: list[dict[str, Any]]) -> Outcome:
+        """Run the rules over `facts` (flat dicts with a unique `id`) in a fresh session."""
+        sid = f"s{os.getpid()}-{next(self._sessions)}"
+        batch = [{**fact, "sid": sid} for fact in facts]
+        batch.append({"id": SENTINEL, "type": SENTINEL, "sid": sid})
+        with self._lock:
+            try:
+                return self._run(sid, batch)
+            finally:
+                dre.delete_state(self._handle, sid)
+
+    def _run(self, sid: str, batch: list[dict[str, Any]]) -> Outcome:
+        _, state = dre.assert_facts(self._handle, orjson.dumps(batch).decode())
+        matched: dict[str, set[str]] = {}
+        outcome = Outcome(firings=[])
+        started = dre.start_action_for_state(self._handle, state)
+        message = started[1] if started else None
+        while message:
+            ((engine_rule, match),) = json.loads(message).items()
+            if engine_rule != SENTINEL:
+                rule = self._rules[engine_rule.split(_ALTERNATIVE)[0]]
+                ids = {fact["id"] for fact in match.values()}
+                matched.setdefault(rule.id, set()).update(ids)
+                self._derive(sid, rule, ids, outcome)
+            message = dre.complete_and_start_action(self._handle, state)
+        outcome.firings = [Firing(rule_id, frozenset(ids)) for rule_id, ids in matched.items()]
+        return outcome
+
+    def _derive(self, sid: str, rule: Rule, ids: set[str], outcome: Outcome) -> None:
+        for name in rule.derive:
+            fact_id = derived_id(name)
+            known = outcome.derived.get(fact_id)
+            outcome.derived[fact_id] = (known or frozenset()) | ids
+            if known is None:
+                fact = {"id": fact_id, "type": "derived", "concept": name, "sid": sid}
+                dre.assert_fact(self._handle, orjson.dumps(fact).decode())

@@ -1,0 +1,98 @@
+"""Errors as FHIR OperationOutcomes, with the path of what was wrong."""
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+# OperationOutcome.issue.code (http://hl7.org/fhir/issue-type) by HTTP status.
+_ISSUE_CODES = {
+    400: "invalid",
+    401: "login",
+    404: "not-found",
+    405: "not-supported",
+    412: "incomplete",
+    413: "too-costly",
+    415: "not-supported",
+    500: "exception",
+}
+
+
+class Issue:
+    """One OperationOutcome issue: what is wrong, and where (a FHIRPath-like expression)."""
+
+    __slots__ = ("expression", "message")
+
+    def __init__(self, message: str, expression: str | None = None) -> None:
+        self.message = message
+        self.expression = expression
+
+
+class CDSError(Exception):
+    """A request the service cannot answer with cards; rendered as an OperationOutcome."""
+
+    def __init__(self, status: int, issues: Sequence[Issue]) -> None:
+        super().__init__("; ".join(describe(issue) for issue in issues))
+        self.status = status
+        self.issues = issues
+
+    @classmethod
+    def of(cls, status: int, message: str, expression: str | None = None) -> "CDSError":
+        return cls(status, [Issue(message, expression)])
+
+
+def describe(issue: Issue) -> str:
+    return f"{issue.expression}: {issue.message}" if issue.expression else issue.message
+
+
+class OutcomeIssue(BaseModel):
+    severity: Literal["fatal", "error", "warning", "information"]
+    code: str
+    diagnostics: str | None = None
+    expression: list[str] | None = None
+
+
+class OperationOutcome(BaseModel):
+    """The FHIR R4 OperationOutcome every error answers with."""
+
+    resourceType: Literal["OperationOutcome"] = "OperationOutcome"
+    issue: list[OutcomeIssue]
+
+
+def operation_outcome(status: int, issues: Iterable[Issue]) -> dict[str, Any]:
+    code = _ISSUE_CODES.get(status, "processing")
+    outcome = OperationOutcome(
+        issue=[
+            OutcomeIssue(
+                severity="error",
+                code=code,
+                diagnostics=issue.message,
+                expression=[issue.expression] if issue.expression else None,
+            )
+            for issue in issues
+        ]
+    )
+    return outcome.model_dump(exclude_none=True)
+
+
+def format_path(prefix: str, loc: Iterable[int | str]) -> str:
+    """`('entry', 3, 'resource', 'Condition', 'clinicalStatus')` -> `prefix.entry[3]...`.
+
+    Upper-case segments are pydantic's union tags (resource types), not FHIR element names.
+    """
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "other" or part[:1].isupper():
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def validation_issues(error: ValidationError, prefix: str = "") -> list[Issue]:
+    return [
+        Issue(err["msg"], format_path(prefix, err["loc"]) or None)
+        for err in error.errors(include_url=False)
+    ]

@@ -1,0 +1,265 @@
+"""Slim FHIR R4 input models: only the elements the triage reads, each validated.
+
+Full `fhir.resources` validation of a 550-entry bundle costs ~60 ms (see
+`reference/engine-notes.md`), forty times the whole evaluation budget, so requests are read
+through these models instead: every element we use is type- and format-checked (a bad one is a
+400 naming its path), elements we do not use pass through untouched. Outgoing resources are
+built and validated with `fhir.resources.R4B` (see `cards.py`).
+"""
+
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Tag
+
+_DATE_TIME = re.compile(
+    r"(?P<y>[0-9]{4})(-(?P<m>0[1-9]|1[0-2])(-(?P<d>0[1-9]|[12][0-9]|3[01])"
+    r"(T(?P<time>([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?)"
+    r"(?P<tz>Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?"
+)
+
+
+def parse_fhir_date(value: Any) -> date:
+    """Read a FHIR date, dateTime or instant as a UTC calendar date (partial dates: first day)."""
+    if not isinstance(value, str):
+        raise ValueError("must be a FHIR date or dateTime string")
+    match = _DATE_TIME.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a valid FHIR date or dateTime")
+    if match["time"]:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).date()
+    return date(int(match["y"]), int(match["m"] or 1), int(match["d"] or 1))
+
+
+FhirDate = Annotated[date, BeforeValidator(parse_fhir_date)]
+
+
+class Element(BaseModel):
+    """A FHIR element: unknown members are kept, not checked."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Coding(Element):
+    system: str | None = None
+    code: str | None = None
+    display: str | None = None
+
+
+class CodeableConcept(Element):
+    coding: list[Coding] = []
+    text: str | None = None
+
+
+class Reference(Element):
+    reference: str | None = None
+    display: str | None = None
+
+
+class Quantity(Element):
+    value: float | None = None
+    unit: str | None = None
+    system: str | None = None
+    code: str | None = None
+
+
+class Period(Element):
+    start: FhirDate | None = None
+    end: FhirDate | None = None
+
+
+class Resource(Element):
+    resourceType: str
+    id: str | None = None
+
+
+class Patient(Resource):
+    resourceType: Literal["Patient"]
+    birthDate: FhirDate | None = None
+    gender: Literal["male", "female", "other", "unknown"] | None = None
+
+
+ConditionClinical = Literal["active", "recurrence", "relapse", "inactive", "remission", "resolved"]
+ConditionVerification = Literal[
+    "unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"
+]
+
+
+class ClinicalStatusCoding(Element):
+    system: str | None = None
+    code: ConditionClinical
+
+
+class VerificationStatusCoding(Element):
+    system: str | None = None
+    code: ConditionVerification
+
+
+class ClinicalStatus(Element):
+    coding: list[ClinicalStatusCoding] = []
+
+
+class VerificationStatus(Element):
+    coding: list[VerificationStatusCoding] = []
+
+
+class Condition(Resource):
+    resourceType: Literal["Condition"]
+    clinicalStatus: ClinicalStatus | None = None
+    verificationStatus: VerificationStatus | None = None
+    code: CodeableConcept | None = None
+    subject: Reference
+    onsetDateTime: FhirDate | None = None
+    onsetPeriod: Period | None = None
+    onsetAge: Quantity | None = None
+    recordedDate: FhirDate | None = None
+
+
+class Observation(Resource):
+    resourceType: Literal["Observation"]
+    status: Literal[
+        "registered",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    ]
+    code: CodeableConcept
+    subject: Reference | None = None
+    effectiveDateTime: FhirDate | None = None
+    effectivePeriod: Period | None = None
+    effectiveInstant: FhirDate | None = None
+    issued: FhirDate | None = None
+    valueQuantity: Quantity | None = None
+
+
+class ServiceRequest(Resource):
+    resourceType: Literal["ServiceRequest"]
+    status: Literal[
+        "draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"
+    ]
+    intent: str
+    code: CodeableConcept | None = None
+    performerType: CodeableConcept | None = None
+    subject: Reference
+    authoredOn: FhirDate | None = None
+
+
+class Procedure(Resource):
+    resourceType: Literal["Procedure"]
+    status: Literal[
+        "preparation",
+        "in-progress",
+        "not-done",
+        "on-hold",
+        "stopped",
+        "completed",
+        "entered-in-error",
+        "unknown",
+    ]
+    code: CodeableConcept | None = None
+    subject: Reference
+    performedDateTime: FhirDate | None = None
+    performedPeriod: Period | None = None
+
+
+class MedicationRequest(Resource):
+    resourceType: Literal["MedicationRequest"]
+    status: Literal[
+        "active",
+        "on-hold",
+        "cancelled",
+        "completed",
+        "entered-in-error",
+        "stopped",
+        "draft",
+        "unknown",
+    ]
+    intent: str
+    medicationCodeableConcept: CodeableConcept | None = None
+    subject: Reference
+    authoredOn: FhirDate | None = None
+
+
+class OperationOutcome(Resource):
+    resourceType: Literal["OperationOutcome"]
+
+
+class OtherResource(Resource):
+    """Any resource type the triage does not read; kept only so bundles of mixed types parse."""
+
+
+def _resource_type(value: Any) -> Any:
+    if isinstance(value, dict):
+        return value.get("resourceType")
+    return getattr(value, "resourceType", None)
+
+
+def _tagger(known: frozenset[str]) -> Callable[[Any], str | None]:
+    """Discriminate on resourceType: a known type, "other", or None (not a resource)."""
+
+    def tag(value: Any) -> str | None:
+        kind = _resource_type(value)
+        if not isinstance(kind, str):
+            return None
+        return kind if kind in known else "other"
+
+    return tag
+
+
+AnyResource = Annotated[
+    Annotated[Patient, Tag("Patient")]
+    | Annotated[Condition, Tag("Condition")]
+    | Annotated[Observation, Tag("Observation")]
+    | Annotated[ServiceRequest, Tag("ServiceRequest")]
+    | Annotated[Procedure, Tag("Procedure")]
+    | Annotated[MedicationRequest, Tag("MedicationRequest")]
+    | Annotated[OperationOutcome, Tag("OperationOutcome")]
+    | Annotated[OtherResource, Tag("other")],
+    Discriminator(
+        _tagger(
+            frozenset(
+                {
+                    "Patient",
+                    "Condition",
+                    "Observation",
+                    "ServiceRequest",
+                    "Procedure",
+                    "MedicationRequest",
+                    "OperationOutcome",
+                }
+            )
+        )
+    ),
+]
+
+
+class BundleLink(Element):
+    relation: str
+    url: str
+
+
+class BundleEntry(Element):
+    fullUrl: str | None = None
+    resource: AnyResource | None = None
+
+
+class Bundle(Resource):
+    resourceType: Literal["Bundle"]
+    type: str | None = None
+    link: list[BundleLink] = []
+    entry: list[BundleEntry] = []
+
+
+PrefetchValue = Annotated[
+    Annotated[Bundle, Tag("Bundle")]
+    | Annotated[Patient, Tag("Patient")]
+    | Annotated[OperationOutcome, Tag("OperationOutcome")]
+    | Annotated[OtherResource, Tag("other")],
+    Discriminator(_tagger(frozenset({"Bundle", "Patient", "OperationOutcome"}))),
+]

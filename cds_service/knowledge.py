@@ -1,0 +1,357 @@
+"""The clinical knowledge base in `rules/`: value sets, rules, specialties, guidelines, config.
+
+Everything is loaded once, checked against its schema and cross-checked (every concept, threshold,
+specialty, guideline and derived fact a rule names must exist), so a broken file stops start-up
+with a message naming the file and the problem.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+HookName = Literal["patient-view", "order-select", "order-sign"]
+HOOKS: tuple[HookName, ...] = ("patient-view", "order-select", "order-sign")
+FactKind = Literal["finding", "observation", "order", "treatment"]
+Indicator = Literal["info", "warning", "critical"]
+Priority = Literal["routine", "urgent", "stat"]
+
+M = TypeVar("M", bound=BaseModel)
+
+DEFAULT_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+
+
+class KnowledgeError(Exception):
+    """A rule file, value set or config file is invalid."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Code(Strict):
+    system: str
+    code: str
+    display: str
+    unverified: bool = False
+
+
+class UnitConversion(Strict):
+    """value_in_canonical_unit = value * factor + offset."""
+
+    factor: float = 1.0
+    offset: float = 0.0
+
+
+class ValueSet(Strict):
+    concept: str
+    title: str
+    fact: FactKind
+    note: str | None = None
+    unit: str | None = None
+    units: dict[str, UnitConversion] = {}
+    codes: list[Code] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _units_for_observations(self) -> Self:
+        if self.fact == "observation" and (self.unit is None or self.unit not in self.units):
+            raise ValueError("an observation value set needs `unit` and a `units` entry for it")
+        return self
+
+
+Threshold = float | str
+
+
+class Comparison(Strict):
+    gte: Threshold | None = None
+    gt: Threshold | None = None
+    lte: Threshold | None = None
+    lt: Threshold | None = None
+
+    def items(self) -> Iterator[tuple[str, Threshold]]:
+        for op in ("gte", "gt", "lte", "lt"):
+            bound = getattr(self, op)
+            if bound is not None:
+                yield op, bound
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not any(True for _ in self.items()):
+            raise ValueError("a comparison needs one of gte, gt, lte, lt")
+        return self
+
+
+class Clause(Strict):
+    """One condition of a rule; it matches one fact."""
+
+    finding: str | None = None
+    observation: str | None = None
+    order: str | None = None
+    treatment: str | None = None
+    derived: str | None = None
+    episode_weeks: Comparison | None = Field(None, alias="episode-weeks")
+    age: Comparison | None = None
+    value: Comparison | None = None
+    weeks: Comparison | None = None
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> Self:
+        subjects = [k for k in _SUBJECTS if getattr(self, k) is not None]
+        if len(subjects) != 1:
+            raise ValueError(f"a clause names exactly one of {', '.join(_SUBJECTS)}")
+        if self.value is not None and self.observation is None:
+            raise ValueError("`value` applies to an observation clause only")
+        if self.weeks is not None and self.treatment is None:
+            raise ValueError("`weeks` applies to a treatment clause only")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in _SUBJECTS if getattr(self, k) is not None)
+
+
+_SUBJECTS = ("finding", "observation", "order", "treatment", "derived", "episode_weeks", "age")
+
+
+class Referral(Strict):
+    specialty: str
+    priority: Priority
+
+
+class CardSpec(Strict):
+    """What a rule's card says and suggests: a referral, removing the order, or advice only."""
+
+    indicator: Indicator
+    summary: Annotated[str, Field(min_length=1, max_length=139)]
+    refer: Referral | None = None
+    remove_order: bool = Field(False, alias="remove-order")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Self:
+        if self.refer is not None and self.remove_order:
+            raise ValueError("a card either refers or removes the order, not both")
+        return self
+
+
+class Rule(Strict):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    version: str
+    title: str
+    when: str
+    then: str
+    guideline: str
+    hooks: list[HookName] = list(HOOKS)
+    problem: str | None = None
+    match: list[list[Clause]] = Field(min_length=1)
+    derive: list[str] = []
+    unless: list[str] = []
+    card: CardSpec | None = None
+
+    @model_validator(mode="after")
+    def _does_something(self) -> Self:
+        if self.card is None and not self.derive:
+            raise ValueError("a rule needs a `card`, a `derive` list, or both")
+        if self.card is not None and self.problem is None:
+            raise ValueError("a rule with a card needs a `problem` (cards are one per problem)")
+        if any(not alternative for alternative in self.match):
+            raise ValueError("each `match` alternative needs at least one clause")
+        return self
+
+
+class CodeDisplay(Strict):
+    code: str
+    display: str
+
+
+class Specialty(Strict):
+    title: str
+    nucc: CodeDisplay
+    referral: CodeDisplay | None = None
+
+
+class Guideline(Strict):
+    label: str
+    url: str
+
+
+class OverrideReason(Strict):
+    code: str
+    display: str
+
+
+class Config(Strict):
+    episode_concepts: list[str]
+    thresholds: dict[str, float]
+    lookback_days: dict[str, int]
+    override_reasons: list[OverrideReason]
+
+
+class CodeSystem(Strict):
+    uri: str
+    name: str
+
+
+class Manifest(Strict):
+    name: str
+    version: str
+    title: str
+    own_code_system: str
+    code_systems: dict[str, CodeSystem]
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """The loaded, cross-checked knowledge base."""
+
+    manifest: Manifest
+    config: Config
+    specialties: dict[str, Specialty]
+    guidelines: dict[str, Guideline]
+    value_sets: dict[str, ValueSet]
+    rules: dict[str, Rule]
+    concepts_by_code: dict[tuple[str, str], tuple[str, ...]]
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def concepts(self, system: str | None, code: str | None) -> tuple[str, ...]:
+        """The concepts a (system URI, code) pair belongs to."""
+        if system is None or code is None:
+            return ()
+        return self.concepts_by_code.get((system, code), ())
+
+    def threshold(self, bound: Threshold) -> float:
+        return self.config.thresholds[bound] if isinstance(bound, str) else bound
+
+    def system_uri(self, alias: str) -> str:
+        return self.manifest.code_systems[alias].uri
+
+    def system_name(self, uri: str | None) -> str:
+        """The readable name of a code system URI (the URI itself when unknown)."""
+        for system in self.manifest.code_systems.values():
+            if system.uri == uri:
+                return system.name
+        return uri or "no system"
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise KnowledgeError(path, f"cannot read YAML: {exc}") from exc
+
+
+def _parse(model: type[M], path: Path, data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise KnowledgeError(path, problems) from exc
+
+
+def _parse_map(model: type[M], path: Path) -> dict[str, M]:
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise KnowledgeError(path, "expected a mapping")
+    return {key: _parse(model, path, value) for key, value in data.items()}
+
+
+def _load_dir(model: type[M], folder: Path) -> dict[Path, M]:
+    return {path: _parse(model, path, _read_yaml(path)) for path in sorted(folder.glob("*.yaml"))}
+
+
+def load_knowledge(root: Path = DEFAULT_RULES_DIR, extra_rules: tuple[Path, ...] = ()) -> Knowledge:
+    """Load and cross-check the knowledge base in `root`, plus any extra rule folders."""
+    manifest = _parse(Manifest, root / "ruleset.yaml", _read_yaml(root / "ruleset.yaml"))
+    config = _parse(Config, root / "config.yaml", _read_yaml(root / "config.yaml"))
+    specialties = _parse_map(Specialty, root / "specialties.yaml")
+    guidelines = _parse_map(Guideline, root / "guidelines.yaml")
+    value_set_files = _load_dir(ValueSet, root / "valuesets")
+    rule_files: dict[Path, Rule] = {}
+    for folder in (root / "rules", *extra_rules):
+        rule_files |= _load_dir(Rule, folder)
+
+    value_sets: dict[str, ValueSet] = {}
+    concepts_by_code: dict[tuple[str, str], tuple[str, ...]] = {}
+    for path, value_set in value_set_files.items():
+        if path.stem != value_set.concept:
+            raise KnowledgeError(path, f"file name must be the concept name {value_set.concept!r}")
+        value_sets[value_set.concept] = value_set
+        for code in value_set.codes:
+            if code.system not in manifest.code_systems:
+                raise KnowledgeError(path, f"unknown code system {code.system!r}")
+            key = (manifest.code_systems[code.system].uri, code.code)
+            concepts_by_code[key] = (*concepts_by_code.get(key, ()), value_set.concept)
+
+    rules: dict[str, Rule] = {}
+    for path, rule in rule_files.items():
+        if rule.id in rules:
+            raise KnowledgeError(path, f"duplicate rule id {rule.id!r}")
+        rules[rule.id] = rule
+
+    knowledge = Knowledge(
+        manifest, config, specialties, guidelines, value_sets, rules, concepts_by_code
+    )
+    _cross_check(knowledge, {rule.id: path for path, rule in rule_files.items()}, root)
+    return knowledge
+
+
+def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) -> None:
+    config_path = root / "config.yaml"
+    for concept in knowledge.config.episode_concepts:
+        if concept not in knowledge.value_sets:
+            raise KnowledgeError(config_path, f"episode concept {concept!r} has no value set")
+    for concept in knowledge.config.lookback_days:
+        if concept not in knowledge.value_sets:
+            raise KnowledgeError(config_path, f"lookback for unknown concept {concept!r}")
+    derivable = {name for rule in knowledge.rules.values() for name in rule.derive}
+    for rule in knowledge.rules.values():
+        problem = _rule_problem(knowledge, rule, derivable)
+        if problem:
+            raise KnowledgeError(rule_paths[rule.id], problem)
+
+
+def _rule_problem(knowledge: Knowledge, rule: Rule, derivable: set[str]) -> str | None:
+    if rule.guideline not in knowledge.guidelines:
+        return f"unknown guideline {rule.guideline!r}"
+    referral = rule.card.refer if rule.card else None
+    if referral is not None and referral.specialty not in knowledge.specialties:
+        return f"unknown specialty {referral.specialty!r}"
+    for name in rule.unless:
+        if name not in derivable:
+            return f"`unless: {name}` names a fact no rule derives"
+    for clause in (clause for alternative in rule.match for clause in alternative):
+        problem = _clause_problem(knowledge, clause, derivable)
+        if problem:
+            return problem
+    return None
+
+
+def _clause_problem(knowledge: Knowledge, clause: Clause, derivable: set[str]) -> str | None:
+    kind = clause.kind
+    if kind == "derived":
+        return None if clause.derived in derivable else f"no rule derives {clause.derived!r}"
+    if kind in ("finding", "observation", "order", "treatment"):
+        concept = getattr(clause, kind)
+        value_set = knowledge.value_sets.get(concept)
+        if value_set is None:
+            return f"unknown concept {concept!r}"
+        if value_set.fact != kind:
+            return f"{concept!r} is a {value_set.fact} concept, not a {kind}"
+    for comparison in (clause.value, clause.weeks, clause.episode_weeks, clause.age):
+        for _, bound in comparison.items() if comparison else ():
+            if isinstance(bound, str) and bound not in knowledge.config.thresholds:
+                return f"unknown threshold {bound!r}"
+    return None

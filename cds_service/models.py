@@ -1,0 +1,157 @@
+"""CDS Hooks 2.0 request and response models, enforcing the spec's rules on what we send.
+
+Responses are serialised without `None` members, and every list or string that is present must be
+non-empty, so no card ever carries a null or empty member (SPEC 2).
+"""
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+
+from cds_service.knowledge import HookName, Indicator
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+FhirId = Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- Request --------------------------------------------------------------------------------
+
+
+class FhirAuthorization(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    access_token: NonEmpty
+    token_type: Literal["Bearer"]
+    expires_in: int
+    scope: NonEmpty
+    subject: NonEmpty
+
+
+class HookRequest(BaseModel):
+    """The body of `POST /cds-services/{id}`; context and prefetch are read per hook later."""
+
+    model_config = ConfigDict(extra="allow")
+
+    hook: NonEmpty
+    hookInstance: NonEmpty
+    context: dict[str, Any]
+    fhirServer: AnyHttpUrl | None = None
+    fhirAuthorization: FhirAuthorization | None = None
+    prefetch: dict[str, Any] | None = None
+
+
+class PatientViewContext(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    patientId: FhirId
+    userId: NonEmpty | None = None
+    encounterId: NonEmpty | None = None
+
+
+class OrderSignContext(PatientViewContext):
+    draftOrders: dict[str, Any]
+
+
+class OrderSelectContext(OrderSignContext):
+    selections: list[NonEmpty]
+
+
+CONTEXTS: dict[HookName, type[PatientViewContext]] = {
+    "patient-view": PatientViewContext,
+    "order-select": OrderSelectContext,
+    "order-sign": OrderSignContext,
+}
+
+
+# --- Response -------------------------------------------------------------------------------
+
+
+class Coding(Model):
+    system: NonEmpty | None = None
+    code: NonEmpty
+    display: NonEmpty
+
+
+class Source(Model):
+    label: NonEmpty
+    url: NonEmpty | None = None
+    icon: NonEmpty | None = None
+    topic: Coding | None = None
+
+
+class Action(Model):
+    type: Literal["create", "update", "delete"]
+    description: NonEmpty
+    resource: dict[str, Any] | None = None
+    resourceId: NonEmpty | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> Self:
+        if self.type in ("create", "update") and not self.resource:
+            raise ValueError(f"a {self.type} action needs a resource")
+        if self.type == "delete" and not self.resourceId:
+            raise ValueError("a delete action needs a resourceId")
+        return self
+
+
+class Suggestion(Model):
+    label: NonEmpty
+    uuid: NonEmpty | None = None
+    isRecommended: bool | None = None
+    actions: Annotated[list[Action], Field(min_length=1)]
+
+
+class Link(Model):
+    label: NonEmpty
+    url: NonEmpty
+    type: Literal["absolute", "smart"]
+    appContext: NonEmpty | None = None
+
+
+class Card(Model):
+    uuid: NonEmpty
+    summary: Annotated[str, Field(min_length=1, max_length=139)]
+    detail: NonEmpty
+    indicator: Indicator
+    source: Source
+    suggestions: Annotated[list[Suggestion], Field(min_length=1)] | None = None
+    selectionBehavior: Literal["at-most-one", "any"] | None = None
+    overrideReasons: Annotated[list[Coding], Field(min_length=1)] | None = None
+    links: Annotated[list[Link], Field(min_length=1)] | None = None
+    extension: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _selection(self) -> Self:
+        if (self.suggestions is None) != (self.selectionBehavior is None):
+            raise ValueError("selectionBehavior is given exactly when there are suggestions")
+        return self
+
+
+class CDSResponse(Model):
+    cards: list[Card]
+
+
+# --- Discovery ------------------------------------------------------------------------------
+
+
+class ServiceDescriptor(Model):
+    id: NonEmpty
+    hook: HookName
+    title: NonEmpty
+    description: NonEmpty
+    prefetch: dict[str, str]
+    usageRequirements: NonEmpty | None = None
+    extension: dict[str, Any] | None = None
+
+
+class Discovery(Model):
+    services: list[ServiceDescriptor]
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """The JSON form of a response model, without None members."""
+    return model.model_dump(mode="json", exclude_none=True)

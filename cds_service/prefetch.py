@@ -1,0 +1,170 @@
+"""Prefetch: the patient's record, read and checked from the request's prefetch and context."""
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from cds_service.errors import CDSError, Issue, validation_issues
+from cds_service.fhir_model import (
+    Bundle,
+    Condition,
+    MedicationRequest,
+    Observation,
+    OperationOutcome,
+    Patient,
+    PrefetchValue,
+    Procedure,
+    Reference,
+    Resource,
+    ServiceRequest,
+)
+from cds_service.knowledge import HookName
+from cds_service.models import CONTEXTS, HookRequest, PatientViewContext
+
+_PATIENT = "{{context.patientId}}"
+PREFETCH: dict[str, str] = {
+    "patient": f"Patient/{_PATIENT}",
+    "conditions": f"Condition?patient={_PATIENT}",
+    "observations": f"Observation?patient={_PATIENT}",
+    "procedures": f"Procedure?patient={_PATIENT}",
+    "medications": f"MedicationRequest?patient={_PATIENT}",
+    "referrals": f"ServiceRequest?patient={_PATIENT}",
+}
+REQUIRED_KEYS = ("patient", "conditions", "observations")
+
+_prefetch_value: TypeAdapter[Any] = TypeAdapter(PrefetchValue)
+R = TypeVar("R", bound=Resource)
+
+
+@dataclass(frozen=True)
+class Entry(Generic[R]):
+    """A resource of the record and the reference that points at it (for reasonReference)."""
+
+    resource: R
+    reference: str | None
+
+
+@dataclass
+class PatientRecord:
+    """Everything the triage may read about one patient at this hook."""
+
+    patient_id: str
+    hook: HookName
+    patient: Patient | None = None
+    conditions: list[Entry[Condition]] = field(default_factory=list)
+    observations: list[Entry[Observation]] = field(default_factory=list)
+    procedures: list[Entry[Procedure]] = field(default_factory=list)
+    medications: list[Entry[MedicationRequest]] = field(default_factory=list)
+    referrals: list[Entry[ServiceRequest]] = field(default_factory=list)
+    draft_orders: list[Entry[ServiceRequest]] = field(default_factory=list)
+
+
+def read_context(request: HookRequest, hook: HookName) -> PatientViewContext:
+    try:
+        return CONTEXTS[hook].model_validate(request.context)
+    except ValidationError as exc:
+        raise CDSError(400, validation_issues(exc, "context")) from exc
+
+
+def read_record(request: HookRequest, hook: HookName) -> PatientRecord:
+    """Read the record from the request; 400 for invalid FHIR, 412 for data that is missing."""
+    context = read_context(request, hook)
+    record = PatientRecord(patient_id=context.patientId, hook=hook)
+    prefetch = request.prefetch or {}
+    missing = [key for key in REQUIRED_KEYS if _unusable(prefetch.get(key))]
+    if missing:
+        raise CDSError(
+            412,
+            [
+                Issue(
+                    f"prefetch `{key}` ({PREFETCH[key]}) is missing, null or an "
+                    "OperationOutcome, and this service does not query fhirServer yet",
+                    f"prefetch.{key}",
+                )
+                for key in missing
+            ],
+        )
+    for key in PREFETCH:
+        if prefetch.get(key) is not None:
+            _collect(record, _parse(prefetch[key], f"prefetch.{key}"), f"prefetch.{key}")
+    draft_orders = getattr(context, "draftOrders", None)
+    if draft_orders is not None:
+        bundle = _parse(draft_orders, "context.draftOrders")
+        if not isinstance(bundle, Bundle):
+            raise CDSError.of(400, "draftOrders must be a Bundle", "context.draftOrders")
+        record.draft_orders = [
+            Entry(resource, reference)
+            for resource, reference in _entries(bundle, "context.draftOrders", record.patient_id)
+            if isinstance(resource, ServiceRequest)
+        ]
+    return record
+
+
+def _unusable(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
+    )
+
+
+def _parse(value: Any, path: str) -> Resource:
+    try:
+        parsed: Resource = _prefetch_value.validate_python(value)
+    except ValidationError as exc:
+        raise CDSError(400, validation_issues(exc, path)) from exc
+    return parsed
+
+
+def _collect(record: PatientRecord, value: Resource, path: str) -> None:
+    if isinstance(value, Patient):
+        _set_patient(record, value, path)
+        return
+    if not isinstance(value, Bundle):
+        raise CDSError.of(400, f"expected a Bundle or Patient, got {value.resourceType}", path)
+    for resource, reference in _entries(value, path, record.patient_id):
+        if isinstance(resource, Patient):
+            _set_patient(record, resource, path)
+        elif isinstance(resource, Condition):
+            record.conditions.append(Entry(resource, reference))
+        elif isinstance(resource, Observation):
+            record.observations.append(Entry(resource, reference))
+        elif isinstance(resource, Procedure):
+            record.procedures.append(Entry(resource, reference))
+        elif isinstance(resource, MedicationRequest):
+            record.medications.append(Entry(resource, reference))
+        elif isinstance(resource, ServiceRequest):
+            record.referrals.append(Entry(resource, reference))
+
+
+def _set_patient(record: PatientRecord, patient: Patient, path: str) -> None:
+    if patient.id is not None and patient.id != record.patient_id:
+        raise CDSError.of(400, f"Patient/{patient.id} is not the patient in context", f"{path}.id")
+    record.patient = patient
+
+
+def _entries(bundle: Bundle, path: str, patient_id: str) -> list[tuple[Resource, str | None]]:
+    """The bundle's resources with their references; 400 for one about another patient."""
+    entries: list[tuple[Resource, str | None]] = []
+    for index, entry in enumerate(bundle.entry):
+        resource = entry.resource
+        if resource is None or isinstance(resource, OperationOutcome):
+            continue
+        subject = getattr(resource, "subject", None)
+        if isinstance(subject, Reference) and _other_patient(subject.reference, patient_id):
+            raise CDSError.of(
+                400,
+                f"{subject.reference} is not the patient in context (Patient/{patient_id})",
+                f"{path}.entry[{index}].resource.subject",
+            )
+        reference = (
+            f"{resource.resourceType}/{resource.id}" if resource.id is not None else entry.fullUrl
+        )
+        entries.append((resource, reference))
+    return entries
+
+
+def _other_patient(reference: str | None, patient_id: str) -> bool:
+    """True when the reference names a Patient other than `patient_id` (urn:uuid: can't tell)."""
+    if reference is None or "Patient/" not in reference:
+        return False
+    return reference.rsplit("Patient/", 1)[1].split("/")[0] != patient_id

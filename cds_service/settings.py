@@ -1,0 +1,19 @@
+"""Settings from the environment (prefix `CDS_`), read once when the app is built."""
+
+from datetime import date
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cds_service.knowledge import DEFAULT_RULES_DIR
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CDS_", extra="ignore")
+
+    rules_dir: Path = Field(DEFAULT_RULES_DIR, description="Knowledge base folder (rules/).")
+    today: date | None = Field(
+        None,
+        description="Fixed evaluation date (YYYY-MM-DD) for demos and tests; default: today (UTC).",
+    )
