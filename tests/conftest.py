@@ -1,0 +1,45 @@
+"""Shared fixtures: the real knowledge base, the triage, the app, and the example requests."""
+
+import json
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app
+from cds_service.knowledge import Knowledge, load_knowledge
+from cds_service.service import Triage
+from cds_service.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "fhir_examples"
+EXAMPLE_TODAY = date(2026, 11, 1)
+
+
+def example_names() -> list[str]:
+    return sorted(path.stem for path in EXAMPLES.glob("*.json"))
+
+
+def load_example(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    request = json.loads((EXAMPLES / f"{name}.json").read_text())
+    expected = json.loads((EXAMPLES / "expected" / f"{name}.json").read_text())
+    return request, expected
+
+
+@pytest.fixture(scope="session")
+def knowledge() -> Knowledge:
+    return load_knowledge()
+
+
+@pytest.fixture(scope="session")
+def triage(knowledge: Knowledge) -> Triage:
+    return Triage(knowledge)
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(today=EXAMPLE_TODAY))) as test_client:
+        yield test_client
