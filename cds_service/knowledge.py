@@ -272,16 +272,14 @@ def _load_dir(model: type[M], folder: Path) -> dict[Path, M]:
     return {path: _parse(model, path, _read_yaml(path)) for path in sorted(folder.glob("*.yaml"))}
 
 
-def load_knowledge(root: Path = DEFAULT_RULES_DIR, extra_rules: tuple[Path, ...] = ()) -> Knowledge:
-    """Load and cross-check the knowledge base in `root`, plus any extra rule folders."""
+def load_knowledge(root: Path = DEFAULT_RULES_DIR) -> Knowledge:
+    """Load and cross-check the knowledge base in `root`."""
     manifest = _parse(Manifest, root / "ruleset.yaml", _read_yaml(root / "ruleset.yaml"))
     config = _parse(Config, root / "config.yaml", _read_yaml(root / "config.yaml"))
     specialties = _parse_map(Specialty, root / "specialties.yaml")
     guidelines = _parse_map(Guideline, root / "guidelines.yaml")
     value_set_files = _load_dir(ValueSet, root / "valuesets")
-    rule_files: dict[Path, Rule] = {}
-    for folder in (root / "rules", *extra_rules):
-        rule_files |= _load_dir(Rule, folder)
+    rule_files = _load_dir(Rule, root / "rules")
 
     value_sets: dict[str, ValueSet] = {}
     concepts_by_code: dict[tuple[str, str], tuple[str, ...]] = {}

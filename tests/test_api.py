@@ -1,0 +1,158 @@
+"""HTTP behaviour: discovery, and a clear 4xx OperationOutcome for every kind of bad input."""
+
+import copy
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import load_example
+
+EXAMPLE = "neurology-radiculopathy--seven-weeks"
+
+
+@pytest.fixture
+def request_body() -> dict[str, Any]:
+    return copy.deepcopy(load_example(EXAMPLE)[0])
+
+
+def _issues(response: Any) -> list[dict[str, Any]]:
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    issues: list[dict[str, Any]] = body["issue"]
+    return issues
+
+
+def _expressions(response: Any) -> list[str]:
+    return [e for issue in _issues(response) for e in issue.get("expression", [])]
+
+
+def test_discovery_lists_one_service_per_hook_with_prefetch_and_version(
+    client: TestClient,
+) -> None:
+    services = client.get("/cds-services").json()["services"]
+    assert sorted(s["hook"] for s in services) == ["order-select", "order-sign", "patient-view"]
+    for service in services:
+        assert {"id", "hook", "title", "description", "prefetch"} <= service.keys()
+        assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
+        assert service["prefetch"]["conditions"] == "Condition?patient={{context.patientId}}"
+        assert service["prefetch"]["observations"] == "Observation?patient={{context.patientId}}"
+        assert service["extension"]["org.spine-cds.ruleset"]["version"] == "0.1.0"
+
+
+def test_malformed_json_is_400(client: TestClient) -> None:
+    response = client.post(
+        "/cds-services/patient-view",
+        content=b'{"hook": "patient-view",',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "malformed JSON" in _issues(response)[0]["diagnostics"]
+
+
+@pytest.mark.parametrize("field", ["hook", "hookInstance", "context"])
+def test_missing_required_field_is_400_naming_it(
+    client: TestClient, request_body: dict[str, Any], field: str
+) -> None:
+    del request_body[field]
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 400
+    assert field in _expressions(response)
+
+
+def test_missing_patient_id_is_400(client: TestClient, request_body: dict[str, Any]) -> None:
+    del request_body["context"]["patientId"]
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["context.patientId"]
+
+
+def test_invalid_fhir_names_the_path(client: TestClient, request_body: dict[str, Any]) -> None:
+    request_body["prefetch"]["conditions"]["entry"][0]["resource"]["clinicalStatus"] = "active"
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["prefetch.conditions.entry[0].resource.clinicalStatus"]
+
+
+def test_invalid_date_names_the_path(client: TestClient, request_body: dict[str, Any]) -> None:
+    request_body["prefetch"]["conditions"]["entry"][0]["resource"]["onsetDateTime"] = "last week"
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["prefetch.conditions.entry[0].resource.onsetDateTime"]
+
+
+def test_unknown_status_code_is_rejected(client: TestClient, request_body: dict[str, Any]) -> None:
+    request_body["prefetch"]["observations"]["entry"][0]["resource"]["status"] = "bogus"
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["prefetch.observations.entry[0].resource.status"]
+
+
+def test_resource_of_another_patient_is_400(
+    client: TestClient, request_body: dict[str, Any]
+) -> None:
+    request_body["prefetch"]["conditions"]["entry"][0]["resource"]["subject"] = {
+        "reference": "Patient/someone-else"
+    }
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["prefetch.conditions.entry[0].resource.subject"]
+
+
+def test_unknown_service_is_404(client: TestClient, request_body: dict[str, Any]) -> None:
+    response = client.post("/cds-services/no-such-service", json=request_body)
+    assert response.status_code == 404
+    assert _issues(response)[0]["code"] == "not-found"
+
+
+def test_hook_not_matching_service_is_400(client: TestClient, request_body: dict[str, Any]) -> None:
+    response = client.post("/cds-services/order-sign", json=request_body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["hook"]
+
+
+def test_order_hook_without_draft_orders_is_400(
+    client: TestClient, request_body: dict[str, Any]
+) -> None:
+    request_body["hook"] = "order-sign"
+    response = client.post("/cds-services/order-sign", json=request_body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["context.draftOrders"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, {"resourceType": "OperationOutcome", "issue": []}, "absent"],
+    ids=["null", "operation-outcome", "absent"],
+)
+def test_required_prefetch_that_cannot_be_had_is_412(
+    client: TestClient, request_body: dict[str, Any], value: Any
+) -> None:
+    if value == "absent":
+        del request_body["prefetch"]["conditions"]
+    else:
+        request_body["prefetch"]["conditions"] = value
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 412
+    assert _expressions(response) == ["prefetch.conditions"]
+
+
+def test_empty_searchsets_give_no_cards(client: TestClient, request_body: dict[str, Any]) -> None:
+    for key in ("conditions", "observations"):
+        request_body["prefetch"][key] = {"resourceType": "Bundle", "type": "searchset", "total": 0}
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 200
+    assert response.json() == {"cards": []}
+
+
+def test_prefetch_of_wrong_shape_is_400(client: TestClient, request_body: dict[str, Any]) -> None:
+    request_body["prefetch"]["conditions"] = ["not", "a", "bundle"]
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["prefetch.conditions"]
+
+
+def test_unknown_route_is_404_operation_outcome(client: TestClient) -> None:
+    response = client.get("/nowhere")
+    assert response.status_code == 404
+    assert _issues(response)[0]["code"] == "not-found"
