@@ -18,11 +18,27 @@ def rules_copy(tmp_path: Path) -> Path:
     return target
 
 
-def test_every_specialty_and_guideline_is_well_formed(knowledge: Knowledge) -> None:
-    for specialty in knowledge.specialties.values():
-        assert specialty.nucc.code.endswith("X") and len(specialty.nucc.code) == 10
-    for value_set in knowledge.value_sets.values():
-        assert {c.system for c in value_set.codes} <= set(knowledge.manifest.code_systems)
+SPEC_TABLE = {  # SPEC 2: specialty key -> (NUCC performerType, SNOMED CT referral code)
+    "emergency": ("207P00000X", "183866009"),
+    "neurosurgery": ("207T00000X", "308482002"),
+    "orthopedic-spine": ("207XS0117X", "308481009"),
+    "physiatry": ("208100000X", "306289000"),
+    "pain-management": ("208VP0000X", "306265007"),
+    "neurology": ("2084N0400X", "308474002"),
+    "rheumatology": ("207RR0500X", "306290009"),
+    "physical-therapy": ("225100000X", "308447003"),
+    "occupational-therapy": ("225X00000X", "308453003"),
+    "chiropractic": ("111N00000X", "308449000"),
+    "primary-care": ("207Q00000X", None),
+}
+
+
+def test_specialties_follow_the_spec_table(knowledge: Knowledge) -> None:
+    table = {
+        key: (s.nucc.code, s.referral.code if s.referral else None)
+        for key, s in knowledge.specialties.items()
+    }
+    assert table == SPEC_TABLE
 
 
 def test_both_icd10_and_snomed_map_cauda_equina(knowledge: Knowledge) -> None:
