@@ -68,7 +68,8 @@ def test_sessions_are_deleted_past_the_engine_limit(knowledge: Knowledge) -> Non
 
 def test_evaluation_that_fires_nothing_survives(knowledge: Knowledge) -> None:
     engine = Engine(knowledge, knowledge.rules.values(), "empty-test")
-    for facts in ([], [{"id": "f0", "type": "finding", "concept": "unmapped"}]):
+    nothing: list[list[dict[str, Any]]] = [[], [{"id": "f0", "type": "finding", "concept": "x"}]]
+    for facts in nothing:
         outcome = engine.evaluate(facts)
         assert outcome.firings == []
         assert outcome.derived == {}

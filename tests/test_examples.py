@@ -32,7 +32,9 @@ def _summarise(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def _expected(card: dict[str, Any], triage: Triage) -> dict[str, Any]:
-    summary = {k: card[k] for k in ("rule", "indicator", "reasons", "actions") if k in card}
+    summary: dict[str, Any] = {
+        k: card[k] for k in ("rule", "indicator", "reasons", "actions") if k in card
+    }
     if "specialty" in card:
         summary["specialty_nucc"] = triage.knowledge.specialties[card["specialty"]].nucc.code
         summary["priority"] = card["priority"]
