@@ -77,7 +77,7 @@ def test_evaluation_that_fires_nothing_survives(knowledge: Knowledge) -> None:
 
 def test_forward_chaining_derives_facts_for_later_rules(knowledge: Knowledge) -> None:
     engine = Engine(knowledge, knowledge.rules.values(), "chain-test")
-    facts = [
+    facts: list[dict[str, Any]] = [
         {"id": "f0", "type": "finding", "concept": "back-pain"},
         {"id": "f1", "type": "observation", "concept": "body-temperature", "value": 38.6},
         {"id": "f2", "type": "finding", "concept": "iv-drug-use"},
