@@ -1,13 +1,13 @@
 """The HTTP service: a FastAPI app built from settings by `create_app`."""
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
@@ -35,19 +35,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     triage = Triage(load_knowledge(settings.rules_dir))
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One evaluation at a time per process: threads add no throughput under the GIL and
-        # would only lengthen the tail (engine-notes 7); scale with worker processes.
-        app.state.limiter = anyio.CapacityLimiter(1)
-        log.info("rule set %s %s loaded", triage.knowledge.manifest.name, triage.knowledge.version)
-        yield
+    # One evaluation at a time per process: threads add no throughput under the GIL and would
+    # only lengthen the tail (engine-notes 7); scale out with worker processes instead.
+    limiter = anyio.CapacityLimiter(1)
+    log.info("rule set %s %s loaded", triage.knowledge.manifest.name, triage.knowledge.version)
 
     app = FastAPI(
         title="spine-cds",
         version=__version__,
         summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
-        lifespan=lifespan,
     )
     _add_error_handlers(app)
 
@@ -62,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model_exclude_none=True,
         responses=_ERRORS,
     )
-    async def call(service_id: HookName, body: HookRequest, request: Request) -> dict[str, Any]:
+    async def call(service_id: HookName, body: HookRequest) -> dict[str, Any]:
         """Evaluate a CDS Hooks request and answer with cards."""
         if body.hook != service_id:
             raise CDSError.of(
@@ -70,15 +66,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         today = settings.today or today_utc()
         response = await anyio.to_thread.run_sync(
-            triage.evaluate, body, service_id, today, limiter=request.app.state.limiter
+            triage.evaluate, body, service_id, today, limiter=limiter
         )
         return dump(response)
 
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 
 
-def _outcome(status: int, issues: list[Issue]) -> JSONResponse:
-    return JSONResponse(operation_outcome(status, issues), status_code=status)
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI, without FastAPI's 422 responses: validation errors here are 400s."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        for path in document["paths"].values():
+            for operation in path.values():
+                operation["responses"].pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            document["components"]["schemas"].pop(name, None)
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+def _outcome(
+    status: int, issues: list[Issue], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(operation_outcome(status, issues), status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -95,7 +109,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return _outcome(exc.status_code, [Issue(str(exc.detail))])
+        return _outcome(exc.status_code, [Issue(str(exc.detail))], exc.headers)
 
 
 def _request_issue(error: dict[str, Any]) -> Issue:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds_service.errors import CDSError, validation_issues
-from cds_service.knowledge import HOOKS, KnowledgeError, load_knowledge
+from cds_service.knowledge import KnowledgeError, load_knowledge
 from cds_service.models import HookRequest, dump
 from cds_service.service import Triage, today_utc
 from cds_service.settings import Settings
@@ -30,12 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     rules = commands.add_parser("rules", help="knowledge base tools")
     rules.add_argument("action", choices=["check"], help="validate rule files and value sets")
 
+    commands.add_parser("openapi", help="print the service's OpenAPI document (JSON)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args.host, args.port, args.workers)
         if args.command == "evaluate":
             return _evaluate(args.request)
+        if args.command == "openapi":
+            return _openapi()
         return _check()
     except KnowledgeError as exc:
         print(f"cds-service: invalid knowledge base: {exc}", file=sys.stderr)
@@ -59,10 +63,6 @@ def _evaluate(source: str) -> int:
     settings = Settings()
     try:
         request = HookRequest.model_validate(_read(source))
-        if request.hook not in HOOKS:
-            raise CDSError.of(
-                400, f"unknown hook {request.hook!r}; known: {', '.join(HOOKS)}", "hook"
-            )
         triage = Triage(load_knowledge(settings.rules_dir))
         response = triage.evaluate(request, request.hook, settings.today or today_utc())
     except (OSError, json.JSONDecodeError) as exc:
@@ -87,4 +87,11 @@ def _check() -> int:
         f"rule set {knowledge.manifest.name} {knowledge.version}: {len(knowledge.rules)} rules, "
         f"{len(knowledge.value_sets)} value sets ok ({unverified} codes marked unverified)"
     )
+    return 0
+
+
+def _openapi() -> int:
+    from cds_service.app import create_app
+
+    print(json.dumps(create_app().openapi(), indent=2))
     return 0

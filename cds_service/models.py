@@ -36,7 +36,7 @@ class HookRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    hook: NonEmpty
+    hook: HookName
     hookInstance: NonEmpty
     context: dict[str, Any]
     fhirServer: AnyHttpUrl | None = None
