@@ -1,0 +1,73 @@
+"""The `cds-service` command line, run as a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import EXAMPLE_TODAY, EXAMPLES
+
+ENV = {**os.environ, "CDS_TODAY": EXAMPLE_TODAY.isoformat()}
+
+
+def run(
+    *args: str, stdin: str | None = None, env: dict[str, str] = ENV
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cds_service", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def _rules(stdout: str) -> list[str]:
+    return [c["extension"]["org.spine-cds.rule"]["id"] for c in json.loads(stdout)["cards"]]
+
+
+def test_evaluate_a_file_prints_the_cards() -> None:
+    result = run("evaluate", str(EXAMPLES / "red-flag-cauda-equina--diagnosis-icd10.json"))
+    assert result.returncode == 0, result.stderr
+    assert _rules(result.stdout) == ["red-flag-cauda-equina"]
+
+
+def test_evaluate_reads_stdin() -> None:
+    text = (EXAMPLES / "neurology-radiculopathy--seven-weeks.json").read_text()
+    result = run("evaluate", "-", stdin=text)
+    assert result.returncode == 0, result.stderr
+    assert _rules(result.stdout) == ["neurology-radiculopathy"]
+
+
+def test_evaluate_bad_input_fails_with_a_message(tmp_path: Path) -> None:
+    request = json.loads((EXAMPLES / "neurology-radiculopathy--seven-weeks.json").read_text())
+    request["prefetch"]["conditions"]["entry"][0]["resource"]["onsetDateTime"] = "yesterday"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(request))
+    result = run("evaluate", str(bad))
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "prefetch.conditions.entry[0].resource.onsetDateTime" in result.stderr
+
+
+def test_evaluate_unreadable_json_fails() -> None:
+    result = run("evaluate", "-", stdin="{not json")
+    assert result.returncode != 0
+    assert "cannot read" in result.stderr
+
+
+def test_rules_check_reports_the_rule_set() -> None:
+    result = run("rules", "check")
+    assert result.returncode == 0, result.stderr
+    assert "rules" in result.stdout
+    assert "value sets ok" in result.stdout
+
+
+def test_rules_check_fails_on_a_broken_knowledge_base(tmp_path: Path) -> None:
+    (tmp_path / "ruleset.yaml").write_text("name: [broken\n")
+    result = run("rules", "check", env={**ENV, "CDS_RULES_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "ruleset.yaml" in result.stderr

@@ -1,0 +1,88 @@
+"""The real service: `cds-service serve` on loopback, called over HTTP as an EHR would."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from tests.conftest import EXAMPLE_TODAY, EXAMPLES
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "CDS_TODAY": EXAMPLE_TODAY.isoformat()}
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cds_service", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/cds-services", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
+
+
+def test_example_posted_to_the_running_service_gets_a_valid_referral(base_url: str) -> None:
+    body = (EXAMPLES / "red-flag-spinal-infection--fever-ivdu-markers.json").read_bytes()
+    response = httpx.post(
+        f"{base_url}/cds-services/patient-view",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    (card,) = response.json()["cards"]
+    assert card["indicator"] == "critical"
+    (action,) = card["suggestions"][0]["actions"]
+    referral = action["resource"]
+    ServiceRequest.model_validate(referral)  # a valid R4(B) ServiceRequest, or this raises
+    assert referral["status"] == "draft"
+    assert referral["priority"] == "stat"
+    assert referral["subject"] == {"reference": "Patient/pt-infection-ivdu"}
+    performer = referral["performerType"]["coding"][0]
+    assert (performer["system"], performer["code"]) == (
+        "http://nucc.org/provider-taxonomy",
+        "207P00000X",
+    )
+    code = referral["code"]["coding"][0]
+    assert (code["system"], code["code"]) == ("http://snomed.info/sct", "183866009")
+    assert [r["reference"] for r in referral["reasonReference"]] == [
+        "Condition/c1",
+        "Condition/c2",
+        "Observation/o1",
+        "Observation/o2",
+        "Observation/o3",
+    ]
+
+
+def test_discovery_over_http(base_url: str) -> None:
+    services = httpx.get(f"{base_url}/cds-services", timeout=10).json()["services"]
+    assert {s["id"] for s in services} == {"patient-view", "order-select", "order-sign"}
