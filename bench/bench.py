@@ -9,6 +9,7 @@ Then RSS over 50,000 evaluations. Pinned to one core.
 """
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -141,6 +142,7 @@ def main() -> None:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
     triage = Triage(load_knowledge())
+    gc.freeze()  # as create_app does once the service is built
 
     def evaluate(body: bytes) -> str:
         request = HookRequest.model_validate(json.loads(body))

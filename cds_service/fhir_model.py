@@ -3,7 +3,7 @@
 Full `fhir.resources` validation of a 550-entry bundle costs ~60 ms (see
 `reference/engine-notes.md`), forty times the whole evaluation budget, so requests are read
 through these models instead: every element we use is type- and format-checked (a bad one is a
-400 naming its path), elements we do not use pass through untouched. Outgoing resources are
+400 naming its path); elements we do not use are ignored, not stored. Outgoing resources are
 built and validated with `fhir.resources.R4B` (see `cards.py`).
 """
 
@@ -37,9 +37,9 @@ FhirDate = Annotated[date, BeforeValidator(parse_fhir_date)]
 
 
 class Element(BaseModel):
-    """A FHIR element: unknown members are kept, not checked."""
+    """A FHIR element: members the triage does not read are ignored, not checked."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class Coding(Element):
