@@ -48,6 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _add_error_handlers(app)
 
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process is up and its rule set compiled."""
+        return {"status": "ok", "ruleset": triage.knowledge.version}
+
     @app.get("/cds-services", response_model=Discovery, response_model_exclude_none=True)
     async def discovery() -> Discovery:
         """CDS Hooks discovery: one service per hook."""

@@ -34,22 +34,29 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
+        settings = Settings()
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            name = f"CDS_{str(err['loc'][0]).upper()}"
+            print(f"cds-service: invalid setting {name}: {err['msg']}", file=sys.stderr)
+        return 2
+    try:
         if args.command == "serve":
-            return _serve(args.host, args.port, args.workers)
+            return _serve(settings, args.host, args.port, args.workers)
         if args.command == "evaluate":
-            return _evaluate(args.request)
+            return _evaluate(settings, args.request)
         if args.command == "openapi":
-            return _openapi()
-        return _check()
+            return _openapi(settings)
+        return _check(settings)
     except KnowledgeError as exc:
         print(f"cds-service: invalid knowledge base: {exc}", file=sys.stderr)
         return 2
 
 
-def _serve(host: str, port: int, workers: int) -> int:
+def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
     import uvicorn
 
-    load_knowledge(Settings().rules_dir)  # fail fast, before uvicorn starts its workers
+    load_knowledge(settings.rules_dir)  # fail fast, before uvicorn starts its workers
     uvicorn.run("cds_service.app:create_app", factory=True, host=host, port=port, workers=workers)
     return 0
 
@@ -59,8 +66,7 @@ def _read(source: str) -> Any:
     return json.loads(text)
 
 
-def _evaluate(source: str) -> int:
-    settings = Settings()
+def _evaluate(settings: Settings, source: str) -> int:
     try:
         request = HookRequest.model_validate(_read(source))
         triage = Triage(load_knowledge(settings.rules_dir))
@@ -79,8 +85,8 @@ def _evaluate(source: str) -> int:
     return 0
 
 
-def _check() -> int:
-    knowledge = load_knowledge(Settings().rules_dir)
+def _check(settings: Settings) -> int:
+    knowledge = load_knowledge(settings.rules_dir)
     Triage(knowledge)  # compiles every hook's ruleset
     unverified = sum(c.unverified for vs in knowledge.value_sets.values() for c in vs.codes)
     print(
@@ -90,8 +96,8 @@ def _check() -> int:
     return 0
 
 
-def _openapi() -> int:
+def _openapi(settings: Settings) -> int:
     from cds_service.app import create_app
 
-    print(json.dumps(create_app().openapi(), indent=2))
+    print(json.dumps(create_app(settings).openapi(), indent=2))
     return 0

@@ -10,7 +10,7 @@ from cds_service.knowledge import DEFAULT_RULES_DIR
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CDS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CDS_", extra="ignore", env_ignore_empty=True)
 
     rules_dir: Path = Field(DEFAULT_RULES_DIR, description="Knowledge base folder (rules/).")
     today: date | None = Field(

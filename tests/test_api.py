@@ -40,6 +40,10 @@ def test_discovery_lists_one_service_per_hook_with_prefetch_and_version(
         assert service["extension"]["org.spine-cds.ruleset"]["version"] == "0.1.0"
 
 
+def test_health(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok", "ruleset": "0.1.0"}
+
+
 def test_malformed_json_is_400(client: TestClient) -> None:
     response = client.post(
         "/cds-services/patient-view",

@@ -71,3 +71,9 @@ def test_rules_check_fails_on_a_broken_knowledge_base(tmp_path: Path) -> None:
     result = run("rules", "check", env={**ENV, "CDS_RULES_DIR": str(tmp_path)})
     assert result.returncode == 2
     assert "ruleset.yaml" in result.stderr
+
+
+def test_invalid_setting_is_reported_by_name() -> None:
+    result = run("rules", "check", env={**ENV, "CDS_TODAY": "someday"})
+    assert result.returncode == 2
+    assert "invalid setting CDS_TODAY" in result.stderr
