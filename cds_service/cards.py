@@ -21,9 +21,15 @@ _PRIORITY_RANK = {"stat": 0, "urgent": 1, "routine": 2, None: 3}
 _REASON_TYPES = ("Condition", "Observation")
 
 
-def _urgency(rule: Rule, card: CardSpec) -> tuple[int, int, str]:
+def _urgency(rule: Rule, card: CardSpec) -> tuple[int, int, int, str]:
     priority = card.refer.priority if card.refer else None
-    return _INDICATOR_RANK[card.indicator], _PRIORITY_RANK[priority], rule.id
+    return _INDICATOR_RANK[card.indicator], _PRIORITY_RANK[priority], card.precedence, rule.id
+
+
+def _display_order(rule: Rule, card: CardSpec) -> tuple[int, int, str]:
+    """Cards of different problems: most urgent first, then by rule id."""
+    indicator, priority, _, rule_id = _urgency(rule, card)
+    return indicator, priority, rule_id
 
 
 def arbitrate(outcome: Outcome, rules: dict[str, Rule]) -> list[tuple[Rule, CardSpec, Firing]]:
@@ -37,7 +43,7 @@ def arbitrate(outcome: Outcome, rules: dict[str, Rule]) -> list[tuple[Rule, Card
         current = winners.get(problem)
         if current is None or _urgency(rule, rule.card) < _urgency(current[0], current[1]):
             winners[problem] = (rule, rule.card, firing)
-    return sorted(winners.values(), key=lambda won: _urgency(won[0], won[1]))
+    return sorted(winners.values(), key=lambda won: _display_order(won[0], won[1]))
 
 
 def evidence_of(firing: Firing, outcome: Outcome, facts: FactSet) -> list[Evidence]:
@@ -114,45 +120,54 @@ class CardBuilder:
         referred: set[str],
         notes: list[str],
     ) -> list[Suggestion]:
-        if spec.refer is not None:
-            title = self._knowledge.specialties[spec.refer.specialty].title
-            if spec.refer.specialty in referred:
-                notes.append(f"A referral to {title.lower()} is already ordered; none is added.")
-                return []
-            return [self._referral(rule, spec.refer, evidence)]
-        if spec.remove_order:
+        orders = [
+            (e.display, _delete(e.reference, e.display))
+            for e in evidence
+            if spec.remove_order and e.resource_type == "ServiceRequest" and e.reference
+        ]
+        deletes = [action for _, action in orders]
+        if not spec.referrals:
             return [
                 Suggestion(
-                    label=f"Remove the order: {e.display}",
-                    uuid=str(uuid.uuid4()),
-                    actions=[
-                        Action(
-                            type="delete",
-                            description=f"Remove the draft order {e.reference} ({e.display})",
-                            resourceId=e.reference,
-                        )
-                    ],
+                    label=f"Remove the order: {display}", uuid=str(uuid.uuid4()), actions=[action]
                 )
-                for e in evidence
-                if e.resource_type == "ServiceRequest" and e.reference
+                for display, action in orders
             ]
-        return []
+        suggestions = []
+        for referral in spec.referrals:
+            if referral.specialty in referred:
+                title = self._knowledge.specialties[referral.specialty].title.lower()
+                notes.append(f"A referral to {title} is already ordered; none is added.")
+            else:
+                recommended = referral is spec.refer
+                suggestions.append(self._referral(rule, referral, evidence, recommended, deletes))
+        return suggestions
 
-    def _referral(self, rule: Rule, referral: Referral, evidence: list[Evidence]) -> Suggestion:
+    def _referral(
+        self,
+        rule: Rule,
+        referral: Referral,
+        evidence: list[Evidence],
+        recommended: bool,
+        deletes: list[Action],
+    ) -> Suggestion:
+        """Create the referral (replacing the matched draft orders, when there are deletes)."""
         title = self._knowledge.specialties[referral.specialty].title.lower()
         resource = service_request(
             self._knowledge, referral, self._patient_id, self._today, rule.then, evidence
         )
+        verb = "Replace the order by a" if deletes else "Refer to"
         return Suggestion(
-            label=f"Refer to {title} ({referral.priority})",
+            label=f"{verb} {'referral to ' if deletes else ''}{title} ({referral.priority})",
             uuid=str(uuid.uuid4()),
-            isRecommended=True,
+            isRecommended=recommended,
             actions=[
+                *deletes,
                 Action(
                     type="create",
                     description=f"Create a {referral.priority} referral to {title}",
                     resource=resource,
-                )
+                ),
             ],
         )
 
@@ -167,6 +182,14 @@ class CardBuilder:
             f"{self._knowledge.version}._",
         ]
         return "\n".join(lines)
+
+
+def _delete(reference: str, display: str) -> Action:
+    return Action(
+        type="delete",
+        description=f"Remove the draft order {reference} ({display})",
+        resourceId=reference,
+    )
 
 
 def describe(evidence: Evidence) -> str:

@@ -28,6 +28,7 @@ from cds_service.knowledge import Clause, Knowledge, Rule
 SENTINEL = "__sentinel__"
 _OPERATORS = {"gte": "$gte", "gt": "$gt", "lte": "$lte", "lt": "$lt"}
 _ALTERNATIVE = "#"
+_SINGLETONS = {"episode_weeks", "onset_age", "age"}  # clauses on the one episode / patient fact
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,33 @@ def _pattern(clause: Clause, knowledge: Knowledge) -> dict[str, Any]:
     terms: list[dict[str, Any]]
     if kind == "episode_weeks":
         terms, field_name, comparison = [{"type": "episode"}], "weeks", clause.episode_weeks
+    elif kind == "onset_age":
+        terms, field_name, comparison = [{"type": "episode"}], "onset_age", clause.onset_age
     elif kind == "age":
         terms, field_name, comparison = [{"type": "patient"}], "age", clause.age
     else:
         terms = [{"type": kind}, {"concept": getattr(clause, kind)}]
         field_name = "value" if kind == "observation" else "weeks"
         comparison = clause.value if kind == "observation" else clause.weeks
+    if clause.positive is not None:
+        terms.append({"positive": clause.positive})
     for op, bound in comparison.items() if comparison else ():
         terms.append({_OPERATORS[op]: {field_name: knowledge.threshold(bound)}})
     return {"$and": terms}
+
+
+def _patterns(alternative: list[Clause], knowledge: Knowledge) -> list[dict[str, Any]]:
+    """One pattern per fact: clauses on the episode (or the patient) merge into one pattern.
+
+    durable-rules never lets one fact match two patterns of a rule (measured), so
+    `episode-weeks` and `onset-age` in one alternative must test the same pattern.
+    """
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for n, clause in enumerate(alternative):
+        terms = _pattern(clause, knowledge)["$and"]
+        key = json.dumps(terms[0]) if clause.kind in _SINGLETONS else str(n)
+        merged.setdefault(key, [terms[0]]).extend(terms[1:])
+    return [{"$and": terms} for terms in merged.values()]
 
 
 def compile_ruleset(knowledge: Knowledge, rules: Iterable[Rule]) -> dict[str, Any]:
@@ -76,7 +95,8 @@ def compile_ruleset(knowledge: Knowledge, rules: Iterable[Rule]) -> dict[str, An
         for index, alternative in enumerate(rule.match):
             ruleset[f"{rule.id}{_ALTERNATIVE}{index}"] = {
                 "all": [
-                    {f"m_{n}": _pattern(clause, knowledge)} for n, clause in enumerate(alternative)
+                    {f"m_{n}": pattern}
+                    for n, pattern in enumerate(_patterns(alternative, knowledge))
                 ]
             }
     ruleset[SENTINEL] = {"all": [{"m_0": {"type": SENTINEL}}], "pri": 1_000_000}

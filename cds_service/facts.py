@@ -6,7 +6,7 @@ combination of concepts, not once per duplicate Condition.
 """
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -51,10 +51,12 @@ class FactSet:
 def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> FactSet:
     """All facts about `record` as of `today`."""
     facts = FactSet()
-    conditions = [entry for entry in record.conditions if counts(entry.resource)]
+    birth = record.patient.birthDate if record.patient else None
+    confirmed = [entry for entry in record.conditions if not refuted(entry.resource)]
+    active = [entry for entry in confirmed if is_active(entry.resource)]
     _add_patient(facts, record, today)
-    _add_findings(facts, knowledge, conditions)
-    _add_episode(facts, knowledge, record, conditions, today)
+    _add_findings(facts, knowledge, confirmed, birth)
+    _add_episode(facts, knowledge, active, birth, today)
     _add_observations(facts, knowledge, record, today)
     _add_treatments(facts, knowledge, record, today)
     _add_orders(facts, knowledge, record)
@@ -62,18 +64,17 @@ def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> Fac
     return facts
 
 
-def counts(condition: Condition) -> bool:
-    """A Condition counts when active (or status absent) and not refuted or entered in error."""
-    clinical = (
-        {c.code for c in condition.clinicalStatus.coding} if condition.clinicalStatus else set()
-    )
-    verification = (
-        {c.code for c in condition.verificationStatus.coding}
-        if condition.verificationStatus
-        else set()
-    )
-    return (not clinical or bool(clinical & _COUNTING_CLINICAL)) and not (
-        verification & _NOT_COUNTING_VERIFICATION
+def refuted(condition: Condition) -> bool:
+    """Refuted or entered in error: the Condition is ignored altogether."""
+    status = condition.verificationStatus
+    return bool(status and {c.code for c in status.coding} & _NOT_COUNTING_VERIFICATION)
+
+
+def is_active(condition: Condition) -> bool:
+    """Active, recurrence or relapse, or no clinical status recorded."""
+    status = condition.clinicalStatus
+    return (
+        not status or not status.coding or any(c.code in _COUNTING_CLINICAL for c in status.coding)
     )
 
 
@@ -108,11 +109,25 @@ def _evidence(
     )
 
 
+def years_between(start: date, end: date) -> int:
+    """Whole years from `start` to `end` (an age)."""
+    return end.year - start.year - ((end.month, end.day) < (start.month, start.day))
+
+
 def _add_patient(facts: FactSet, record: PatientRecord, today: date) -> None:
-    birth = record.patient.birthDate if record.patient else None
-    if birth is not None:
-        age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-        facts.add({"type": "patient", "age": age}, [])
+    patient = record.patient
+    if patient is not None and patient.birthDate is not None:
+        age = years_between(patient.birthDate, today)
+        evidence = Evidence(
+            resource_type="Patient",
+            reference=f"Patient/{record.patient_id}",
+            display="Age",
+            system="",
+            code="",
+            when=patient.birthDate,
+            value=f"{age} years",
+        )
+        facts.add({"type": "patient", "age": age}, [evidence])
 
 
 def onset(condition: Condition, birth: date | None) -> date | None:
@@ -127,12 +142,17 @@ def onset(condition: Condition, birth: date | None) -> date | None:
     return condition.recordedDate
 
 
-def _add_findings(facts: FactSet, knowledge: Knowledge, conditions: list[Entry[Condition]]) -> None:
+def _add_findings(
+    facts: FactSet, knowledge: Knowledge, conditions: list[Entry[Condition]], birth: date | None
+) -> None:
+    """One fact per concept of the active Conditions (or any status, where the value set says)."""
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
     for entry in conditions:
-        when = onset(entry.resource, None)
+        when = onset(entry.resource, birth)
+        active = is_active(entry.resource)
         for concept, coding in _matches(knowledge, entry.resource.code, "finding"):
-            by_concept[concept].append(_evidence(knowledge, entry, concept, coding, when))
+            if active or knowledge.value_sets[concept].counts_when_inactive:
+                by_concept[concept].append(_evidence(knowledge, entry, concept, coding, when))
     for concept, evidence in by_concept.items():
         facts.add({"type": "finding", "concept": concept}, evidence)
 
@@ -140,12 +160,11 @@ def _add_findings(facts: FactSet, knowledge: Knowledge, conditions: list[Entry[C
 def _add_episode(
     facts: FactSet,
     knowledge: Knowledge,
-    record: PatientRecord,
     conditions: list[Entry[Condition]],
+    birth: date | None,
     today: date,
 ) -> None:
     """The back-pain episode, from the earliest active back-pain Condition's onset (SPEC 4)."""
-    birth = record.patient.birthDate if record.patient else None
     episode = set(knowledge.config.episode_concepts)
     starts: list[tuple[date, Evidence]] = []
     for entry in conditions:
@@ -154,9 +173,14 @@ def _add_episode(
             if start is not None and concept in episode:
                 starts.append((start, _evidence(knowledge, entry, concept, coding, start)))
     if starts:
-        start, evidence = min(starts, key=lambda item: item[0])
+        start, first = min(starts, key=lambda item: item[0])
         weeks = round((today - start).days / 7, 2)
-        facts.add({"type": "episode", "weeks": weeks}, [evidence])
+        fact: dict[str, Any] = {"type": "episode", "weeks": weeks}
+        shown = f"back pain for {weeks:.0f} weeks"
+        if birth is not None:
+            fact["onset_age"] = years_between(birth, start)
+            shown += f", from age {fact['onset_age']}"
+        facts.add(fact, [replace(first, value=shown)])
 
 
 def _observed(observation: Observation) -> date | None:
@@ -172,24 +196,39 @@ def _observed(observation: Observation) -> date | None:
 def _add_observations(
     facts: FactSet, knowledge: Knowledge, record: PatientRecord, today: date
 ) -> None:
+    """One fact per counting Observation within its concept's lookback window."""
     for entry in record.observations:
         observation = entry.resource
-        quantity = observation.valueQuantity
         when = _observed(observation)
-        if observation.status in _IGNORED_OBSERVATION or when is None or quantity is None:
+        if observation.status in _IGNORED_OBSERVATION or when is None:
             continue
         for concept, coding in _matches(knowledge, observation.code, "observation"):
-            lookback = knowledge.config.lookback_days.get(concept)
-            value_set = knowledge.value_sets[concept]
-            conversion = value_set.units.get(quantity.code or quantity.unit or "")
-            if lookback is None or (today - when).days > lookback:
+            if (today - when).days > knowledge.config.lookback_days[concept]:
                 continue
-            if conversion is None or quantity.value is None:
-                continue
-            value = round(quantity.value * conversion.factor + conversion.offset, 3)
-            shown = f"{quantity.value:g} {quantity.unit or quantity.code}"
-            evidence = _evidence(knowledge, entry, concept, coding, when, shown)
-            facts.add({"type": "observation", "concept": concept, "value": value}, [evidence])
+            result = _result(knowledge, concept, observation)
+            if result is not None:
+                fact, shown = result
+                evidence = _evidence(knowledge, entry, concept, coding, when, shown)
+                facts.add({"type": "observation", "concept": concept, **fact}, [evidence])
+
+
+def _result(
+    knowledge: Knowledge, concept: str, observation: Observation
+) -> tuple[dict[str, Any], str] | None:
+    """The fact members of a result (value in the canonical unit, or positive) and its text."""
+    quantity, coded = observation.valueQuantity, observation.valueCodeableConcept
+    if quantity is not None and quantity.value is not None:
+        unit = quantity.code or quantity.unit or ""
+        conversion = knowledge.value_sets[concept].units.get(unit)
+        if conversion is None:
+            return None  # a unit we cannot convert: never guess
+        value = round(quantity.value * conversion.factor + conversion.offset, 3)
+        return {"value": value}, f"{quantity.value:g} {quantity.unit or unit}"
+    if coded is not None and coded.coding:
+        positives = knowledge.positive_results[concept]
+        positive = any((c.system, c.code) in positives for c in coded.coding)
+        return {"positive": positive}, coded.coding[0].display or coded.text or "coded result"
+    return None
 
 
 def _add_treatments(
@@ -220,7 +259,14 @@ def _add_treatments(
 def _add_orders(facts: FactSet, knowledge: Knowledge, record: PatientRecord) -> None:
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
     for entry in record.draft_orders:
-        for concept, coding in _matches(knowledge, entry.resource.code, "order"):
+        request = entry.resource
+        codings = CodeableConcept(
+            coding=[
+                *(request.code.coding if request.code else ()),
+                *(request.performerType.coding if request.performerType else ()),
+            ]
+        )
+        for concept, coding in _matches(knowledge, codings, "order"):
             by_concept[concept].append(
                 _evidence(knowledge, entry, concept, coding, entry.resource.authoredOn)
             )

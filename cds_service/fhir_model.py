@@ -136,6 +136,7 @@ class Observation(Resource):
     effectiveInstant: FhirDate | None = None
     issued: FhirDate | None = None
     valueQuantity: Quantity | None = None
+    valueCodeableConcept: CodeableConcept | None = None
 
 
 class ServiceRequest(Resource):

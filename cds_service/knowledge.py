@@ -56,14 +56,19 @@ class ValueSet(Strict):
     title: str
     fact: FactKind
     note: str | None = None
+    counts_when_inactive: bool = False
+    """A Condition counts whatever its clinical status (a history of cancer stays relevant)."""
     unit: str | None = None
     units: dict[str, UnitConversion] = {}
+    positive: list[Code] = []
+    """Coded results (valueCodeableConcept) that mean positive, for `positive: true` clauses."""
     codes: list[Code] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _units_for_observations(self) -> Self:
-        if self.fact == "observation" and (self.unit is None or self.unit not in self.units):
-            raise ValueError("an observation value set needs `unit` and a `units` entry for it")
+        quantity = self.unit is not None and self.unit in self.units
+        if self.fact == "observation" and not (quantity or self.positive):
+            raise ValueError("an observation value set needs `unit` and `units`, or `positive`")
         return self
 
 
@@ -98,8 +103,10 @@ class Clause(Strict):
     treatment: str | None = None
     derived: str | None = None
     episode_weeks: Comparison | None = Field(None, alias="episode-weeks")
+    onset_age: Comparison | None = Field(None, alias="onset-age")
     age: Comparison | None = None
     value: Comparison | None = None
+    positive: bool | None = None
     weeks: Comparison | None = None
 
     @model_validator(mode="after")
@@ -107,8 +114,8 @@ class Clause(Strict):
         subjects = [k for k in _SUBJECTS if getattr(self, k) is not None]
         if len(subjects) != 1:
             raise ValueError(f"a clause names exactly one of {', '.join(_SUBJECTS)}")
-        if self.value is not None and self.observation is None:
-            raise ValueError("`value` applies to an observation clause only")
+        if (self.value is not None or self.positive is not None) and self.observation is None:
+            raise ValueError("`value` and `positive` apply to an observation clause only")
         if self.weeks is not None and self.treatment is None:
             raise ValueError("`weeks` applies to a treatment clause only")
         return self
@@ -118,7 +125,16 @@ class Clause(Strict):
         return next(k for k in _SUBJECTS if getattr(self, k) is not None)
 
 
-_SUBJECTS = ("finding", "observation", "order", "treatment", "derived", "episode_weeks", "age")
+_SUBJECTS = (
+    "finding",
+    "observation",
+    "order",
+    "treatment",
+    "derived",
+    "episode_weeks",
+    "onset_age",
+    "age",
+)
 
 
 class Referral(Strict):
@@ -127,18 +143,30 @@ class Referral(Strict):
 
 
 class CardSpec(Strict):
-    """What a rule's card says and suggests: a referral, removing the order, or advice only."""
+    """What a rule's card says and suggests.
+
+    `refer` is the recommended referral and `or_refer` the alternatives (the clinician picks at
+    most one); `remove-order` removes the matched draft order (alone, or with each referral:
+    "replace this order by that referral"). With none of these the card is advice only.
+    `precedence` breaks ties between equally urgent cards of one problem (lower wins).
+    """
 
     indicator: Indicator
     summary: Annotated[str, Field(min_length=1, max_length=139)]
     refer: Referral | None = None
+    or_refer: list[Referral] = Field([], alias="or-refer")
     remove_order: bool = Field(False, alias="remove-order")
+    precedence: int = 100
 
     @model_validator(mode="after")
-    def _one_action(self) -> Self:
-        if self.refer is not None and self.remove_order:
-            raise ValueError("a card either refers or removes the order, not both")
+    def _alternatives_need_a_referral(self) -> Self:
+        if self.or_refer and self.refer is None:
+            raise ValueError("`or-refer` lists alternatives to a `refer`")
         return self
+
+    @property
+    def referrals(self) -> list[Referral]:
+        return [self.refer, *self.or_refer] if self.refer else []
 
 
 class Rule(Strict):
@@ -218,6 +246,8 @@ class Knowledge:
     value_sets: dict[str, ValueSet]
     rules: dict[str, Rule]
     concepts_by_code: dict[tuple[str, str], tuple[str, ...]]
+    positive_results: dict[str, frozenset[tuple[str, str]]]
+    """Per observation concept, the (system URI, code) results that mean positive."""
 
     @property
     def version(self) -> str:
@@ -283,24 +313,39 @@ def load_knowledge(root: Path = DEFAULT_RULES_DIR) -> Knowledge:
 
     value_sets: dict[str, ValueSet] = {}
     concepts_by_code: dict[tuple[str, str], tuple[str, ...]] = {}
+    positive_results: dict[str, frozenset[tuple[str, str]]] = {}
+
+    def keyed(path: Path, codes: list[Code]) -> list[tuple[str, str]]:
+        for code in codes:
+            if code.system not in manifest.code_systems:
+                raise KnowledgeError(path, f"unknown code system {code.system!r}")
+        return [(manifest.code_systems[c.system].uri, c.code) for c in codes]
+
     for path, value_set in value_set_files.items():
         if path.stem != value_set.concept:
             raise KnowledgeError(path, f"file name must be the concept name {value_set.concept!r}")
         value_sets[value_set.concept] = value_set
-        for code in value_set.codes:
-            if code.system not in manifest.code_systems:
-                raise KnowledgeError(path, f"unknown code system {code.system!r}")
-            key = (manifest.code_systems[code.system].uri, code.code)
+        for key in keyed(path, value_set.codes):
             concepts_by_code[key] = (*concepts_by_code.get(key, ()), value_set.concept)
+        positive_results[value_set.concept] = frozenset(keyed(path, value_set.positive))
 
     rules: dict[str, Rule] = {}
     for path, rule in rule_files.items():
+        if path.stem != rule.id:
+            raise KnowledgeError(path, f"file name must be the rule id {rule.id!r}")
         if rule.id in rules:
             raise KnowledgeError(path, f"duplicate rule id {rule.id!r}")
         rules[rule.id] = rule
 
     knowledge = Knowledge(
-        manifest, config, specialties, guidelines, value_sets, rules, concepts_by_code
+        manifest,
+        config,
+        specialties,
+        guidelines,
+        value_sets,
+        rules,
+        concepts_by_code,
+        positive_results,
     )
     _cross_check(knowledge, {rule.id: path for path, rule in rule_files.items()}, root)
     return knowledge
@@ -314,6 +359,9 @@ def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) 
     for concept in knowledge.config.lookback_days:
         if concept not in knowledge.value_sets:
             raise KnowledgeError(config_path, f"lookback for unknown concept {concept!r}")
+    for concept, value_set in knowledge.value_sets.items():
+        if value_set.fact == "observation" and concept not in knowledge.config.lookback_days:
+            raise KnowledgeError(config_path, f"observation concept {concept!r} has no lookback")
     derivable = {name for rule in knowledge.rules.values() for name in rule.derive}
     for rule in knowledge.rules.values():
         problem = _rule_problem(knowledge, rule, derivable)
@@ -324,9 +372,9 @@ def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) 
 def _rule_problem(knowledge: Knowledge, rule: Rule, derivable: set[str]) -> str | None:
     if rule.guideline not in knowledge.guidelines:
         return f"unknown guideline {rule.guideline!r}"
-    referral = rule.card.refer if rule.card else None
-    if referral is not None and referral.specialty not in knowledge.specialties:
-        return f"unknown specialty {referral.specialty!r}"
+    for referral in rule.card.referrals if rule.card else ():
+        if referral.specialty not in knowledge.specialties:
+            return f"unknown specialty {referral.specialty!r}"
     for name in rule.unless:
         if name not in derivable:
             return f"`unless: {name}` names a fact no rule derives"
@@ -348,7 +396,10 @@ def _clause_problem(knowledge: Knowledge, clause: Clause, derivable: set[str]) -
             return f"unknown concept {concept!r}"
         if value_set.fact != kind:
             return f"{concept!r} is a {value_set.fact} concept, not a {kind}"
-    for comparison in (clause.value, clause.weeks, clause.episode_weeks, clause.age):
+        if clause.positive is not None and not value_set.positive:
+            return f"{concept!r} has no `positive` codes for a `positive` clause"
+    comparisons = (clause.value, clause.weeks, clause.episode_weeks, clause.onset_age, clause.age)
+    for comparison in comparisons:
         for _, bound in comparison.items() if comparison else ():
             if isinstance(bound, str) and bound not in knowledge.config.thresholds:
                 return f"unknown threshold {bound!r}"

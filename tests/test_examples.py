@@ -19,10 +19,12 @@ def _summarise(card: dict[str, Any]) -> dict[str, Any]:
     actions = [a for s in card.get("suggestions", []) for a in s["actions"]]
     creates = [a["resource"] for a in actions if a["type"] == "create"]
     if creates:
-        (resource,) = creates
-        summary["specialty_nucc"] = resource["performerType"]["coding"][0]["code"]
-        summary["priority"] = resource["priority"]
-        summary["reasons"] = [r["reference"] for r in resource.get("reasonReference", [])]
+        first, *others = creates
+        summary["specialty_nucc"] = first["performerType"]["coding"][0]["code"]
+        summary["priority"] = first["priority"]
+        summary["reasons"] = [r["reference"] for r in first.get("reasonReference", [])]
+        if others:
+            summary["or"] = [r["performerType"]["coding"][0]["code"] for r in others]
     else:
         summary["reasons"] = []
     deletes = [f"delete {a['resourceId']}" for a in actions if a["type"] == "delete"]
@@ -35,9 +37,12 @@ def _expected(card: dict[str, Any], triage: Triage) -> dict[str, Any]:
     summary: dict[str, Any] = {
         k: card[k] for k in ("rule", "indicator", "reasons", "actions") if k in card
     }
+    nucc = {key: s.nucc.code for key, s in triage.knowledge.specialties.items()}
     if "specialty" in card:
-        summary["specialty_nucc"] = triage.knowledge.specialties[card["specialty"]].nucc.code
+        summary["specialty_nucc"] = nucc[card["specialty"]]
         summary["priority"] = card["priority"]
+    if "or" in card:
+        summary["or"] = [nucc[key] for key in card["or"]]
     return summary
 
 

@@ -69,7 +69,7 @@ def test_both_icd10_and_snomed_map_cauda_equina(knowledge: Knowledge) -> None:
             "card.indicator",
         ),
         (
-            "rules/primary-care-acute-nonspecific.yaml",
+            "rules/neurology-radiculopathy.yaml",
             "unless: [red-flag]",
             "unless: [nope]",
             "no rule derives",
