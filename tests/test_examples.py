@@ -78,3 +78,35 @@ def test_example_over_http_matches_in_process(
     body = HookRequest.model_validate(request)
     in_process = dump(triage.evaluate(body, request["hook"], EXAMPLE_TODAY))
     assert without_uuids(response.json()) == without_uuids(in_process)
+
+
+def _expected_cards() -> list[dict[str, Any]]:
+    return [card for name in example_names() for card in load_example(name)[1]["cards"]]
+
+
+def test_every_card_rule_has_three_named_examples(triage: Triage) -> None:
+    named = [name.split("--")[0] for name in example_names()]
+    for rule in triage.knowledge.rules.values():
+        if rule.card is not None:
+            assert named.count(rule.id) >= 3, f"{rule.id} needs in, out and edge examples"
+
+
+def test_every_specialty_is_reached_by_an_example(triage: Triage) -> None:
+    reached = {c.get("specialty") for c in _expected_cards()} | {
+        key for c in _expected_cards() for key in c.get("or", [])
+    }
+    if any(c["rule"] == "primary-care-acute-nonspecific" for c in _expected_cards()):
+        reached.add("primary-care")  # primary care is advice, not a referral (SPEC 2)
+    assert set(triage.knowledge.specialties) <= reached
+
+
+def test_every_red_flag_escalates_as_critical_and_urgent(triage: Triage) -> None:
+    red_flags = [r for r in triage.knowledge.rules.values() if "red-flag" in r.derive and r.card]
+    assert len(red_flags) >= 10
+    for rule in red_flags:
+        assert rule.card is not None
+        assert rule.card.indicator == "critical", rule.id
+        assert rule.card.refer is not None
+        assert rule.card.refer.priority in ("stat", "urgent"), rule.id
+    fired = {c["rule"] for c in _expected_cards()}
+    assert {r.id for r in red_flags} <= fired
