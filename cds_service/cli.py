@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from cds_service.errors import CDSError, validation_issues
 from cds_service.knowledge import KnowledgeError, load_knowledge
 from cds_service.models import HookRequest, dump
+from cds_service.rules_table import rules_table
 from cds_service.service import Triage, today_utc
 from cds_service.settings import Settings
 
@@ -28,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("request", help="request JSON file, or - for stdin")
 
     rules = commands.add_parser("rules", help="knowledge base tools")
-    rules.add_argument("action", choices=["check"], help="validate rule files and value sets")
+    rules.add_argument(
+        "action",
+        choices=["check", "table"],
+        help="check: validate rule files and value sets; table: print the rules as markdown",
+    )
 
     commands.add_parser("openapi", help="print the service's OpenAPI document (JSON)")
 
@@ -47,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(settings, args.request)
         if args.command == "openapi":
             return _openapi(settings)
+        if args.action == "table":
+            print(rules_table(load_knowledge(settings.rules_dir)), end="")
+            return 0
         return _check(settings)
     except KnowledgeError as exc:
         print(f"cds-service: invalid knowledge base: {exc}", file=sys.stderr)

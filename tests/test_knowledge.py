@@ -7,6 +7,7 @@ import pytest
 
 from cds_service.knowledge import Knowledge, KnowledgeError, load_knowledge
 from cds_service.models import HookRequest, dump
+from cds_service.rules_table import rules_table
 from cds_service.service import Triage
 from tests.conftest import EXAMPLE_TODAY, ROOT, load_example
 
@@ -121,3 +122,10 @@ def test_an_extra_rule_file_adds_a_card_without_python_changes(rules_copy: Path)
     )
     rules = [c["extension"]["org.spine-cds.rule"]["id"] for c in cards["cards"]]
     assert "test-neurology-early" in rules
+
+
+def test_docs_rules_table_is_current(knowledge: Knowledge) -> None:
+    committed = (ROOT / "docs" / "rules.md").read_text()
+    assert committed == rules_table(knowledge), (
+        "regenerate: cds-service rules table > docs/rules.md"
+    )
