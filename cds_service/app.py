@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -15,6 +16,7 @@ from starlette.exceptions import HTTPException
 from cds_service import __version__
 from cds_service.errors import CDSError, Issue, OperationOutcome, format_path, operation_outcome
 from cds_service.knowledge import HookName, load_knowledge
+from cds_service.limits import RequestLimits
 from cds_service.models import CDSResponse, Discovery, HookRequest, dump
 from cds_service.service import Triage, today_utc
 from cds_service.settings import Settings
@@ -27,6 +29,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "Malformed JSON, missing fields or invalid FHIR; the issue names the path"),
         (404, "Unknown service"),
         (412, "Required prefetch data is missing and cannot be obtained"),
+        (413, "Request body too large"),
+        (415, "Request body is not JSON"),
     )
 }
 
@@ -47,6 +51,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
     )
     _add_error_handlers(app)
+    app.add_middleware(
+        RequestLimits, max_body_bytes=settings.max_body_bytes, prefix="/cds-services/"
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -13,6 +13,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CDS_", extra="ignore", env_ignore_empty=True)
 
     rules_dir: Path = Field(DEFAULT_RULES_DIR, description="Knowledge base folder (rules/).")
+    max_body_bytes: int = Field(
+        5_000_000, description="Largest request body accepted; larger ones get 413."
+    )
+    cors_origins: list[str] = Field(
+        ["https://sandbox.cds-hooks.org"],
+        description='Browser origins allowed to call the service (JSON list; ["*"] for any).',
+    )
     today: date | None = Field(
         None,
         description="Fixed evaluation date (YYYY-MM-DD) for demos and tests; default: today (UTC).",

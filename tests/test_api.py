@@ -1,12 +1,16 @@
 """HTTP behaviour: discovery, and a clear 4xx OperationOutcome for every kind of bad input."""
 
 import copy
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import load_example
+from cds_service.app import create_app
+from cds_service.settings import Settings
+from tests.conftest import EXAMPLE_TODAY, load_example
 
 EXAMPLE = "neurology-radiculopathy--seven-weeks"
 
@@ -160,3 +164,57 @@ def test_unknown_route_is_404_operation_outcome(client: TestClient) -> None:
     response = client.get("/nowhere")
     assert response.status_code == 404
     assert _issues(response)[0]["code"] == "not-found"
+
+
+def test_body_that_is_not_json_is_415(client: TestClient) -> None:
+    response = client.post(
+        "/cds-services/patient-view",
+        content=b"hook=patient-view",
+        headers={"Content-Type": "text/plain"},
+    )
+    assert response.status_code == 415
+    assert "application/json" in _issues(response)[0]["diagnostics"]
+
+
+def test_body_too_large_is_413(request_body: dict[str, Any]) -> None:
+    small = create_app(Settings(max_body_bytes=500, today=EXAMPLE_TODAY))
+    with TestClient(small) as limited:
+        response = limited.post("/cds-services/patient-view", json=request_body)
+        assert response.status_code == 413
+        assert _issues(response)[0]["code"] == "too-costly"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
+            body = json.dumps(request_body).encode()
+            for start in range(0, len(body), 200):
+                yield body[start : start + 200]
+
+        streamed = limited.post(
+            "/cds-services/patient-view",
+            content=chunks(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert streamed.status_code == 413
+
+
+def test_cors_preflight_from_the_sandbox(client: TestClient) -> None:
+    response = client.options(
+        "/cds-services/patient-view",
+        headers={
+            "Origin": "https://sandbox.cds-hooks.org",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"
+    allowed = response.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed
+    assert "content-type" in allowed
+
+
+def test_cors_refuses_an_unknown_origin(client: TestClient) -> None:
+    response = client.options(
+        "/cds-services",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "access-control-allow-origin" not in response.headers

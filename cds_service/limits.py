@@ -1,0 +1,80 @@
+"""Request limits as ASGI middleware: 415 for a body that is not JSON, 413 for one too large.
+
+Checked before the body is parsed: a declared Content-Length over the limit is refused unread,
+and a streamed body is buffered only up to the limit.
+"""
+
+from collections.abc import Awaitable, Callable
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cds_service.errors import Issue, operation_outcome
+
+_JSON_TYPES = ("application/json", "application/fhir+json")
+
+
+class RequestLimits:
+    """For POSTs under `prefix`: 415 unless the body is JSON, 413 past `max_body_bytes`."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, prefix: str) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        calls = scope["type"] == "http" and scope["method"] == "POST"
+        if not (calls and scope["path"].startswith(self.prefix)):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in _JSON_TYPES:
+            message = f"Content-Type must be application/json, not {media_type or 'missing'!r}"
+            await _reject(415, message, scope, receive, send)
+            return
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            await _reject(413, self._too_large(), scope, receive, send)
+            return
+        body = await self._read(receive)
+        if body is None:
+            await _reject(413, self._too_large(), scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _too_large(self) -> str:
+        return f"request body is larger than {self.max_body_bytes} bytes"
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it passes the limit (bounded buffering)."""
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
+    """Hand the buffered body to the app, then pass on what the server sends next."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def _reject(status: int, message: str, scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse(operation_outcome(status, [Issue(message)]), status_code=status)
+    await response(scope, receive, send)
