@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from cds_service import __version__
 from cds_service.errors import CDSError, Issue, OperationOutcome, format_path, operation_outcome
+from cds_service.fhir_client import complete_prefetch
 from cds_service.knowledge import HookName, load_knowledge
 from cds_service.limits import RequestLimits
 from cds_service.models import CDSResponse, Discovery, HookRequest, dump
@@ -84,6 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise CDSError.of(
                 400, f"hook {body.hook!r} does not match service {service_id!r}", "hook"
             )
+        prefetch = await complete_prefetch(
+            body, settings.fhir_timeout_seconds, settings.fhir_max_pages
+        )
+        body = body.model_copy(update={"prefetch": prefetch})
         today = settings.today or today_utc()
         response = await anyio.to_thread.run_sync(
             triage.evaluate, body, service_id, today, limiter=limiter

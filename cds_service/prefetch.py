@@ -72,14 +72,14 @@ def read_record(request: HookRequest, hook: HookName) -> PatientRecord:
     context = read_context(request, hook)
     record = PatientRecord(patient_id=context.patientId, hook=hook)
     prefetch = request.prefetch or {}
-    missing = [key for key in REQUIRED_KEYS if _unusable(prefetch.get(key))]
+    missing = [key for key in REQUIRED_KEYS if unusable(prefetch.get(key))]
     if missing:
         raise CDSError(
             412,
             [
                 Issue(
                     f"prefetch `{key}` ({PREFETCH[key]}) is missing, null or an "
-                    "OperationOutcome, and this service does not query fhirServer yet",
+                    "OperationOutcome, and no fhirServer was given to fetch it from",
                     f"prefetch.{key}",
                 )
                 for key in missing
@@ -101,7 +101,7 @@ def read_record(request: HookRequest, hook: HookName) -> PatientRecord:
     return record
 
 
-def _unusable(value: Any) -> bool:
+def unusable(value: Any) -> bool:
     return value is None or (
         isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
     )

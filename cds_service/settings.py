@@ -20,6 +20,10 @@ class Settings(BaseSettings):
         ["https://sandbox.cds-hooks.org"],
         description='Browser origins allowed to call the service (JSON list; ["*"] for any).',
     )
+    fhir_timeout_seconds: float = Field(
+        5.0, description="Timeout of each request to the client's fhirServer."
+    )
+    fhir_max_pages: int = Field(20, description="Most search pages followed per prefetch key.")
     today: date | None = Field(
         None,
         description="Fixed evaluation date (YYYY-MM-DD) for demos and tests; default: today (UTC).",

@@ -1,0 +1,48 @@
+"""A small FHIR server on loopback for prefetch tests: canned answers, paging, failures."""
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class FhirServer:
+    """Answers GETs from `routes` (path with query -> (status, body)); records every request."""
+
+    routes: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+    base: str = ""
+
+
+@contextmanager
+def fhir_server() -> Iterator[FhirServer]:
+    state = FhirServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.removeprefix("/fhir/")
+            state.requests.append((path, self.headers.get("Authorization")))
+            status, body = state.routes.get(path, (404, {"resourceType": "OperationOutcome"}))
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.base = f"http://127.0.0.1:{server.server_address[1]}/fhir"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,160 @@
+"""Missing prefetch is fetched from the client's fhirServer (a real HTTP server on loopback)."""
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app
+from cds_service.settings import Settings
+from tests.conftest import EXAMPLE_TODAY, load_example
+from tests.fhir_server import FhirServer, fhir_server
+
+EXAMPLE = "red-flag-spinal-infection--fever-ivdu-markers"
+PATIENT = "pt-infection-ivdu"
+TOKEN = "secret-access-token"
+
+
+@pytest.fixture
+def server() -> Iterator[FhirServer]:
+    with fhir_server() as running:
+        yield running
+
+
+@pytest.fixture
+def app_client() -> Iterator[TestClient]:
+    settings = Settings(today=EXAMPLE_TODAY, fhir_timeout_seconds=2, fhir_max_pages=3)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def _request(server: FhirServer, drop: tuple[str, ...]) -> dict[str, Any]:
+    request = copy.deepcopy(load_example(EXAMPLE)[0])
+    for key in drop:
+        del request["prefetch"][key]
+    request["fhirServer"] = server.base
+    request["fhirAuthorization"] = {
+        "access_token": TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "spine-cds",
+    }
+    return request
+
+
+def _serve_record(server: FhirServer, pages: int = 2) -> None:
+    """The example's prefetch, with observations split over `pages` search pages."""
+    prefetch = load_example(EXAMPLE)[0]["prefetch"]
+    server.routes[f"Patient/{PATIENT}"] = (200, prefetch["patient"])
+    server.routes[f"Condition?patient={PATIENT}"] = (200, prefetch["conditions"])
+    entries = prefetch["observations"]["entry"]
+    for page in range(pages):
+        bundle: dict[str, Any] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": entries[page::pages],
+        }
+        if page + 1 < pages:
+            bundle["link"] = [
+                {"relation": "next", "url": f"{server.base}/Observation?page={page + 1}"}
+            ]
+        path = f"Observation?patient={PATIENT}" if page == 0 else f"Observation?page={page}"
+        server.routes[path] = (200, bundle)
+    for key in ("Procedure", "MedicationRequest", "ServiceRequest"):
+        server.routes[f"{key}?patient={PATIENT}"] = (
+            200,
+            {"resourceType": "Bundle", "type": "searchset"},
+        )
+
+
+def _rules(response: Any) -> list[str]:
+    return [c["extension"]["org.spine-cds.rule"]["id"] for c in response.json()["cards"]]
+
+
+def test_missing_prefetch_is_fetched_with_the_token_and_pages_followed(
+    server: FhirServer, app_client: TestClient
+) -> None:
+    _serve_record(server, pages=3)
+    request = _request(server, drop=("patient", "conditions", "observations"))
+    response = app_client.post("/cds-services/patient-view", json=request)
+    assert response.status_code == 200, response.text
+    assert _rules(response) == ["red-flag-spinal-infection"]  # needs all three observations
+    paths = [path for path, _ in server.requests]
+    assert "Observation?page=2" in paths
+    assert {auth for _, auth in server.requests} == {f"Bearer {TOKEN}"}
+
+
+def test_null_prefetch_is_fetched(server: FhirServer, app_client: TestClient) -> None:
+    _serve_record(server)
+    request = _request(server, drop=())
+    request["prefetch"]["conditions"] = None
+    response = app_client.post("/cds-services/patient-view", json=request)
+    assert response.status_code == 200, response.text
+    assert _rules(response) == ["red-flag-spinal-infection"]
+    assert [p for p, _ in server.requests if p.startswith("Condition")] == [
+        f"Condition?patient={PATIENT}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (500, {"resourceType": "OperationOutcome"}, "HTTP 500"),
+        (401, {}, "HTTP 401"),
+        (200, {"resourceType": "OperationOutcome", "issue": []}, "OperationOutcome"),
+    ],
+)
+def test_required_data_that_cannot_be_fetched_is_412(
+    server: FhirServer, app_client: TestClient, status: int, body: Any, reason: str
+) -> None:
+    _serve_record(server)
+    server.routes[f"Condition?patient={PATIENT}"] = (status, body)
+    request = _request(server, drop=("conditions",))
+    response = app_client.post("/cds-services/patient-view", json=request)
+    assert response.status_code == 412
+    (issue,) = response.json()["issue"]
+    assert issue["expression"] == ["prefetch.conditions"]
+    assert reason in issue["diagnostics"]
+    assert TOKEN not in response.text
+
+
+def test_too_many_pages_is_412(server: FhirServer, app_client: TestClient) -> None:
+    _serve_record(server, pages=5)  # the app follows at most 3
+    response = app_client.post(
+        "/cds-services/patient-view", json=_request(server, drop=("observations",))
+    )
+    assert response.status_code == 412
+    assert "pages" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_next_link_to_another_host_is_refused(server: FhirServer, app_client: TestClient) -> None:
+    _serve_record(server, pages=2)
+    bundle = server.routes[f"Observation?patient={PATIENT}"][1]
+    bundle["link"] = [{"relation": "next", "url": "http://127.0.0.2:9/steal-token"}]
+    response = app_client.post(
+        "/cds-services/patient-view", json=_request(server, drop=("observations",))
+    )
+    assert response.status_code == 412
+    assert "away from fhirServer" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_unreachable_server_is_412(app_client: TestClient) -> None:
+    request = copy.deepcopy(load_example(EXAMPLE)[0])
+    del request["prefetch"]["patient"]
+    request["fhirServer"] = "http://127.0.0.1:9/fhir"  # nothing listens on the discard port
+    response = app_client.post("/cds-services/patient-view", json=request)
+    assert response.status_code == 412
+    assert response.json()["issue"][0]["expression"] == ["prefetch.patient"]
+
+
+def test_optional_prefetch_that_fails_is_skipped(
+    server: FhirServer, app_client: TestClient
+) -> None:
+    _serve_record(server)
+    server.routes[f"Procedure?patient={PATIENT}"] = (500, {})
+    response = app_client.post("/cds-services/patient-view", json=_request(server, drop=()))
+    assert response.status_code == 200
+    assert _rules(response) == ["red-flag-spinal-infection"]
