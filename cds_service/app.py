@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 400, f"hook {body.hook!r} does not match service {service_id!r}", "hook"
             )
         prefetch = await complete_prefetch(
-            body, settings.fhir_timeout_seconds, settings.fhir_max_pages
+            body, settings.fhir_servers, settings.fhir_timeout_seconds, settings.fhir_max_pages
         )
         body = body.model_copy(update={"prefetch": prefetch})
         today = settings.today or today_utc()

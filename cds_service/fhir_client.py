@@ -22,14 +22,25 @@ class FetchError(Exception):
     """One prefetch query failed; the message says how (never with the token)."""
 
 
-async def complete_prefetch(request: HookRequest, timeout: float, max_pages: int) -> dict[str, Any]:
-    """The request's prefetch with every missing, null or OperationOutcome key fetched."""
+async def complete_prefetch(
+    request: HookRequest, allowed: list[str], timeout: float, max_pages: int
+) -> dict[str, Any]:
+    """The request's prefetch with every missing, null or OperationOutcome key fetched.
+
+    Only from a fhirServer that starts with one of the `allowed` prefixes ("*": any).
+    """
     prefetch = dict(request.prefetch or {})
     missing = [key for key in PREFETCH if unusable(prefetch.get(key))]
     patient_id = request.context.get("patientId")
     if not missing or request.fhirServer is None or not isinstance(patient_id, str):
         return prefetch
     base = str(request.fhirServer).rstrip("/") + "/"
+    if not any(prefix == "*" or base.startswith(prefix) for prefix in allowed):
+        refused = f"fhirServer {base} is not in this service's CDS_FHIR_SERVERS"
+        required = [Issue(refused, f"prefetch.{k}") for k in missing if k in REQUIRED_KEYS]
+        if required:
+            raise CDSError(412, required)
+        return prefetch
     headers = {"Accept": "application/fhir+json"}
     if request.fhirAuthorization is not None:
         headers["Authorization"] = f"Bearer {request.fhirAuthorization.access_token}"

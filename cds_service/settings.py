@@ -20,6 +20,10 @@ class Settings(BaseSettings):
         ["https://sandbox.cds-hooks.org"],
         description='Browser origins allowed to call the service (JSON list; ["*"] for any).',
     )
+    fhir_servers: list[str] = Field(
+        ["*"],
+        description='fhirServer URL prefixes it may fetch from (JSON list; ["*"]: any).',
+    )
     fhir_timeout_seconds: float = Field(
         5.0, description="Timeout of each request to the client's fhirServer."
     )

@@ -41,5 +41,6 @@ def triage(knowledge: Knowledge) -> Triage:
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(today=EXAMPLE_TODAY))) as test_client:
+    settings = Settings(today=EXAMPLE_TODAY, fhir_servers=[])  # tests never leave loopback
+    with TestClient(create_app(settings)) as test_client:
         yield test_client

@@ -25,7 +25,12 @@ def server() -> Iterator[FhirServer]:
 
 @pytest.fixture
 def app_client() -> Iterator[TestClient]:
-    settings = Settings(today=EXAMPLE_TODAY, fhir_timeout_seconds=2, fhir_max_pages=3)
+    settings = Settings(
+        today=EXAMPLE_TODAY,
+        fhir_servers=["http://127.0.0.1:"],
+        fhir_timeout_seconds=2,
+        fhir_max_pages=3,
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -158,3 +163,15 @@ def test_optional_prefetch_that_fails_is_skipped(
     response = app_client.post("/cds-services/patient-view", json=_request(server, drop=()))
     assert response.status_code == 200
     assert _rules(response) == ["red-flag-spinal-infection"]
+
+
+def test_fhir_server_not_allowed_is_412_without_a_request(
+    server: FhirServer, app_client: TestClient
+) -> None:
+    _serve_record(server)
+    request = _request(server, drop=("conditions",))
+    request["fhirServer"] = server.base.replace("127.0.0.1", "localhost")
+    response = app_client.post("/cds-services/patient-view", json=request)
+    assert response.status_code == 412
+    assert "CDS_FHIR_SERVERS" in response.json()["issue"][0]["diagnostics"]
+    assert server.requests == []
