@@ -2,6 +2,7 @@
 
 import gc
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,9 +19,10 @@ from cds_service.errors import CDSError, Issue, OperationOutcome, format_path, o
 from cds_service.fhir_client import complete_prefetch
 from cds_service.knowledge import HookName, load_knowledge
 from cds_service.limits import RequestLimits
-from cds_service.models import CDSResponse, Discovery, HookRequest, dump
+from cds_service.models import CDSResponse, Discovery, FeedbackRequest, HookRequest, dump
 from cds_service.service import Triage, today_utc
 from cds_service.settings import Settings
+from cds_service.storage import Store, UnknownCards
 
 log = logging.getLogger("cds_service")
 
@@ -40,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app: load and compile the knowledge base (a broken rule file stops here)."""
     settings = settings or Settings()
     triage = Triage(load_knowledge(settings.rules_dir))
+    store = Store(settings.database_url)
 
     # One evaluation at a time per process: threads add no throughput under the GIL and would
     # only lengthen the tail (engine-notes 7); scale out with worker processes instead.
@@ -68,6 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness: the process is up and its rule set compiled."""
         return {"status": "ok", "ruleset": triage.knowledge.version}
 
+    @app.get("/ready", responses={503: {"model": OperationOutcome, "description": "Not ready"}})
+    async def ready() -> dict[str, str]:
+        """Readiness: rules compiled and the database reachable."""
+        if not await anyio.to_thread.run_sync(store.ping):
+            raise CDSError.of(503, "the database is not reachable")
+        return {"status": "ready", "ruleset": triage.knowledge.version}
+
     @app.get("/cds-services", response_model=Discovery, response_model_exclude_none=True)
     async def discovery() -> Discovery:
         """CDS Hooks discovery: one service per hook."""
@@ -90,10 +100,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         body = body.model_copy(update={"prefetch": prefetch})
         today = settings.today or today_utc()
-        response = await anyio.to_thread.run_sync(
-            triage.evaluate, body, service_id, today, limiter=limiter
+        started = time.perf_counter()
+        evaluation = await anyio.to_thread.run_sync(
+            triage.run, body, service_id, today, limiter=limiter
         )
-        return dump(response)
+        duration_ms = (time.perf_counter() - started) * 1000
+        issued: list[tuple[str, str, str, str]] = [
+            (c.uuid, (c.extension or {})["org.spine-cds.rule"]["id"], c.indicator, c.summary)
+            for c in evaluation.response.cards
+        ]
+        await anyio.to_thread.run_sync(
+            store.record_evaluation,
+            body.hookInstance,
+            service_id,
+            triage.knowledge.version,
+            evaluation.rules_fired,
+            issued,
+            duration_ms,
+        )
+        return dump(evaluation.response)
+
+    @app.post(
+        "/cds-services/{service_id}/feedback",
+        responses={**_ERRORS, 200: {"description": "Feedback stored (repeats are no-ops)"}},
+    )
+    async def feedback(service_id: HookName, body: FeedbackRequest) -> dict[str, int]:
+        """Store the outcome of cards this service issued (CDS Hooks feedback)."""
+        rows = [
+            {
+                "card_uuid": item.card,
+                "outcome": item.outcome,
+                "outcome_timestamp": item.outcomeTimestamp,
+                "accepted_suggestions": [s.model_dump() for s in item.acceptedSuggestions or []]
+                or None,
+                "override_reason": item.overrideReason.model_dump(exclude_none=True)
+                if item.overrideReason
+                else None,
+            }
+            for item in body.feedback
+        ]
+        try:
+            await anyio.to_thread.run_sync(store.record_feedback, service_id, rows)
+        except UnknownCards as exc:
+            raise CDSError.of(400, f"unknown card uuid: {exc}", "feedback.card") from exc
+        return {"received": len(rows)}
 
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     # Move the start-up objects (modules, knowledge base, validators) out of the collector's

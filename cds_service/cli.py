@@ -107,5 +107,6 @@ def _check(settings: Settings) -> int:
 def _openapi(settings: Settings) -> int:
     from cds_service.app import create_app
 
-    print(json.dumps(create_app(settings).openapi(), indent=2))
+    in_memory = settings.model_copy(update={"database_url": "sqlite://"})  # no file for this
+    print(json.dumps(create_app(in_memory).openapi(), indent=2))
     return 0

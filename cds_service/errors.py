@@ -15,6 +15,7 @@ _ISSUE_CODES = {
     413: "too-costly",
     415: "not-supported",
     500: "exception",
+    503: "transient",
 }
 
 

@@ -6,7 +6,7 @@ non-empty, so no card ever carries a null or empty member (SPEC 2).
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from cds_service.knowledge import HookName, Indicator
 
@@ -150,6 +150,54 @@ class ServiceDescriptor(Model):
 
 class Discovery(Model):
     services: list[ServiceDescriptor]
+
+
+# --- Feedback -------------------------------------------------------------------------------
+
+
+class ReasonCoding(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    system: NonEmpty | None = None
+    code: NonEmpty
+    display: NonEmpty | None = None
+
+
+class OverrideReason(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    reason: ReasonCoding | None = None
+    userComment: NonEmpty | None = None
+
+
+class AcceptedSuggestion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: NonEmpty
+
+
+class FeedbackItem(BaseModel):
+    """One card's outcome (CDS Hooks 2.0 feedback)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    card: NonEmpty
+    outcome: Literal["accepted", "overridden"]
+    acceptedSuggestions: Annotated[list[AcceptedSuggestion], Field(min_length=1)] | None = None
+    overrideReason: OverrideReason | None = None
+    outcomeTimestamp: AwareDatetime
+
+    @model_validator(mode="after")
+    def _outcome_fields(self) -> Self:
+        if self.outcome == "accepted" and not self.acceptedSuggestions:
+            raise ValueError("an accepted outcome lists its acceptedSuggestions")
+        if self.outcome == "overridden" and self.acceptedSuggestions:
+            raise ValueError("an overridden outcome has no acceptedSuggestions")
+        return self
+
+
+class FeedbackRequest(BaseModel):
+    feedback: Annotated[list[FeedbackItem], Field(min_length=1)]
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The triage: request -> prefetch -> facts -> engine -> cards -> response, for each hook."""
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from cds_service.cards import CardBuilder
@@ -26,6 +27,12 @@ _DESCRIPTIONS: dict[HookName, tuple[str, str]] = {
         "early imaging, red flags that need escalation, and the fitting referral.",
     ),
 }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    response: CDSResponse
+    rules_fired: list[str]
 
 
 class Triage:
@@ -56,12 +63,17 @@ class Triage:
 
     def evaluate(self, request: HookRequest, hook: HookName, today: date) -> CDSResponse:
         """Cards for `request` at `hook`, as of `today`; raises CDSError for unusable input."""
+        return self.run(request, hook, today).response
+
+    def run(self, request: HookRequest, hook: HookName, today: date) -> Evaluation:
+        """`evaluate`, also telling which rules fired (for the audit record)."""
         record = read_record(request, hook)
         facts = build_facts(record, self.knowledge, today)
         engine = self.engines[hook]
         outcome = engine.evaluate(facts.facts)
         builder = CardBuilder(self.knowledge, record.patient_id, today)
-        return CDSResponse(cards=builder.build(outcome, facts, engine.rules))
+        response = CDSResponse(cards=builder.build(outcome, facts, engine.rules))
+        return Evaluation(response, [firing.rule_id for firing in outcome.firings])
 
 
 def today_utc() -> date:

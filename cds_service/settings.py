@@ -13,6 +13,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CDS_", extra="ignore", env_ignore_empty=True)
 
     rules_dir: Path = Field(DEFAULT_RULES_DIR, description="Knowledge base folder (rules/).")
+    database_url: str = Field(
+        "sqlite:///spine-cds.db",
+        description="SQLAlchemy URL of the store: SQLite file (default) or postgresql+psycopg://...",
+    )
     max_body_bytes: int = Field(
         5_000_000, description="Largest request body accepted; larger ones get 413."
     )

@@ -1,6 +1,7 @@
 """Shared fixtures: the real knowledge base, the triage, the app, and the example requests."""
 
 import json
+import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -17,6 +18,17 @@ from cds_service.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "fhir_examples"
 EXAMPLE_TODAY = date(2026, 11, 1)
+
+
+def app_settings(**overrides: Any) -> Settings:
+    """Settings for a test app: the examples' date, a fresh SQLite file, no fetching."""
+    database = Path(tempfile.mkdtemp(prefix="spine-cds-")) / "test.db"
+    values: dict[str, Any] = {
+        "today": EXAMPLE_TODAY,
+        "database_url": f"sqlite:///{database}",
+        "fhir_servers": [],  # tests never leave loopback
+    }
+    return Settings(**(values | overrides))
 
 
 def example_names() -> list[str]:
@@ -41,6 +53,5 @@ def triage(knowledge: Knowledge) -> Triage:
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[TestClient]:
-    settings = Settings(today=EXAMPLE_TODAY, fhir_servers=[])  # tests never leave loopback
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(app_settings())) as test_client:
         yield test_client

@@ -9,8 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
-from cds_service.settings import Settings
-from tests.conftest import EXAMPLE_TODAY, load_example
+from tests.conftest import app_settings, load_example
 
 EXAMPLE = "neurology-radiculopathy--seven-weeks"
 
@@ -177,7 +176,7 @@ def test_body_that_is_not_json_is_415(client: TestClient) -> None:
 
 
 def test_body_too_large_is_413(request_body: dict[str, Any]) -> None:
-    small = create_app(Settings(max_body_bytes=500, today=EXAMPLE_TODAY))
+    small = create_app(app_settings(max_body_bytes=500))
     with TestClient(small) as limited:
         response = limited.post("/cds-services/patient-view", json=request_body)
         assert response.status_code == 413

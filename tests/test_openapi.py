@@ -7,11 +7,10 @@ import schemathesis
 from fastapi import FastAPI
 
 from cds_service.app import create_app
-from cds_service.settings import Settings
-from tests.conftest import EXAMPLE_TODAY, ROOT
+from tests.conftest import ROOT, app_settings
 
 # Generated requests name arbitrary fhirServer hosts: fetch from none of them.
-app: FastAPI = create_app(Settings(today=EXAMPLE_TODAY, fhir_servers=[]))
+app: FastAPI = create_app(app_settings())
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

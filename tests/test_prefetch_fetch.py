@@ -8,8 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
-from cds_service.settings import Settings
-from tests.conftest import EXAMPLE_TODAY, load_example
+from tests.conftest import app_settings, load_example
 from tests.fhir_server import FhirServer, fhir_server
 
 EXAMPLE = "red-flag-spinal-infection--fever-ivdu-markers"
@@ -25,8 +24,7 @@ def server() -> Iterator[FhirServer]:
 
 @pytest.fixture
 def app_client() -> Iterator[TestClient]:
-    settings = Settings(
-        today=EXAMPLE_TODAY,
+    settings = app_settings(
         fhir_servers=["http://127.0.0.1:"],
         fhir_timeout_seconds=2,
         fhir_max_pages=3,

@@ -1,14 +1,18 @@
 """The real service: `cds-service serve` on loopback, called over HTTP as an EHR would."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from tests.conftest import EXAMPLE_TODAY, EXAMPLES
@@ -21,33 +25,52 @@ def _free_port() -> int:
         return port
 
 
+@contextmanager
+def running_service(
+    folder: Path, database_url: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`cds-service serve` on a free loopback port, until the block ends."""
+    port = _free_port()
+    env = {**os.environ, "CDS_TODAY": EXAMPLE_TODAY.isoformat(), "CDS_DATABASE_URL": database_url}
+    with (folder / f"server-{port}.log").open("w") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cds_service",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{url}/ready", timeout=1).raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise
+                    time.sleep(0.1)
+            yield url, server
+        finally:
+            if server.poll() is None:
+                server.terminate()
+            server.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "CDS_TODAY": EXAMPLE_TODAY.isoformat()}
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cds_service", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/cds-services", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.1)
+    folder = tmp_path_factory.mktemp("server")
+    with running_service(folder, f"sqlite:///{folder / 'spine-cds.db'}") as (url, _):
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
 
 
 def test_example_posted_to_the_running_service_gets_a_valid_referral(base_url: str) -> None:
@@ -86,3 +109,37 @@ def test_example_posted_to_the_running_service_gets_a_valid_referral(base_url: s
 def test_discovery_over_http(base_url: str) -> None:
     services = httpx.get(f"{base_url}/cds-services", timeout=10).json()["services"]
     assert {s["id"] for s in services} == {"patient-view", "order-select", "order-sign"}
+
+
+def test_acknowledged_feedback_survives_a_killed_service(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'spine-cds.db'}"
+    body = (EXAMPLES / "neurology-radiculopathy--seven-weeks.json").read_bytes()
+    headers = {"Content-Type": "application/json"}
+    with running_service(tmp_path, database_url) as (url, server):
+        card = httpx.post(f"{url}/cds-services/patient-view", content=body, headers=headers).json()[
+            "cards"
+        ][0]
+        feedback = {
+            "feedback": [
+                {
+                    "card": card["uuid"],
+                    "outcome": "accepted",
+                    "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+                    "outcomeTimestamp": "2026-11-01T10:15:00Z",
+                }
+            ]
+        }
+        response = httpx.post(f"{url}/cds-services/patient-view/feedback", json=feedback)
+        assert response.status_code == 200
+        server.send_signal(signal.SIGKILL)  # no shutdown, no flush: only what was committed
+        server.wait(timeout=10)
+
+    with running_service(tmp_path, database_url) as (url, _):
+        again = httpx.post(f"{url}/cds-services/patient-view/feedback", json=feedback)
+        assert again.status_code == 200  # the card is still known, the repeat is a no-op
+
+    engine = sa.create_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT card_uuid, outcome FROM feedback")).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [(card["uuid"], "accepted")]

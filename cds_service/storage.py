@@ -1,0 +1,151 @@
+"""Durable storage (SQLite by default, PostgreSQL by URL): evaluation audit and card feedback.
+
+The schema is created and upgraded by the Alembic migrations in `migrations/` when the store
+opens. No token and no patient data is stored: an evaluation keeps its hookInstance, service,
+rule set version, the rules that fired, the cards issued and its duration.
+"""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+_metadata = sa.MetaData()
+evaluations = sa.Table(
+    "evaluations",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("hook_instance", sa.String),
+    sa.Column("service", sa.String),
+    sa.Column("ruleset_version", sa.String),
+    sa.Column("rules_fired", sa.JSON),
+    sa.Column("duration_ms", sa.Float),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+)
+cards = sa.Table(
+    "cards",
+    _metadata,
+    sa.Column("uuid", sa.String, primary_key=True),
+    sa.Column("evaluation_id", sa.Integer),
+    sa.Column("rule_id", sa.String),
+    sa.Column("indicator", sa.String),
+    sa.Column("summary", sa.String),
+)
+feedback = sa.Table(
+    "feedback",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("card_uuid", sa.String),
+    sa.Column("service", sa.String),
+    sa.Column("outcome", sa.String),
+    sa.Column("outcome_timestamp", sa.DateTime(timezone=True)),
+    sa.Column("accepted_suggestions", sa.JSON),
+    sa.Column("override_reason", sa.JSON),
+    sa.Column("received_at", sa.DateTime(timezone=True)),
+)
+
+
+class UnknownCards(Exception):
+    """Feedback names cards this service never issued (or no longer holds)."""
+
+    def __init__(self, uuids: Sequence[str]) -> None:
+        super().__init__(", ".join(uuids))
+        self.uuids = uuids
+
+
+def _sqlite_pragmas(connection: Any, _: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    """The service's database; every method is synchronous (call it off the event loop)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = sa.create_engine(url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError:
+            return False
+        return True
+
+    def record_evaluation(
+        self,
+        hook_instance: str,
+        service: str,
+        ruleset_version: str,
+        rules_fired: list[str],
+        issued: list[tuple[str, str, str, str]],
+        duration_ms: float,
+    ) -> None:
+        """Audit one evaluation and the cards it issued: (uuid, rule id, indicator, summary)."""
+        with self.engine.begin() as connection:
+            inserted = connection.execute(
+                evaluations.insert().values(
+                    hook_instance=hook_instance,
+                    service=service,
+                    ruleset_version=ruleset_version,
+                    rules_fired=rules_fired,
+                    duration_ms=duration_ms,
+                    created_at=datetime.now(UTC),
+                )
+            ).inserted_primary_key
+            assert inserted is not None  # an INSERT always has one
+            evaluation_id = inserted[0]
+            if issued:
+                connection.execute(
+                    cards.insert(),
+                    [
+                        {
+                            "uuid": u,
+                            "evaluation_id": evaluation_id,
+                            "rule_id": r,
+                            "indicator": i,
+                            "summary": s,
+                        }
+                        for u, r, i, s in issued
+                    ],
+                )
+
+    def record_feedback(self, service: str, items: list[dict[str, Any]]) -> None:
+        """Store feedback rows; a repeat of (card, outcome, timestamp) is a no-op."""
+        wanted = sorted({item["card_uuid"] for item in items})
+        now = datetime.now(UTC)
+        with self.engine.begin() as connection:
+            known = set(
+                connection.execute(
+                    sa.select(cards.c.uuid).where(cards.c.uuid.in_(wanted))
+                ).scalars()
+            )
+            missing = [uuid for uuid in wanted if uuid not in known]
+            if missing:
+                raise UnknownCards(missing)
+            insert = (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert
+            statement = insert(feedback).on_conflict_do_nothing(
+                index_elements=["card_uuid", "outcome", "outcome_timestamp"]
+            )
+            connection.execute(
+                statement, [{**item, "service": service, "received_at": now} for item in items]
+            )

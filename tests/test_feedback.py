@@ -1,0 +1,146 @@
+"""Feedback and the evaluation audit: validated, durable, idempotent, linked to cards."""
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app
+from cds_service.settings import Settings
+from tests.conftest import app_settings, load_example
+
+EXAMPLE = "neurology-radiculopathy--seven-weeks"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return app_settings()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _rows(settings: Settings, table: str) -> list[dict[str, Any]]:
+    engine = sa.create_engine(settings.database_url)
+    with engine.connect() as connection:
+        rows = [dict(row._mapping) for row in connection.execute(sa.text(f"SELECT * FROM {table}"))]
+    engine.dispose()
+    return rows
+
+
+def _card(client: TestClient, request: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = client.post("/cds-services/patient-view", json=request or load_example(EXAMPLE)[0])
+    assert response.status_code == 200
+    (card,) = response.json()["cards"]
+    return card  # type: ignore[no-any-return]
+
+
+def _accepted(card: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "accepted",
+                "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+                "outcomeTimestamp": "2026-11-01T10:15:00Z",
+            }
+        ]
+    }
+
+
+def test_feedback_is_stored_once_however_often_it_is_sent(
+    client: TestClient, settings: Settings
+) -> None:
+    card = _card(client)
+    for _ in range(3):
+        response = client.post("/cds-services/patient-view/feedback", json=_accepted(card))
+        assert response.status_code == 200, response.text
+    (row,) = _rows(settings, "feedback")
+    assert row["card_uuid"] == card["uuid"]
+    assert row["outcome"] == "accepted"
+
+
+def test_override_with_reason_is_stored(client: TestClient, settings: Settings) -> None:
+    card = _card(client)
+    body = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "overrideReason": {
+                    "reason": card["overrideReasons"][0],
+                    "userComment": "seen by neurology last month",
+                },
+                "outcomeTimestamp": "2026-11-01T10:20:00+01:00",
+            }
+        ]
+    }
+    assert client.post("/cds-services/patient-view/feedback", json=body).status_code == 200
+    (row,) = _rows(settings, "feedback")
+    assert row["outcome"] == "overridden"
+    assert "seen by neurology" in str(row["override_reason"])
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        (lambda item: item.pop("outcome"), "feedback[0].outcome"),
+        (lambda item: item.pop("acceptedSuggestions"), "feedback[0]"),
+        (
+            lambda item: item.update(outcomeTimestamp="2026-11-01T10:15:00"),
+            "feedback[0].outcomeTimestamp",
+        ),
+        (lambda item: item.update(outcome="ignored"), "feedback[0].outcome"),
+        (lambda item: item.update(card="not-a-card-we-issued"), "feedback.card"),
+    ],
+    ids=[
+        "no-outcome",
+        "accepted-without-suggestions",
+        "naive-timestamp",
+        "bad-outcome",
+        "unknown-card",
+    ],
+)
+def test_malformed_feedback_is_400(
+    client: TestClient, settings: Settings, change: Any, path: str
+) -> None:
+    body = _accepted(_card(client))
+    change(body["feedback"][0])
+    response = client.post("/cds-services/patient-view/feedback", json=body)
+    assert response.status_code == 400
+    assert path in [e for issue in response.json()["issue"] for e in issue.get("expression", [])]
+    assert _rows(settings, "feedback") == []
+
+
+def test_every_evaluation_is_audited_without_tokens(client: TestClient, settings: Settings) -> None:
+    request = copy.deepcopy(load_example(EXAMPLE)[0])
+    request["fhirAuthorization"] = {
+        "access_token": "very-secret-token",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "spine-cds",
+    }
+    card = _card(client, request)
+    (evaluation,) = _rows(settings, "evaluations")
+    assert evaluation["hook_instance"] == request["hookInstance"]
+    assert evaluation["service"] == "patient-view"
+    assert "neurology-radiculopathy" in str(evaluation["rules_fired"])
+    assert evaluation["ruleset_version"] == "0.2.0"
+    assert evaluation["duration_ms"] > 0
+    (issued,) = _rows(settings, "cards")
+    assert issued["uuid"] == card["uuid"]
+    assert issued["rule_id"] == "neurology-radiculopathy"
+    everything = str(_rows(settings, "evaluations")) + str(_rows(settings, "cards"))
+    assert "very-secret-token" not in everything
+    assert request["context"]["patientId"] not in everything
+
+
+def test_ready_reports_the_database(client: TestClient) -> None:
+    assert client.get("/ready").json()["status"] == "ready"
