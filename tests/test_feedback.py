@@ -11,13 +11,31 @@ from fastapi.testclient import TestClient
 from cds_service.app import create_app
 from cds_service.settings import Settings
 from tests.conftest import app_settings, load_example
+from tests.postgres import postgres_server
 
 EXAMPLE = "neurology-radiculopathy--seven-weeks"
 
 
-@pytest.fixture
-def settings() -> Settings:
-    return app_settings()
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Every test here runs on SQLite (the default) and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        yield app_settings()
+        return
+    url = request.getfixturevalue("postgres_url")
+    yield app_settings(database_url=url)
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:  # a clean database for the next test
+        connection.execute(
+            sa.text("DROP TABLE IF EXISTS feedback, cards, evaluations, alembic_version")
+        )
+    engine.dispose()
 
 
 @pytest.fixture
@@ -144,3 +162,12 @@ def test_every_evaluation_is_audited_without_tokens(client: TestClient, settings
 
 def test_ready_reports_the_database(client: TestClient) -> None:
     assert client.get("/ready").json()["status"] == "ready"
+
+
+def test_ready_is_503_when_the_database_is_gone() -> None:
+    with postgres_server() as url:
+        app = create_app(app_settings(database_url=url))
+    with TestClient(app) as client:  # the server has stopped
+        response = client.get("/ready")
+    assert response.status_code == 503
+    assert response.json()["issue"][0]["code"] == "transient"
