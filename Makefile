@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Try-it mode: authentication off (logged at start-up) so curl works without a JWT.
+# In production run `cds-service serve` without CDS_AUTH_DISABLED.
 serve: $(STAMP)
-	$(BIN)/cds-service serve --host 127.0.0.1 --port 8000
+	CDS_AUTH_DISABLED=true $(BIN)/cds-service serve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from cds_service import __version__
+from cds_service.auth import Authenticator
 from cds_service.errors import CDSError, Issue, OperationOutcome, format_path, operation_outcome
 from cds_service.fhir_client import complete_prefetch
 from cds_service.knowledge import HookName, load_knowledge
@@ -30,6 +31,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": OperationOutcome, "description": description}
     for status, description in (
         (400, "Malformed JSON, missing fields or invalid FHIR; the issue names the path"),
+        (401, "Missing or invalid JWT (no details given)"),
         (404, "Unknown service"),
         (412, "Required prefetch data is missing and cannot be obtained"),
         (413, "Request body too large"),
@@ -43,6 +45,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     triage = Triage(load_knowledge(settings.rules_dir))
     store = Store(settings.database_url)
+    authenticator = Authenticator(settings.trusted_issuers, settings.jwt_leeway_seconds)
+    if settings.auth_disabled:
+        log.warning("authentication is OFF (CDS_AUTH_DISABLED=true): for development only")
+
+    async def authenticate(request: Request) -> None:
+        """Every CDS Hooks endpoint needs a valid JWT (CDS Hooks 2.0, trusting clients)."""
+        if settings.auth_disabled:
+            return
+        base = settings.public_base_url or str(request.base_url)
+        audience = base.rstrip("/") + request.url.path
+        await authenticator.verify(request.headers.get("authorization"), audience)
+
+    secured = [Depends(authenticate)]
 
     # One evaluation at a time per process: threads add no throughput under the GIL and would
     # only lengthen the tail (engine-notes 7); scale out with worker processes instead.
@@ -78,7 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise CDSError.of(503, "the database is not reachable")
         return {"status": "ready", "ruleset": triage.knowledge.version}
 
-    @app.get("/cds-services", response_model=Discovery, response_model_exclude_none=True)
+    @app.get(
+        "/cds-services",
+        response_model=Discovery,
+        response_model_exclude_none=True,
+        dependencies=secured,
+        responses={401: _ERRORS[401]},
+    )
     async def discovery() -> Discovery:
         """CDS Hooks discovery: one service per hook."""
         return Discovery(services=triage.services())
@@ -88,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=CDSResponse,
         response_model_exclude_none=True,
         responses=_ERRORS,
+        dependencies=secured,
     )
     async def call(service_id: HookName, body: HookRequest) -> dict[str, Any]:
         """Evaluate a CDS Hooks request and answer with cards."""
@@ -123,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/cds-services/{service_id}/feedback",
         responses={**_ERRORS, 200: {"description": "Feedback stored (repeats are no-ops)"}},
+        dependencies=secured,
     )
     async def feedback(service_id: HookName, body: FeedbackRequest) -> dict[str, int]:
         """Store the outcome of cards this service issued (CDS Hooks feedback)."""

@@ -6,13 +6,28 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cds_service.auth import IssuerTrust
 from cds_service.knowledge import DEFAULT_RULES_DIR
+
+SANDBOX = "https://sandbox.cds-hooks.org"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CDS_", extra="ignore", env_ignore_empty=True)
 
     rules_dir: Path = Field(DEFAULT_RULES_DIR, description="Knowledge base folder (rules/).")
+    auth_disabled: bool = Field(
+        False, description="Development only: accept calls without a JWT (logged at start-up)."
+    )
+    trusted_issuers: dict[str, IssuerTrust] = Field(
+        {SANDBOX: IssuerTrust(jku=[f"{SANDBOX}/.well-known/jwks.json"])},
+        description="JWT issuers (iss) trusted, with the jku prefixes or JWKS URL of each (JSON).",
+    )
+    public_base_url: str | None = Field(
+        None,
+        description="Base URL clients call (behind a proxy); the JWT aud is checked against it.",
+    )
+    jwt_leeway_seconds: float = Field(30.0, description="Clock skew allowed on exp and iat.")
     database_url: str = Field(
         "sqlite:///spine-cds.db",
         description="SQLAlchemy URL of the store: SQLite file (default) or postgresql+psycopg://...",

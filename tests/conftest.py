@@ -27,6 +27,7 @@ def app_settings(**overrides: Any) -> Settings:
         "today": EXAMPLE_TODAY,
         "database_url": f"sqlite:///{database}",
         "fhir_servers": [],  # tests never leave loopback
+        "auth_disabled": True,  # tests/test_auth.py turns it on
     }
     return Settings(**(values | overrides))
 

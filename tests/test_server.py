@@ -31,7 +31,12 @@ def running_service(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`cds-service serve` on a free loopback port, until the block ends."""
     port = _free_port()
-    env = {**os.environ, "CDS_TODAY": EXAMPLE_TODAY.isoformat(), "CDS_DATABASE_URL": database_url}
+    env = {
+        **os.environ,
+        "CDS_TODAY": EXAMPLE_TODAY.isoformat(),
+        "CDS_DATABASE_URL": database_url,
+        "CDS_AUTH_DISABLED": "true",
+    }
     with (folder / f"server-{port}.log").open("w") as log:
         server = subprocess.Popen(
             [
