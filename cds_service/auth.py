@@ -1,11 +1,11 @@
 """CDS Hooks 2.0 client authentication: a signed JWT bearer token on every call.
 
-Checks, in order: a bearer token; header `alg` RS384 or ES384 (never `none` or HMAC) and a
-`kid`; an allow-listed `iss`; the key from that issuer's JWKS (its `jku`, which must be one the
-issuer is trusted for, or its configured JWKS URL), cached and refreshed once on an unknown
-`kid`; the signature; `aud` equal to the endpoint's URL; `exp` and `iat` with a small leeway; and
-a `jti` not seen before. Any failure is a 401 that says no more than that; tokens are never
-logged.
+Checks, in order: a bearer token; header `alg` RS384 or ES384 (never `none` or HMAC), `typ`
+JWT and a `kid`; an allow-listed `iss`; the key from that issuer's JWKS (its `jku`, which must
+be one the issuer is trusted for, or its configured JWKS URL), cached and refreshed once on an
+unknown `kid`; the signature; `aud` equal to the endpoint's URL; `exp` and `iat` with a small
+leeway; and a `jti` not seen before. Any failure is a 401 that says no more than that; tokens
+are never logged.
 """
 
 import logging
@@ -117,6 +117,8 @@ class Authenticator:
         header = jwt.get_unverified_header(token)
         if header.get("alg") not in ALGORITHMS:
             raise Rejected(f"algorithm {header.get('alg')!r} not allowed")
+        if str(header.get("typ", "")).upper() != "JWT":
+            raise Rejected("typ is not JWT")
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise Rejected("no kid")

@@ -52,7 +52,7 @@ def token(jwks: FhirServer, **changes: Any) -> str:
     header = {"kid": "rsa-1", "jku": f"{jwks.base}/jwks.json", "typ": "JWT"}
     alg, key = "RS384", RSA_KEY
     for name, value in changes.items():
-        if name in ("kid", "jku"):
+        if name in ("kid", "jku", "typ"):
             header[name] = value
         elif name == "alg":
             alg = value
@@ -111,6 +111,7 @@ def test_audience_may_be_a_list(client: TestClient, jwks: FhirServer) -> None:
         lambda j: token(j, jku="https://attacker.example/jwks.json"),
         lambda j: token(j, key=rsa.generate_private_key(public_exponent=65537, key_size=2048)),
         lambda j: token(j, kid="ec-1", alg="ES256", key=ec.generate_private_key(ec.SECP256R1())),
+        lambda j: token(j, typ="at+jwt"),
     ],
     ids=[
         "missing",
@@ -126,6 +127,7 @@ def test_audience_may_be_a_list(client: TestClient, jwks: FhirServer) -> None:
         "jku-not-allowed",
         "wrong-signature",
         "es256",
+        "typ-not-jwt",
     ],
 )
 def test_bad_tokens_get_401_without_details(
