@@ -1,0 +1,70 @@
+"""CDS Hooks 2.0 response rules, checked on every example's response over HTTP."""
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from tests.conftest import example_names, load_example
+
+TOKEN = re.compile(r"\{\{([^}]*)\}\}")
+
+
+def _no_null_or_empty(value: Any, path: str = "") -> list[str]:
+    """Paths of members that are null or empty ("OPTIONAL ... MUST omit it", §Use of JSON)."""
+    if value is None or value in ("", [], {}):
+        return [path]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _no_null_or_empty(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _no_null_or_empty(item, f"{path}[{i}]")]
+    return []
+
+
+def test_discovery_conforms(client: TestClient) -> None:
+    body = client.get("/cds-services").json()
+    assert _no_null_or_empty(body) == []
+    ids = [service["id"] for service in body["services"]]
+    assert len(ids) == len(set(ids))
+    for service in body["services"]:
+        assert {"hook", "description", "id"} <= service.keys()
+        for template in service["prefetch"].values():
+            assert TOKEN.findall(template) == ["context.patientId"]  # first-level context only
+
+
+@pytest.mark.parametrize("name", example_names())
+def test_cards_conform(client: TestClient, name: str) -> None:
+    request, _ = load_example(name)
+    body = client.post(f"/cds-services/{request['hook']}", json=request).json()
+    assert set(body) == {"cards"}
+    if body["cards"]:  # nothing to say is exactly {"cards": []}
+        assert _no_null_or_empty(body["cards"]) == []
+    uuids: list[str] = []
+    for card in body["cards"]:
+        assert len(card["summary"]) < 140
+        assert card["indicator"] in ("info", "warning", "critical")
+        assert card["source"]["label"]
+        assert card["detail"]
+        uuids.append(card["uuid"])
+        for reason in card.get("overrideReasons", []):
+            assert reason["display"]
+        if "suggestions" in card:
+            assert card["selectionBehavior"] in ("at-most-one", "any")
+        else:
+            assert "selectionBehavior" not in card
+        for suggestion in card.get("suggestions", []):
+            assert suggestion["label"]
+            uuids.append(suggestion["uuid"])
+            assert suggestion["actions"]
+            for action in suggestion["actions"]:
+                assert action["type"] in ("create", "update", "delete")
+                assert action["description"]
+                if action["type"] == "delete":
+                    assert re.fullmatch(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}", action["resourceId"])
+                else:
+                    ServiceRequest.model_validate(action["resource"])
+                    assert action["resource"]["status"] == "draft"
+        assert isinstance(card["extension"], dict)
+    assert len(uuids) == len(set(uuids))
