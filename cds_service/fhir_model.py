@@ -245,9 +245,14 @@ class BundleLink(Element):
     url: str
 
 
+class BundleSearch(Element):
+    mode: Literal["match", "include", "outcome"] | None = None
+
+
 class BundleEntry(Element):
     fullUrl: str | None = None
     resource: AnyResource | None = None
+    search: BundleSearch | None = None
 
 
 class Bundle(Resource):

@@ -85,9 +85,10 @@ def read_record(request: HookRequest, hook: HookName) -> PatientRecord:
                 for key in missing
             ],
         )
-    for key in PREFETCH:
+    for key, template in PREFETCH.items():
         if prefetch.get(key) is not None:
-            _collect(record, _parse(prefetch[key], f"prefetch.{key}"), f"prefetch.{key}")
+            path = f"prefetch.{key}"
+            _collect(record, _parse(prefetch[key], path), path, _template_type(template))
     draft_orders = getattr(context, "draftOrders", None)
     if draft_orders is not None:
         bundle = _parse(draft_orders, "context.draftOrders")
@@ -115,13 +116,22 @@ def _parse(value: Any, path: str) -> Resource:
     return parsed
 
 
-def _collect(record: PatientRecord, value: Resource, path: str) -> None:
-    if isinstance(value, Patient):
+def _template_type(template: str) -> str:
+    """`Condition?patient=...` -> `Condition`: what a prefetch key must hold."""
+    return template.split("?")[0].split("/")[0]
+
+
+def _collect(record: PatientRecord, value: Resource, path: str, expected: str) -> None:
+    if isinstance(value, Patient) and expected == "Patient":
         _set_patient(record, value, path)
         return
     if not isinstance(value, Bundle):
-        raise CDSError.of(400, f"expected a Bundle or Patient, got {value.resourceType}", path)
-    for resource, reference in _entries(value, path, record.patient_id):
+        raise CDSError.of(
+            400,
+            f"expected a Bundle of {expected}, got {value.resourceType}",
+            f"{path}.resourceType",
+        )
+    for resource, reference in _entries(value, path, record.patient_id, expected):
         if isinstance(resource, Patient):
             _set_patient(record, resource, path)
         elif isinstance(resource, Condition):
@@ -142,13 +152,26 @@ def _set_patient(record: PatientRecord, patient: Patient, path: str) -> None:
     record.patient = patient
 
 
-def _entries(bundle: Bundle, path: str, patient_id: str) -> list[tuple[Resource, str | None]]:
-    """The bundle's resources with their references; 400 for one about another patient."""
+def _entries(
+    bundle: Bundle, path: str, patient_id: str, expected: str | None = None
+) -> list[tuple[Resource, str | None]]:
+    """The bundle's resources with their references.
+
+    400 for a resource about another patient, or (with `expected`) a matched resource of
+    another type than its prefetch template asks for; `_include`d resources may be any type.
+    """
     entries: list[tuple[Resource, str | None]] = []
     for index, entry in enumerate(bundle.entry):
         resource = entry.resource
         if resource is None or isinstance(resource, OperationOutcome):
             continue
+        included = entry.search is not None and entry.search.mode == "include"
+        if expected and resource.resourceType != expected and not included:
+            raise CDSError.of(
+                400,
+                f"a {resource.resourceType} where the prefetch template asks for {expected}",
+                f"{path}.entry[{index}].resource.resourceType",
+            )
         subject = getattr(resource, "subject", None)
         if isinstance(subject, Reference) and _other_patient(subject.reference, patient_id):
             raise CDSError.of(

@@ -217,3 +217,21 @@ def test_cors_refuses_an_unknown_origin(client: TestClient) -> None:
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
     )
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_prefetch_key_holding_another_resource_type_is_400(
+    client: TestClient, request_body: dict[str, Any]
+) -> None:
+    observation = request_body["prefetch"]["observations"]["entry"][0]
+    request_body["prefetch"]["conditions"]["entry"].append(observation)
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["prefetch.conditions.entry[1].resource.resourceType"]
+
+
+def test_included_resources_of_other_types_are_accepted(
+    client: TestClient, request_body: dict[str, Any]
+) -> None:
+    included = {"resource": request_body["prefetch"]["patient"], "search": {"mode": "include"}}
+    request_body["prefetch"]["conditions"]["entry"].append(included)
+    assert client.post("/cds-services/patient-view", json=request_body).status_code == 200
