@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from cds_service import __version__
@@ -20,6 +20,8 @@ from cds_service.errors import CDSError, Issue, OperationOutcome, format_path, o
 from cds_service.fhir_client import complete_prefetch
 from cds_service.knowledge import HookName, load_knowledge
 from cds_service.limits import RequestLimits
+from cds_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from cds_service.metrics import Metrics
 from cds_service.models import CDSResponse, Discovery, FeedbackRequest, HookRequest, dump
 from cds_service.service import Triage, today_utc
 from cds_service.settings import Settings
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await authenticator.verify(request.headers.get("authorization"), audience)
 
     secured = [Depends(authenticate)]
+    metrics = Metrics()
 
     # One evaluation at a time per process: threads add no throughput under the GIL and would
     # only lengthen the tail (engine-notes 7); scale out with worker processes instead.
@@ -69,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
     )
-    _add_error_handlers(app)
+    _add_error_handlers(app, metrics)
     app.add_middleware(
         RequestLimits, max_body_bytes=settings.max_body_bytes, prefix="/cds-services/"
     )
@@ -93,6 +96,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise CDSError.of(503, "the database is not reachable")
         return {"status": "ready", "ruleset": triage.knowledge.version}
 
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        """Prometheus metrics: latency per service, cards by indicator, rules fired, errors."""
+        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
     @app.get(
         "/cds-services",
         response_model=Discovery,
@@ -113,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def call(service_id: HookName, body: HookRequest) -> dict[str, Any]:
         """Evaluate a CDS Hooks request and answer with cards."""
+        started = time.perf_counter()
         if body.hook != service_id:
             raise CDSError.of(
                 400, f"hook {body.hook!r} does not match service {service_id!r}", "hook"
@@ -122,11 +131,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         body = body.model_copy(update={"prefetch": prefetch})
         today = settings.today or today_utc()
-        started = time.perf_counter()
         evaluation = await anyio.to_thread.run_sync(
             triage.run, body, service_id, today, limiter=limiter
         )
         duration_ms = (time.perf_counter() - started) * 1000
+        metrics.observe(service_id, duration_ms / 1000, evaluation.response, evaluation.rules_fired)
         issued: list[tuple[str, str, str, str]] = [
             (c.uuid, (c.extension or {})["org.spine-cds.rule"]["id"], c.indicator, c.summary)
             for c in evaluation.response.cards
@@ -196,21 +205,27 @@ def _outcome(
     return JSONResponse(operation_outcome(status, issues), status_code=status, headers=headers)
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    def outcome(
+        status: int, issues: list[Issue], headers: Mapping[str, str] | None = None
+    ) -> JSONResponse:
+        metrics.error(status)
+        return _outcome(status, issues, headers)
+
     @app.exception_handler(CDSError)
     async def cds_error(_: Request, exc: CDSError) -> JSONResponse:
-        return _outcome(exc.status, list(exc.issues))
+        return outcome(exc.status, list(exc.issues))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(err["loc"][:1] == ("path",) for err in errors):
-            return _outcome(404, [Issue("no such CDS service; see GET /cds-services")])
-        return _outcome(400, [_request_issue(err) for err in errors])
+            return outcome(404, [Issue("no such CDS service; see GET /cds-services")])
+        return outcome(400, [_request_issue(err) for err in errors])
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return _outcome(exc.status_code, [Issue(str(exc.detail))], exc.headers)
+        return outcome(exc.status_code, [Issue(str(exc.detail))], exc.headers)
 
 
 def _request_issue(error: dict[str, Any]) -> Issue:

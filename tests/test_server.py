@@ -148,3 +148,11 @@ def test_acknowledged_feedback_survives_a_killed_service(tmp_path: Path) -> None
         rows = connection.execute(sa.text("SELECT card_uuid, outcome FROM feedback")).all()
     engine.dispose()
     assert [tuple(row) for row in rows] == [(card["uuid"], "accepted")]
+
+
+def test_serve_exposes_health_ready_and_metrics(base_url: str) -> None:
+    assert httpx.get(f"{base_url}/health", timeout=10).json()["status"] == "ok"
+    assert httpx.get(f"{base_url}/ready", timeout=10).json()["status"] == "ready"
+    metrics = httpx.get(f"{base_url}/metrics", timeout=10)
+    assert metrics.status_code == 200
+    assert "cds_request_seconds" in metrics.text
