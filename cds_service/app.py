@@ -20,6 +20,7 @@ from cds_service.errors import CDSError, Issue, OperationOutcome, format_path, o
 from cds_service.fhir_client import complete_prefetch
 from cds_service.knowledge import HookName, load_knowledge
 from cds_service.limits import RequestLimits
+from cds_service.logs import RequestLog, configure_logging
 from cds_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cds_service.metrics import Metrics
 from cds_service.models import CDSResponse, Discovery, FeedbackRequest, HookRequest, dump
@@ -45,6 +46,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app: load and compile the knowledge base (a broken rule file stops here)."""
     settings = settings or Settings()
+    if not logging.getLogger().handlers:  # a uvicorn worker process: set up the JSON logs
+        configure_logging(settings.log_level)
     triage = Triage(load_knowledge(settings.rules_dir))
     store = Store(settings.database_url)
     authenticator = Authenticator(settings.trusted_issuers, settings.jwt_leeway_seconds)
@@ -76,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestLimits, max_body_bytes=settings.max_body_bytes, prefix="/cds-services/"
     )
+    app.add_middleware(RequestLog)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

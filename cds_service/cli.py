@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from cds_service.errors import CDSError, validation_issues
 from cds_service.knowledge import KnowledgeError, load_knowledge
+from cds_service.logs import configure_logging
 from cds_service.models import HookRequest, dump
 from cds_service.rules_table import rules_table
 from cds_service.service import Triage, today_utc
@@ -65,7 +66,16 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
     import uvicorn
 
     load_knowledge(settings.rules_dir)  # fail fast, before uvicorn starts its workers
-    uvicorn.run("cds_service.app:create_app", factory=True, host=host, port=port, workers=workers)
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "cds_service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,  # keep the JSON logging configured here
+        access_log=False,  # RequestLog writes the access lines, with request ids
+    )
     return 0
 
 

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
         5.0, description="Timeout of each request to the client's fhirServer."
     )
     fhir_max_pages: int = Field(20, description="Most search pages followed per prefetch key.")
+    log_level: str = Field("info", description="Log level of the JSON logs on stdout.")
     today: date | None = Field(
         None,
         description="Fixed evaluation date (YYYY-MM-DD) for demos and tests; default: today (UTC).",

@@ -1,9 +1,14 @@
-"""Operations: Prometheus metrics, health and readiness probes."""
+"""Operations: Prometheus metrics, probes, structured logs."""
 
+import json
+import logging
+
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from cds_service.app import create_app
+from cds_service.logs import JsonFormatter
 from tests.conftest import app_settings, load_example
 
 
@@ -35,3 +40,30 @@ def test_metrics_count_calls_cards_rules_and_errors() -> None:
 def test_health_and_ready(client: TestClient) -> None:
     assert client.get("/health").status_code == 200
     assert client.get("/ready").status_code == 200
+
+
+def test_access_log_lines_carry_the_request_id_and_no_token(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cds_service.access")
+    request = load_example("neurology-radiculopathy--seven-weeks")[0]
+    response = client.post(
+        "/cds-services/patient-view",
+        json=request,
+        headers={"X-Request-ID": "req-42", "Authorization": "Bearer secret-token"},
+    )
+    assert response.headers["X-Request-ID"] == "req-42"
+    (record,) = [r for r in caplog.records if r.name == "cds_service.access"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["path"] == "/cds-services/patient-view"
+    assert line["status"] == 200
+    assert line["duration_ms"] > 0
+    assert "secret-token" not in json.dumps(line)
+    assert request["context"]["patientId"] not in json.dumps(line)
+
+
+def test_a_request_id_is_made_up_when_missing_or_unsafe(client: TestClient) -> None:
+    made_up = client.get("/health").headers["X-Request-ID"]
+    assert len(made_up) == 32
+    unsafe = client.get("/health", headers={"X-Request-ID": "bad id\nwith newline"})
+    assert unsafe.headers["X-Request-ID"] != "bad id\nwith newline"

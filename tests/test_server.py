@@ -1,5 +1,6 @@
 """The real service: `cds-service serve` on loopback, called over HTTP as an EHR would."""
 
+import json
 import os
 import signal
 import socket
@@ -156,3 +157,14 @@ def test_serve_exposes_health_ready_and_metrics(base_url: str) -> None:
     metrics = httpx.get(f"{base_url}/metrics", timeout=10)
     assert metrics.status_code == 200
     assert "cds_request_seconds" in metrics.text
+
+
+def test_serve_logs_json_lines_with_request_ids(tmp_path: Path) -> None:
+    with running_service(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}") as (url, _):
+        httpx.get(f"{url}/health", headers={"X-Request-ID": "probe-7"}, timeout=10)
+    (log,) = tmp_path.glob("server-*.log")
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    access = [line for line in lines if line.get("request_id") == "probe-7"]
+    assert access
+    assert access[0]["path"] == "/health"
+    assert any("authentication is OFF" in line["message"] for line in lines)
