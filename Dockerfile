@@ -14,10 +14,14 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.11-slim-bookworm
 RUN useradd --system --uid 10001 --home-dir /app cds
 WORKDIR /app
+RUN mkdir /app/data && chown cds /app/data
 COPY --from=builder /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links=/wheels spine-cds && rm -rf /wheels
 COPY rules ./rules
+COPY fhir_examples ./fhir_examples
 ENV CDS_RULES_DIR=/app/rules \
+    CDS_EXAMPLES_DIR=/app/fhir_examples \
+    CDS_DATABASE_URL=sqlite:////app/data/spine-cds.db \
     PYTHONUNBUFFERED=1
 USER cds
 EXPOSE 8000

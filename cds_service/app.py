@@ -4,6 +4,7 @@ import gc
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -11,7 +12,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from cds_service import __version__
@@ -29,6 +31,7 @@ from cds_service.settings import Settings
 from cds_service.storage import Store, UnknownCards
 
 log = logging.getLogger("cds_service")
+STATIC = Path(__file__).parent / "static"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": OperationOutcome, "description": description}
@@ -99,6 +102,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not await anyio.to_thread.run_sync(store.ping):
             raise CDSError.of(503, "the database is not reachable")
         return {"status": "ready", "ruleset": triage.knowledge.version}
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    examples = {path.stem: path for path in sorted(settings.examples_dir.glob("*.json"))}
+
+    @app.get("/playground", include_in_schema=False)
+    async def playground() -> FileResponse:
+        """A page to send requests and see the cards rendered (static, no build step)."""
+        return FileResponse(STATIC / "playground.html")
+
+    @app.get("/playground/examples", include_in_schema=False)
+    async def example_names() -> list[str]:
+        return list(examples)
+
+    @app.get("/playground/examples/{name}", include_in_schema=False)
+    async def example(name: str) -> FileResponse:
+        if name not in examples:
+            raise CDSError.of(404, f"no example {name!r}")
+        return FileResponse(examples[name], media_type="application/json")
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

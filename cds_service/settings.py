@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CDS_", extra="ignore", env_ignore_empty=True)
 
     rules_dir: Path = Field(DEFAULT_RULES_DIR, description="Knowledge base folder (rules/).")
+    examples_dir: Path = Field(
+        DEFAULT_RULES_DIR.parent / "fhir_examples",
+        description="Example requests offered by the playground page.",
+    )
     auth_disabled: bool = Field(
         False, description="Development only: accept calls without a JWT (logged at start-up)."
     )

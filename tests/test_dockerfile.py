@@ -47,3 +47,5 @@ def test_runs_as_non_root_with_healthcheck_and_serve_entrypoint() -> None:
     assert "/health" in runtime["HEALTHCHECK"]
     assert json.loads(runtime["ENTRYPOINT"])[:2] == ["cds-service", "serve"]
     assert "CDS_RULES_DIR" in runtime["ENV"]
+    assert "CDS_DATABASE_URL=sqlite:////app/data/" in runtime["ENV"]  # the non-root user's folder
+    assert any(i == "RUN" and "chown cds /app/data" in args for i, args in _stages()[-1])
