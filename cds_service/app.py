@@ -57,12 +57,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.auth_disabled:
         log.warning("authentication is OFF (CDS_AUTH_DISABLED=true): for development only")
 
+    def public_base(request: Request) -> str:
+        """The base URL clients call this service at (behind a proxy: the configured one)."""
+        return (settings.public_base_url or str(request.base_url)).rstrip("/")
+
     async def authenticate(request: Request) -> None:
         """Every CDS Hooks endpoint needs a valid JWT (CDS Hooks 2.0, trusting clients)."""
         if settings.auth_disabled:
             return
-        base = settings.public_base_url or str(request.base_url)
-        audience = base.rstrip("/") + request.url.path
+        audience = public_base(request) + request.url.path
         await authenticator.verify(request.headers.get("authorization"), audience)
 
     secured = [Depends(authenticate)]
@@ -121,6 +124,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise CDSError.of(404, f"no example {name!r}")
         return FileResponse(examples[name], media_type="application/json")
 
+    @app.get("/review", include_in_schema=False)
+    async def review() -> FileResponse:
+        """The SMART referral-review page that referral cards link to."""
+        return FileResponse(STATIC / "review.html")
+
+    @app.get("/review/cards/{card_id}", include_in_schema=False)
+    async def reviewed_card(card_id: str) -> dict[str, Any]:
+        """An issued card, by the opaque appContext of its SMART link (an unguessable uuid)."""
+        card = await anyio.to_thread.run_sync(store.card, card_id)
+        if card is None:
+            raise CDSError.of(404, "no such card")
+        return card
+
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         """Prometheus metrics: latency per service, cards by indicator, rules fired, errors."""
@@ -144,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=_ERRORS,
         dependencies=secured,
     )
-    async def call(service_id: HookName, body: HookRequest) -> dict[str, Any]:
+    async def call(service_id: HookName, body: HookRequest, request: Request) -> dict[str, Any]:
         """Evaluate a CDS Hooks request and answer with cards."""
         started = time.perf_counter()
         if body.hook != service_id:
@@ -156,25 +172,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         body = body.model_copy(update={"prefetch": prefetch})
         today = settings.today or today_utc()
+        review_url = f"{public_base(request)}/review"
         evaluation = await anyio.to_thread.run_sync(
-            triage.run, body, service_id, today, limiter=limiter
+            triage.run, body, service_id, today, review_url, limiter=limiter
         )
         duration_ms = (time.perf_counter() - started) * 1000
         metrics.observe(service_id, duration_ms / 1000, evaluation.response, evaluation.rules_fired)
-        issued: list[tuple[str, str, str, str]] = [
-            (c.uuid, (c.extension or {})["org.spine-cds.rule"]["id"], c.indicator, c.summary)
-            for c in evaluation.response.cards
-        ]
+        response = dump(evaluation.response)
         await anyio.to_thread.run_sync(
             store.record_evaluation,
             body.hookInstance,
             service_id,
             triage.knowledge.version,
             evaluation.rules_fired,
-            issued,
+            response["cards"],
             duration_ms,
         )
-        return dump(evaluation.response)
+        return response
 
     @app.post(
         "/cds-services/{service_id}/feedback",

@@ -14,7 +14,7 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from cds_service.engine import Firing, Outcome
 from cds_service.facts import Evidence, FactSet
 from cds_service.knowledge import CardSpec, Knowledge, Referral, Rule
-from cds_service.models import Action, Card, Coding, Source, Suggestion
+from cds_service.models import Action, Card, Coding, Link, Source, Suggestion
 
 _INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 _PRIORITY_RANK = {"stat": 0, "urgent": 1, "routine": 2, None: 3}
@@ -63,10 +63,13 @@ def evidence_of(firing: Firing, outcome: Outcome, facts: FactSet) -> list[Eviden
 class CardBuilder:
     """Builds the cards of one evaluation."""
 
-    def __init__(self, knowledge: Knowledge, patient_id: str, today: date) -> None:
+    def __init__(
+        self, knowledge: Knowledge, patient_id: str, today: date, review_url: str | None
+    ) -> None:
         self._knowledge = knowledge
         self._patient_id = patient_id
         self._today = today
+        self._review_url = review_url  # the SMART referral-review app; None: no link
 
     def build(self, outcome: Outcome, facts: FactSet, rules: dict[str, Rule]) -> list[Card]:
         return [
@@ -81,8 +84,10 @@ class CardBuilder:
         suggestions = self._suggestions(rule, spec, evidence, referred, notes)
         guideline = self._knowledge.guidelines[rule.guideline]
         own = self._knowledge.manifest.own_code_system
+        card_id = str(uuid.uuid4())
+        refers = any(a.type == "create" for s in suggestions for a in s.actions)
         return Card(
-            uuid=str(uuid.uuid4()),
+            uuid=card_id,
             summary=spec.summary,
             detail=self._detail(rule, evidence, notes),
             indicator=spec.indicator,
@@ -102,6 +107,16 @@ class CardBuilder:
                 for r in self._knowledge.config.override_reasons
             ]
             if spec.indicator != "info"
+            else None,
+            links=[
+                Link(
+                    label="Review the evidence and the draft referral",
+                    url=self._review_url,
+                    type="smart",
+                    appContext=card_id,
+                )
+            ]
+            if refers and self._review_url
             else None,
             extension={
                 "org.spine-cds.rule": {

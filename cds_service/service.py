@@ -61,17 +61,24 @@ class Triage:
             for hook in HOOKS
         ]
 
-    def evaluate(self, request: HookRequest, hook: HookName, today: date) -> CDSResponse:
-        """Cards for `request` at `hook`, as of `today`; raises CDSError for unusable input."""
-        return self.run(request, hook, today).response
+    def evaluate(
+        self, request: HookRequest, hook: HookName, today: date, review_url: str | None = None
+    ) -> CDSResponse:
+        """Cards for `request` at `hook`, as of `today`; raises CDSError for unusable input.
 
-    def run(self, request: HookRequest, hook: HookName, today: date) -> Evaluation:
+        With `review_url`, referral cards link to the SMART referral-review page there.
+        """
+        return self.run(request, hook, today, review_url).response
+
+    def run(
+        self, request: HookRequest, hook: HookName, today: date, review_url: str | None = None
+    ) -> Evaluation:
         """`evaluate`, also telling which rules fired (for the audit record)."""
         record = read_record(request, hook)
         facts = build_facts(record, self.knowledge, today)
         engine = self.engines[hook]
         outcome = engine.evaluate(facts.facts)
-        builder = CardBuilder(self.knowledge, record.patient_id, today)
+        builder = CardBuilder(self.knowledge, record.patient_id, today, review_url)
         response = CDSResponse(cards=builder.build(outcome, facts, engine.rules))
         return Evaluation(response, [firing.rule_id for firing in outcome.firings])
 

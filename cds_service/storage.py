@@ -36,6 +36,7 @@ cards = sa.Table(
     sa.Column("rule_id", sa.String),
     sa.Column("indicator", sa.String),
     sa.Column("summary", sa.String),
+    sa.Column("content", sa.JSON),
 )
 feedback = sa.Table(
     "feedback",
@@ -97,10 +98,10 @@ class Store:
         service: str,
         ruleset_version: str,
         rules_fired: list[str],
-        issued: list[tuple[str, str, str, str]],
+        issued: list[dict[str, Any]],
         duration_ms: float,
     ) -> None:
-        """Audit one evaluation and the cards it issued: (uuid, rule id, indicator, summary)."""
+        """Audit one evaluation and keep the cards it issued (their JSON, for review)."""
         with self.engine.begin() as connection:
             inserted = connection.execute(
                 evaluations.insert().values(
@@ -119,15 +120,24 @@ class Store:
                     cards.insert(),
                     [
                         {
-                            "uuid": u,
+                            "uuid": card["uuid"],
                             "evaluation_id": evaluation_id,
-                            "rule_id": r,
-                            "indicator": i,
-                            "summary": s,
+                            "rule_id": card["extension"]["org.spine-cds.rule"]["id"],
+                            "indicator": card["indicator"],
+                            "summary": card["summary"],
+                            "content": card,
                         }
-                        for u, r, i, s in issued
+                        for card in issued
                     ],
                 )
+
+    def card(self, uuid: str) -> dict[str, Any] | None:
+        """An issued card's JSON, or None."""
+        with self.engine.connect() as connection:
+            content = connection.execute(
+                sa.select(cards.c.content).where(cards.c.uuid == uuid)
+            ).scalar_one_or_none()
+        return content if isinstance(content, dict) else None
 
     def record_feedback(self, service: str, items: list[dict[str, Any]]) -> None:
         """Store feedback rows; a repeat of (card, outcome, timestamp) is a no-op."""

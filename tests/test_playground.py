@@ -2,7 +2,9 @@
 
 import shutil
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
@@ -74,4 +76,31 @@ def test_unknown_example_is_404(service: str, browser: Browser) -> None:
     response = page.goto(f"{service}/playground/examples/..%2Fpyproject")
     assert response is not None
     assert response.status == 404
+    page.close()
+
+
+def test_smart_link_opens_the_referral_review(service: str, browser: Browser) -> None:
+    body = (ROOT / "fhir_examples" / "neurology-radiculopathy--seven-weeks.json").read_bytes()
+    card = httpx.post(
+        f"{service}/cds-services/patient-view",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    ).json()["cards"][0]
+    (link,) = card["links"]
+    assert link["type"] == "smart"
+    assert link["url"] == f"{service}/review"
+    assert link["appContext"] == card["uuid"]
+    # What the EHR does on a click, with appContext carried in the URL (see review.js).
+    query = urlencode({"launch": "launch-123", "iss": "https://ehr.example.org/fhir"})
+    page = browser.new_page(viewport={"width": 1100, "height": 1000})
+    page.goto(f"{link['url']}?{query}&appContext={link['appContext']}")
+    page.locator(".card.warning").wait_for()
+    assert "https://ehr.example.org/fhir" in page.locator("#launch").inner_text()
+    assert "M54.16" in page.locator(".detail").inner_text()
+    assert '"308474002"' in page.locator(".suggestion pre").inner_text()  # the draft referral
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "referral-review.png"), full_page=True)
+    page.goto(f"{link['url']}?{query}&appContext=not-a-card")
+    page.wait_for_function("document.getElementById('status').textContent.includes('404')")
     page.close()
