@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=_ERRORS,
         dependencies=secured,
     )
-    async def call(service_id: HookName, body: HookRequest, request: Request) -> dict[str, Any]:
+    async def call(service_id: HookName, body: HookRequest, request: Request) -> JSONResponse:
         """Evaluate a CDS Hooks request and answer with cards."""
         started = time.perf_counter()
         if body.hook != service_id:
@@ -188,7 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             response["cards"],
             duration_ms,
         )
-        return response
+        return JSONResponse(response)  # already checked by the models: no second validation
 
     @app.post(
         "/cds-services/{service_id}/feedback",
