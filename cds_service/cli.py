@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             name = f"CDS_{str(err['loc'][0]).upper()}"
             print(f"cds-service: invalid setting {name}: {err['msg']}", file=sys.stderr)
         return 2
+    if args.command != "serve":  # stdout carries the command's result: logs go to stderr
+        configure_logging("warning", sys.stderr)
     try:
         if args.command == "serve":
             return _serve(settings, args.host, args.port, args.workers)

@@ -77,3 +77,10 @@ def test_invalid_setting_is_reported_by_name() -> None:
     result = run("rules", "check", env={**ENV, "CDS_TODAY": "someday"})
     assert result.returncode == 2
     assert "invalid setting CDS_TODAY" in result.stderr
+
+
+def test_openapi_command_prints_only_the_committed_document() -> None:
+    result = run("openapi")
+    assert result.returncode == 0, result.stderr
+    committed = json.loads((EXAMPLES.parent / "openapi" / "openapi.json").read_text())
+    assert json.loads(result.stdout) == committed
