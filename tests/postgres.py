@@ -19,7 +19,8 @@ def _bin_dir() -> Path | None:
     return Path(candidates[-1]).parent if candidates else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -37,7 +38,7 @@ def postgres_server() -> Iterator[str]:
     if os.geteuid() == 0:  # postgres refuses to run as root
         shutil.chown(folder, "postgres", "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
     ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log")]
     subprocess.run(
         [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "spine", "--auth=trust"],

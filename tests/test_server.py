@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,13 +16,7 @@ import sqlalchemy as sa
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from tests.conftest import EXAMPLE_TODAY, EXAMPLES
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.postgres import free_port
 
 
 @contextmanager
@@ -31,7 +24,7 @@ def running_service(
     folder: Path, database_url: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`cds-service serve` on a free loopback port, until the block ends."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CDS_TODAY": EXAMPLE_TODAY.isoformat(),
