@@ -4,7 +4,6 @@ import gc
 import logging
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -12,8 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from cds_service import __version__
@@ -26,12 +24,12 @@ from cds_service.logs import RequestLog, configure_logging
 from cds_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cds_service.metrics import Metrics
 from cds_service.models import CDSResponse, Discovery, FeedbackRequest, HookRequest, dump
+from cds_service.pages import add_pages
 from cds_service.service import Triage, today_utc
 from cds_service.settings import Settings
 from cds_service.storage import Store, UnknownCards
 
 log = logging.getLogger("cds_service")
-STATIC = Path(__file__).parent / "static"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": OperationOutcome, "description": description}
@@ -94,53 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=600,
     )
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        """Liveness: the process is up and its rule set compiled."""
-        return {"status": "ok", "ruleset": triage.knowledge.version}
-
-    @app.get("/ready", responses={503: {"model": OperationOutcome, "description": "Not ready"}})
-    async def ready() -> dict[str, str]:
-        """Readiness: rules compiled and the database reachable."""
-        if not await anyio.to_thread.run_sync(store.ping):
-            raise CDSError.of(503, "the database is not reachable")
-        return {"status": "ready", "ruleset": triage.knowledge.version}
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    examples = {path.stem: path for path in sorted(settings.examples_dir.glob("*.json"))}
-
-    @app.get("/playground", include_in_schema=False)
-    async def playground() -> FileResponse:
-        """A page to send requests and see the cards rendered (static, no build step)."""
-        return FileResponse(STATIC / "playground.html")
-
-    @app.get("/playground/examples", include_in_schema=False)
-    async def example_names() -> list[str]:
-        return list(examples)
-
-    @app.get("/playground/examples/{name}", include_in_schema=False)
-    async def example(name: str) -> FileResponse:
-        if name not in examples:
-            raise CDSError.of(404, f"no example {name!r}")
-        return FileResponse(examples[name], media_type="application/json")
-
-    @app.get("/review", include_in_schema=False)
-    async def review() -> FileResponse:
-        """The SMART referral-review page that referral cards link to."""
-        return FileResponse(STATIC / "review.html")
-
-    @app.get("/review/cards/{card_id}", include_in_schema=False)
-    async def reviewed_card(card_id: str) -> dict[str, Any]:
-        """An issued card, by the opaque appContext of its SMART link (an unguessable uuid)."""
-        card = await anyio.to_thread.run_sync(store.card, card_id)
-        if card is None:
-            raise CDSError.of(404, "no such card")
-        return card
-
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
-        """Prometheus metrics: latency per service, cards by indicator, rules fired, errors."""
-        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+    add_operations(app, triage, store, metrics)
+    add_pages(app, settings.examples_dir, store)
 
     @app.get(
         "/cds-services",
@@ -197,19 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def feedback(service_id: HookName, body: FeedbackRequest) -> dict[str, int]:
         """Store the outcome of cards this service issued (CDS Hooks feedback)."""
-        rows = [
-            {
-                "card_uuid": item.card,
-                "outcome": item.outcome,
-                "outcome_timestamp": item.outcomeTimestamp,
-                "accepted_suggestions": [s.model_dump() for s in item.acceptedSuggestions or []]
-                or None,
-                "override_reason": item.overrideReason.model_dump(exclude_none=True)
-                if item.overrideReason
-                else None,
-            }
-            for item in body.feedback
-        ]
+        rows = [item.row() for item in body.feedback]
         try:
             await anyio.to_thread.run_sync(store.record_feedback, service_id, rows)
         except UnknownCards as exc:
@@ -221,6 +162,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # reach: full collections then scan only per-request garbage, which keeps p99 down.
     gc.freeze()
     return app
+
+
+def add_operations(app: FastAPI, triage: Triage, store: Store, metrics: Metrics) -> None:
+    """Probes and metrics: open to the orchestrator, no JWT."""
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process is up and its rule set compiled."""
+        return {"status": "ok", "ruleset": triage.knowledge.version}
+
+    @app.get("/ready", responses={503: {"model": OperationOutcome, "description": "Not ready"}})
+    async def ready() -> dict[str, str]:
+        """Readiness: rules compiled and the database reachable."""
+        if not await anyio.to_thread.run_sync(store.ping):
+            raise CDSError.of(503, "the database is not reachable")
+        return {"status": "ready", "ruleset": triage.knowledge.version}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        """Prometheus metrics: latency per service, cards by indicator, rules fired, errors."""
+        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:

@@ -187,6 +187,18 @@ class FeedbackItem(BaseModel):
     overrideReason: OverrideReason | None = None
     outcomeTimestamp: AwareDatetime
 
+    def row(self) -> dict[str, Any]:
+        """The feedback as a store row."""
+        accepted = [s.model_dump() for s in self.acceptedSuggestions or []]
+        reason = self.overrideReason
+        return {
+            "card_uuid": self.card,
+            "outcome": self.outcome,
+            "outcome_timestamp": self.outcomeTimestamp,
+            "accepted_suggestions": accepted or None,
+            "override_reason": reason.model_dump(exclude_none=True) if reason else None,
+        }
+
     @model_validator(mode="after")
     def _outcome_fields(self) -> Self:
         if self.outcome == "accepted" and not self.acceptedSuggestions:
