@@ -57,7 +57,14 @@ def evidence_of(firing: Firing, outcome: Outcome, facts: FactSet) -> list[Eviden
         seen.add(fact_id)
         pending.extend(outcome.derived.get(fact_id, ()))
     ordered = sorted((f for f in seen if f in facts.evidence), key=lambda f: int(f[1:]))
-    return list(dict.fromkeys(e for fact_id in ordered for e in facts.evidence[fact_id]))
+    # One line per entry and code: a Condition that is both a finding and the start of the
+    # episode shows once, with the episode's duration, where it first appears.
+    lines: dict[tuple[str | None, str, str], Evidence] = {}
+    for e in (e for fact_id in ordered for e in facts.evidence[fact_id]):
+        key = (e.reference, e.system, e.code) if e.reference else (repr(e), "", "")
+        if key not in lines or (e.value and not lines[key].value):
+            lines[key] = e
+    return list(lines.values())
 
 
 class CardBuilder:
