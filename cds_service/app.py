@@ -51,7 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging(settings.log_level)
     triage = Triage(load_knowledge(settings.rules_dir))
     store = Store(settings.database_url)
-    authenticator = Authenticator(settings.trusted_issuers, settings.jwt_leeway_seconds)
+    authenticator = Authenticator(
+        settings.trusted_issuers, settings.jwt_leeway_seconds, store.first_use
+    )
     if settings.auth_disabled:
         log.warning("authentication is OFF (CDS_AUTH_DISABLED=true): for development only")
 

@@ -9,11 +9,11 @@ are never logged.
 """
 
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import httpx
 import jwt
 from pydantic import BaseModel, ConfigDict
@@ -37,24 +37,6 @@ class IssuerTrust(BaseModel):
 
 class Rejected(Exception):
     """Why a token was refused; logged for operators, never sent to the client."""
-
-
-class ReplayCache:
-    """`jti` values seen, each kept until its token expires."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def first_use(self, issuer: str, jti: str, expires: float) -> bool:
-        now = time.time()
-        with self._lock:
-            self._seen = {key: exp for key, exp in self._seen.items() if exp > now}
-            key = f"{issuer}\n{jti}"
-            if key in self._seen:
-                return False
-            self._seen[key] = expires
-            return True
 
 
 class KeyCache:
@@ -95,12 +77,14 @@ class Authenticator:
         self,
         issuers: dict[str, IssuerTrust],
         leeway_seconds: float,
+        first_use: Callable[[str, str, float], bool],
         fetch: Callable[[str], Awaitable[dict[str, Any]]] = fetch_jwks,
     ) -> None:
+        """`first_use(iss, jti, exp)` records a JWT id and says whether it is new (shared store)."""
         self._issuers = issuers
         self._leeway = leeway_seconds
         self._keys = KeyCache(fetch)
-        self._replays = ReplayCache()
+        self._first_use = first_use
 
     async def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
         """The token's claims; CDSError 401 (with no detail) for anything wrong."""
@@ -138,7 +122,8 @@ class Authenticator:
         )
         if claims["iat"] > time.time() + self._leeway:
             raise Rejected("issued in the future")
-        if not self._replays.first_use(issuer, str(claims["jti"]), float(claims["exp"])):
+        jti, expires = str(claims["jti"]), float(claims["exp"])
+        if not await anyio.to_thread.run_sync(self._first_use, issuer, jti, expires):
             raise Rejected("jti replayed")
         return claims
 

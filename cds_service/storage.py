@@ -52,6 +52,15 @@ feedback = sa.Table(
 )
 
 
+jwt_ids = sa.Table(
+    "jwt_ids",
+    _metadata,
+    sa.Column("issuer", sa.String, primary_key=True),
+    sa.Column("jti", sa.String, primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+)
+
+
 class UnknownCards(Exception):
     """Feedback names cards this service never issued (or no longer holds)."""
 
@@ -130,6 +139,24 @@ class Store:
                         for card in issued
                     ],
                 )
+
+    def first_use(self, issuer: str, jti: str, expires: float) -> bool:
+        """Record a JWT id; False when it was seen before (a replay), in any worker."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as connection:
+            connection.execute(jwt_ids.delete().where(jwt_ids.c.expires_at < now))
+            try:
+                with connection.begin_nested():
+                    connection.execute(
+                        jwt_ids.insert().values(
+                            issuer=issuer,
+                            jti=jti,
+                            expires_at=datetime.fromtimestamp(expires, UTC),
+                        )
+                    )
+            except sa.exc.IntegrityError:
+                return False
+        return True
 
     def card(self, uuid: str) -> dict[str, Any] | None:
         """An issued card's JSON, or None."""

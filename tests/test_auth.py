@@ -190,3 +190,12 @@ def test_sandbox_is_trusted_by_default() -> None:
 
     trust = Settings().trusted_issuers["https://sandbox.cds-hooks.org"]
     assert trust.jku == ["https://sandbox.cds-hooks.org/.well-known/jwks.json"]
+
+
+def test_replay_is_refused_across_workers_sharing_the_store(jwks: FhirServer) -> None:
+    trust = {ISSUER: IssuerTrust(jku=[f"{jwks.base}/"])}
+    settings = app_settings(auth_disabled=False, trusted_issuers=trust)
+    once = token(jwks)
+    with TestClient(create_app(settings)) as first, TestClient(create_app(settings)) as second:
+        assert call(first, once).status_code == 200
+        assert call(second, once).status_code == 401

@@ -34,7 +34,7 @@ def settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
     engine = sa.create_engine(url)
     with engine.begin() as connection:  # a clean database for the next test
         connection.execute(
-            sa.text("DROP TABLE IF EXISTS feedback, cards, evaluations, alembic_version")
+            sa.text("DROP TABLE IF EXISTS feedback, cards, evaluations, jwt_ids, alembic_version")
         )
     engine.dispose()
 
