@@ -83,7 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _add_error_handlers(app, metrics)
     app.add_middleware(
-        RequestLimits, max_body_bytes=settings.max_body_bytes, prefix="/cds-services/"
+        RequestLimits,
+        max_body_bytes=settings.max_body_bytes,
+        prefix="/cds-services/",
+        on_reject=metrics.error,
     )
     app.add_middleware(RequestLog)
     app.add_middleware(

@@ -17,10 +17,17 @@ _JSON_TYPES = ("application/json", "application/fhir+json")
 class RequestLimits:
     """For POSTs under `prefix`: 415 unless the body is JSON, 413 past `max_body_bytes`."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, prefix: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        prefix: str,
+        on_reject: Callable[[int], None] = lambda status: None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.prefix = prefix
+        self.on_reject = on_reject  # told the status of each refusal (for the metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         calls = scope["type"] == "http" and scope["method"] == "POST"
@@ -31,17 +38,24 @@ class RequestLimits:
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in _JSON_TYPES:
             message = f"Content-Type must be application/json, not {media_type or 'missing'!r}"
-            await _reject(415, message, scope, receive, send)
+            await self._refuse(415, message, scope, receive, send)
             return
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body_bytes:
-            await _reject(413, self._too_large(), scope, receive, send)
+            await self._refuse(413, self._too_large(), scope, receive, send)
             return
         body = await self._read(receive)
         if body is None:
-            await _reject(413, self._too_large(), scope, receive, send)
+            await self._refuse(413, self._too_large(), scope, receive, send)
             return
         await self.app(scope, _replay(body, receive), send)
+
+    async def _refuse(
+        self, status: int, message: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        self.on_reject(status)
+        response = JSONResponse(operation_outcome(status, [Issue(message)]), status_code=status)
+        await response(scope, receive, send)
 
     def _too_large(self) -> str:
         return f"request body is larger than {self.max_body_bytes} bytes"
@@ -73,8 +87,3 @@ def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
-
-
-async def _reject(status: int, message: str, scope: Scope, receive: Receive, send: Send) -> None:
-    response = JSONResponse(operation_outcome(status, [Issue(message)]), status_code=status)
-    await response(scope, receive, send)

@@ -26,6 +26,11 @@ def test_metrics_count_calls_cards_rules_and_errors() -> None:
         for _ in range(2):
             assert client.post("/cds-services/patient-view", json=request).status_code == 200
         assert client.post("/cds-services/nope", json=request).status_code == 404
+        plain = {"Content-Type": "text/plain"}
+        assert (
+            client.post("/cds-services/patient-view", content=b"x", headers=plain).status_code
+            == 415
+        )
         response = client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     samples = _samples(response.text)
@@ -35,6 +40,7 @@ def test_metrics_count_calls_cards_rules_and_errors() -> None:
     )
     assert samples[("cds_rules_fired_total", (("rule", "neurology-radiculopathy"),))] == 2
     assert samples[("cds_errors_total", (("status", "404"),))] == 1
+    assert samples[("cds_errors_total", (("status", "415"),))] == 1
 
 
 def test_health_and_ready(client: TestClient) -> None:
