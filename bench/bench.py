@@ -163,6 +163,8 @@ def main() -> None:
         p50, p99, f50 = percentile(times, 50), percentile(times, 99), percentile(floor, 50)
         print(f"{name:56} {p50:7.2f} {p99:7.2f} {f50:10.3f} {p50 / f50:5.1f}x {cards}")
 
+    if args.memory_evaluations <= 0:
+        return
     body = cases["realistic (1 Patient, 50 Conditions, 500 Observations)"]
     print(f"\nRSS over {args.memory_evaluations} realistic evaluations (MiB):")
     checkpoints = {args.memory_evaluations * k // 5 for k in range(1, 6)}
