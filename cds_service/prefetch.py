@@ -79,14 +79,14 @@ def read_record(request: HookRequest, hook: HookName) -> PatientRecord:
             [
                 Issue(
                     f"prefetch `{key}` ({PREFETCH[key]}) is missing, null or an "
-                    "OperationOutcome, and no fhirServer was given to fetch it from",
+                    "OperationOutcome, and was not fetched (no fhirServer, or offline)",
                     f"prefetch.{key}",
                 )
                 for key in missing
             ],
         )
     for key, template in PREFETCH.items():
-        if prefetch.get(key) is not None:
+        if not unusable(prefetch.get(key)):  # an optional key the client could not fill: none
             path = f"prefetch.{key}"
             _collect(record, _parse(prefetch[key], path), path, _template_type(template))
     draft_orders = getattr(context, "draftOrders", None)

@@ -235,3 +235,14 @@ def test_included_resources_of_other_types_are_accepted(
     included = {"resource": request_body["prefetch"]["patient"], "search": {"mode": "include"}}
     request_body["prefetch"]["conditions"]["entry"].append(included)
     assert client.post("/cds-services/patient-view", json=request_body).status_code == 200
+
+
+@pytest.mark.parametrize("value", [None, {"resourceType": "OperationOutcome", "issue": []}])
+def test_optional_prefetch_the_client_could_not_fill_is_ignored(
+    client: TestClient, request_body: dict[str, Any], value: Any
+) -> None:
+    for key in ("procedures", "medications", "referrals"):
+        request_body["prefetch"][key] = value
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["cards"]) == 1
