@@ -25,6 +25,7 @@ from cds_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cds_service.metrics import Metrics
 from cds_service.models import CDSResponse, Discovery, FeedbackRequest, HookRequest, dump
 from cds_service.pages import add_pages
+from cds_service.prefetch import read_context
 from cds_service.service import Triage, today_utc
 from cds_service.settings import Settings
 from cds_service.storage import Store, UnknownCards
@@ -125,8 +126,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise CDSError.of(
                 400, f"hook {body.hook!r} does not match service {service_id!r}", "hook"
             )
+        context = read_context(body, service_id)  # 400 before any fetch
         prefetch = await complete_prefetch(
-            body, settings.fhir_servers, settings.fhir_timeout_seconds, settings.fhir_max_pages
+            body,
+            context.patientId,
+            settings.fhir_servers,
+            settings.fhir_timeout_seconds,
+            settings.fhir_max_pages,
         )
         body = body.model_copy(update={"prefetch": prefetch})
         today = settings.today or today_utc()

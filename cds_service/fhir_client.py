@@ -23,16 +23,16 @@ class FetchError(Exception):
 
 
 async def complete_prefetch(
-    request: HookRequest, allowed: list[str], timeout: float, max_pages: int
+    request: HookRequest, patient_id: str, allowed: list[str], timeout: float, max_pages: int
 ) -> dict[str, Any]:
     """The request's prefetch with every missing, null or OperationOutcome key fetched.
 
+    `patient_id` is the validated context.patientId (a FHIR id: nothing else goes into a URL).
     Only from a fhirServer that starts with one of the `allowed` prefixes ("*": any).
     """
     prefetch = dict(request.prefetch or {})
     missing = [key for key in PREFETCH if unusable(prefetch.get(key))]
-    patient_id = request.context.get("patientId")
-    if not missing or request.fhirServer is None or not isinstance(patient_id, str):
+    if not missing or request.fhirServer is None:
         return prefetch
     base = str(request.fhirServer).rstrip("/") + "/"
     if not any(prefix == "*" or base.startswith(prefix) for prefix in allowed):

@@ -173,3 +173,14 @@ def test_fhir_server_not_allowed_is_412_without_a_request(
     assert response.status_code == 412
     assert "CDS_FHIR_SERVERS" in response.json()["issue"][0]["diagnostics"]
     assert server.requests == []
+
+
+def test_an_unsafe_patient_id_is_400_before_any_fetch(
+    server: FhirServer, app_client: TestClient
+) -> None:
+    request = _request(server, drop=("conditions",))
+    request["context"]["patientId"] = "../../admin"
+    response = app_client.post("/cds-services/patient-view", json=request)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["context.patientId"]
+    assert server.requests == []
