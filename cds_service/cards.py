@@ -2,7 +2,9 @@
 
 Arbitration: a rule whose `unless` fact was derived is dropped; of the rest, the most urgent rule
 wins each problem (critical over warning over info, then stat over urgent over routine); no
-suggestion repeats a referral that draftOrders or an open referral already hold.
+suggestion repeats a referral that draftOrders or an open referral already hold at the same or a
+higher priority, and a less urgent one is replaced (`ServiceRequest.replaces`, or a delete of the
+draft order) by the more urgent referral the card suggests.
 """
 
 import uuid
@@ -11,13 +13,15 @@ from typing import Any
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from cds_service.engine import Firing, Outcome
-from cds_service.facts import Evidence, FactSet
+from cds_service.engine import Firing, Outcome, derived_id
+from cds_service.facts import Evidence, FactSet, Referred
 from cds_service.knowledge import CardSpec, Knowledge, Referral, Rule
 from cds_service.models import Action, Card, Coding, Link, Source, Suggestion
 
 _INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 _PRIORITY_RANK = {"stat": 0, "urgent": 1, "routine": 2, None: 3}
+_REQUEST_PRIORITY_RANK = {"stat": 0, "asap": 1, "urgent": 1, "routine": 2, None: 2}
+"""An existing request's priority (FHIR request-priority; none stated reads as routine)."""
 _REASON_TYPES = ("Condition", "Observation")
 
 
@@ -46,10 +50,10 @@ def arbitrate(outcome: Outcome, rules: dict[str, Rule]) -> list[tuple[Rule, Card
     return sorted(winners.values(), key=lambda won: _display_order(won[0], won[1]))
 
 
-def evidence_of(firing: Firing, outcome: Outcome, facts: FactSet) -> list[Evidence]:
-    """The record entries behind a firing, following derived facts back to what they rest on."""
+def evidence_of(fact_ids: frozenset[str], outcome: Outcome, facts: FactSet) -> list[Evidence]:
+    """The record entries behind facts, following derived facts back to what they rest on."""
     seen: set[str] = set()
-    pending = list(firing.fact_ids)
+    pending = list(fact_ids)
     while pending:
         fact_id = pending.pop()
         if fact_id in seen:
@@ -71,24 +75,37 @@ class CardBuilder:
     """Builds the cards of one evaluation."""
 
     def __init__(
-        self, knowledge: Knowledge, patient_id: str, today: date, review_url: str | None
+        self,
+        knowledge: Knowledge,
+        patient_id: str,
+        today: date,
+        review_url: str | None,
+        partial: list[str] | None = None,
     ) -> None:
         self._knowledge = knowledge
         self._patient_id = patient_id
         self._today = today
         self._review_url = review_url  # the SMART referral-review app; None: no link
+        self._partial = partial or []  # prefetch keys that hold only a first page
 
     def build(self, outcome: Outcome, facts: FactSet, rules: dict[str, Rule]) -> list[Card]:
         return [
-            self._card(rule, spec, evidence_of(firing, outcome, facts), facts.referred)
+            self._card(rule, spec, evidence_of(firing.fact_ids, outcome, facts), facts, outcome)
             for rule, spec, firing in arbitrate(outcome, rules)
         ]
 
     def _card(
-        self, rule: Rule, spec: CardSpec, evidence: list[Evidence], referred: set[str]
+        self,
+        rule: Rule,
+        spec: CardSpec,
+        evidence: list[Evidence],
+        facts: FactSet,
+        outcome: Outcome,
     ) -> Card:
-        notes: list[str] = []
-        suggestions = self._suggestions(rule, spec, evidence, referred, notes)
+        cautions = (self._caution(c.say, c.if_, outcome, facts) for c in spec.cautions)
+        notes = [note for note in cautions if note is not None]
+        notes += [self._partial_note()] if self._partial else []
+        suggestions = self._suggestions(rule, spec, evidence, facts.referred, notes)
         guideline = self._knowledge.guidelines[rule.guideline]
         own = self._knowledge.manifest.own_code_system
         card_id = str(uuid.uuid4())
@@ -134,12 +151,27 @@ class CardBuilder:
             },
         )
 
+    def _caution(self, say: str, name: str, outcome: Outcome, facts: FactSet) -> str | None:
+        """`say`, with the record entries behind it, when the derived fact `name` holds."""
+        if not outcome.holds(name):
+            return None
+        because = evidence_of(frozenset({derived_id(name)}), outcome, facts)
+        return f"**Caution:** {say.strip()} Because of: " + "; ".join(map(describe, because)) + "."
+
+    def _partial_note(self) -> str:
+        keys = ", ".join(f"`{key}`" for key in self._partial)
+        return (
+            f"**Partial record:** prefetch {keys} held only the first page of its search (the "
+            "Bundle has a `next` link) and could not be completed from the FHIR server; "
+            "entries on later pages were not checked."
+        )
+
     def _suggestions(
         self,
         rule: Rule,
         spec: CardSpec,
         evidence: list[Evidence],
-        referred: set[str],
+        referred: dict[str, list[Referred]],
         notes: list[str],
     ) -> list[Suggestion]:
         orders = [
@@ -157,12 +189,22 @@ class CardBuilder:
             ]
         suggestions = []
         for referral in spec.referrals:
-            if referral.specialty in referred:
-                title = self._knowledge.specialties[referral.specialty].title.lower()
+            title = self._knowledge.specialties[referral.specialty].title.lower()
+            existing = referred.get(referral.specialty, [])
+            wanted = _PRIORITY_RANK[referral.priority]
+            if any(_REQUEST_PRIORITY_RANK[r.priority] <= wanted for r in existing):
                 notes.append(f"A referral to {title} is already ordered; none is added.")
-            else:
-                recommended = referral is spec.refer
-                suggestions.append(self._referral(rule, referral, evidence, recommended, deletes))
+                continue
+            for lower in existing:
+                notes.append(
+                    f"A {lower.priority or 'routine'} referral to {title} is already "
+                    f"{'being ordered' if lower.draft else 'open'} ({lower.reference}); the "
+                    f"suggested {referral.priority} referral replaces it."
+                )
+            recommended = referral is spec.refer
+            suggestions.append(
+                self._referral(rule, referral, evidence, recommended, deletes, existing)
+            )
         return suggestions
 
     def _referral(
@@ -172,15 +214,24 @@ class CardBuilder:
         evidence: list[Evidence],
         recommended: bool,
         deletes: list[Action],
+        lower: list[Referred],
     ) -> Suggestion:
-        """Create the referral (replacing the matched draft orders, when there are deletes)."""
+        """Create the referral, replacing the matched draft orders (deletes) and any `lower`
+        priority request to the same specialty (a draft is deleted, an open one `replaces`)."""
         title = self._knowledge.specialties[referral.specialty].title.lower()
+        replaced = [r.reference for r in lower if r.reference and not r.draft]
+        deletes = deletes + [
+            _delete(r.reference, f"{r.priority or 'routine'} referral to {title}")
+            for r in lower
+            if r.reference and r.draft
+        ]
         resource = service_request(
-            self._knowledge, referral, self._patient_id, self._today, rule.then, evidence
+            self._knowledge, referral, self._patient_id, self._today, rule.then, evidence, replaced
         )
-        verb = "Replace the order by a" if deletes else "Refer to"
+        verb = "Replace the order by a" if deletes or replaced else "Refer to"
         return Suggestion(
-            label=f"{verb} {'referral to ' if deletes else ''}{title} ({referral.priority})",
+            label=f"{verb} {'referral to ' if deletes or replaced else ''}{title} "
+            f"({referral.priority})",
             uuid=str(uuid.uuid4()),
             isRecommended=recommended,
             actions=[
@@ -235,6 +286,7 @@ def service_request(
     today: date,
     rationale: str,
     evidence: list[Evidence],
+    replaces: list[str] | None = None,
 ) -> dict[str, Any]:
     """A draft R4 ServiceRequest for the referral, validated with fhir.resources (R4B)."""
     specialty = knowledge.specialties[referral.specialty]
@@ -263,5 +315,7 @@ def service_request(
         }
     if reasons:
         resource["reasonReference"] = [{"reference": ref} for ref in reasons]
+    if replaces:
+        resource["replaces"] = [{"reference": ref} for ref in replaces]
     validated = ServiceRequest.model_validate(resource)
     return validated.model_dump(mode="json", exclude_none=True)

@@ -67,10 +67,13 @@ def _pattern(clause: Clause, knowledge: Knowledge) -> dict[str, Any]:
         terms = [{"type": kind}, {"concept": getattr(clause, kind)}]
         field_name = "value" if kind == "observation" else "weeks"
         comparison = clause.value if kind == "observation" else clause.weeks
-    if clause.positive is not None:
-        terms.append({"positive": clause.positive})
+    for flag in ("positive", "current", "new"):
+        if getattr(clause, flag) is not None:
+            terms.append({flag: getattr(clause, flag)})
     for op, bound in comparison.items() if comparison else ():
         terms.append({_OPERATORS[op]: {field_name: knowledge.threshold(bound)}})
+    for op, bound in clause.span_weeks.items() if clause.span_weeks else ():
+        terms.append({_OPERATORS[op]: {"span_weeks": knowledge.threshold(bound)}})
     return {"$and": terms}
 
 

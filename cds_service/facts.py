@@ -5,12 +5,22 @@ Codes become clinical concepts through the value sets in `rules/`. Findings are 
 combination of concepts, not once per duplicate Condition.
 """
 
+import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date
+from functools import cache
 from typing import Any
 
-from cds_service.fhir_model import CodeableConcept, Coding, Condition, Observation
+from cds_service.fhir_model import (
+    CodeableConcept,
+    Coding,
+    Condition,
+    MedicationRequest,
+    MedicationStatement,
+    Observation,
+)
 from cds_service.knowledge import FactKind, Knowledge
 from cds_service.prefetch import Entry, PatientRecord
 
@@ -19,6 +29,7 @@ _NOT_COUNTING_VERIFICATION = {"refuted", "entered-in-error"}
 _IGNORED_OBSERVATION = {"entered-in-error", "cancelled"}
 _PROCEDURE_DONE = {"completed", "in-progress"}
 _MEDICATION_TAKEN = {"active", "completed", "stopped", "on-hold"}
+_MEDICATION_CURRENT = {"active", "on-hold"}
 _REFERRAL_OPEN = {"draft", "active", "on-hold"}
 
 
@@ -35,12 +46,21 @@ class Evidence:
     value: str | None = None
 
 
+@dataclass(frozen=True)
+class Referred:
+    """A draft order or open referral to a specialty, at its priority (None: not stated)."""
+
+    reference: str | None
+    priority: str | None
+    draft: bool
+
+
 @dataclass
 class FactSet:
     facts: list[dict[str, Any]] = field(default_factory=list)
     evidence: dict[str, tuple[Evidence, ...]] = field(default_factory=dict)
-    referred: set[str] = field(default_factory=set)
-    """Specialties already in draftOrders or open referrals (no suggestion duplicates them)."""
+    referred: dict[str, list["Referred"]] = field(default_factory=dict)
+    """Per specialty, the draft orders and open referrals that already send the patient there."""
 
     def add(self, fact: dict[str, Any], evidence: list[Evidence]) -> None:
         fact_id = f"f{len(self.facts)}"
@@ -53,12 +73,13 @@ def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> Fac
     facts = FactSet()
     birth = record.patient.birthDate if record.patient else None
     confirmed = [entry for entry in record.conditions if not refuted(entry.resource)]
-    active = [entry for entry in confirmed if is_active(entry.resource)]
+    active = [entry for entry in confirmed if is_active(entry.resource, today)]
     _add_patient(facts, record, today)
-    _add_findings(facts, knowledge, confirmed, birth)
+    _add_findings(facts, knowledge, _finding_sources(record, confirmed, birth, today), today)
     _add_episode(facts, knowledge, active, birth, today)
     _add_observations(facts, knowledge, record, today)
     _add_treatments(facts, knowledge, record, today)
+    _add_medications(facts, knowledge, record, today)
     _add_orders(facts, knowledge, record)
     facts.referred = _referred(knowledge, record)
     return facts
@@ -70,12 +91,22 @@ def refuted(condition: Condition) -> bool:
     return bool(status and {c.code for c in status.coding} & _NOT_COUNTING_VERIFICATION)
 
 
-def is_active(condition: Condition) -> bool:
-    """Active, recurrence or relapse, or no clinical status recorded."""
+def is_active(condition: Condition, today: date) -> bool:
+    """Active, recurrence or relapse, or no clinical status recorded; and not abated by `today`."""
     status = condition.clinicalStatus
-    return (
+    counting = (
         not status or not status.coding or any(c.code in _COUNTING_CLINICAL for c in status.coding)
     )
+    return counting and not abated(condition, today)
+
+
+def abated(condition: Condition, today: date) -> bool:
+    """An abatement[x] at or before `today` ends the Condition whatever its clinicalStatus."""
+    period = condition.abatementPeriod
+    ended = condition.abatementDateTime or (period.end or period.start if period else None)
+    if ended is not None:
+        return ended <= today
+    return condition.abatementAge is not None or condition.abatementString is not None
 
 
 def _matches(
@@ -142,19 +173,47 @@ def onset(condition: Condition, birth: date | None) -> date | None:
     return condition.recordedDate
 
 
+@dataclass(frozen=True)
+class _Finding:
+    """A coded entry that may be a finding: a Condition, or a Procedure that was done."""
+
+    entry: Entry[Any]
+    code: CodeableConcept | None
+    when: date | None
+    active: bool
+
+
+def _finding_sources(
+    record: PatientRecord, conditions: list[Entry[Condition]], birth: date | None, today: date
+) -> list[_Finding]:
+    found = [
+        _Finding(e, e.resource.code, onset(e.resource, birth), is_active(e.resource, today))
+        for e in conditions
+    ]
+    for entry in record.procedures:
+        if entry.resource.status in _PROCEDURE_DONE:
+            found.append(_Finding(entry, entry.resource.code, _performed(entry), True))
+    return found
+
+
 def _add_findings(
-    facts: FactSet, knowledge: Knowledge, conditions: list[Entry[Condition]], birth: date | None
+    facts: FactSet, knowledge: Knowledge, sources: list[_Finding], today: date
 ) -> None:
-    """One fact per concept of the active Conditions (or any status, where the value set says)."""
+    """One fact per concept of the active entries (or any status, where the value set says).
+
+    `new`: at least one entry started (or, undated, was recorded) within `new_finding_days`,
+    or carries no date at all (it cannot be shown to be long-standing).
+    """
+    window = knowledge.config.thresholds["new_finding_days"]
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
-    for entry in conditions:
-        when = onset(entry.resource, birth)
-        active = is_active(entry.resource)
-        for concept, coding in _matches(knowledge, entry.resource.code, "finding"):
-            if active or knowledge.value_sets[concept].counts_when_inactive:
-                by_concept[concept].append(_evidence(knowledge, entry, concept, coding, when))
+    for source in sources:
+        for concept, coding in _matches(knowledge, source.code, "finding"):
+            if source.active or knowledge.value_sets[concept].counts_when_inactive:
+                found = _evidence(knowledge, source.entry, concept, coding, source.when)
+                by_concept[concept].append(found)
     for concept, evidence in by_concept.items():
-        facts.add({"type": "finding", "concept": concept}, evidence)
+        new = any(e.when is None or (today - e.when).days <= window for e in evidence)
+        facts.add({"type": "finding", "concept": concept, "new": new}, evidence)
 
 
 def _add_episode(
@@ -164,13 +223,22 @@ def _add_episode(
     birth: date | None,
     today: date,
 ) -> None:
-    """The back-pain episode, from the earliest active back-pain Condition's onset (SPEC 4)."""
-    episode = set(knowledge.config.episode_concepts)
+    """The back-pain episode, from the earliest active back-pain Condition's onset (SPEC 4).
+
+    A generic code (`qualified_episode_concepts`, e.g. "Chronic pain") counts only beside
+    another back-pain Condition or with a back body site: alone it may be a knee or a migraine.
+    """
+    config = knowledge.config
+    episode, qualified = set(config.episode_concepts), set(config.qualified_episode_concepts)
+    matched = [(entry, _matches(knowledge, entry.resource.code, "finding")) for entry in conditions]
+    beside = any(concept in episode for _, found in matched for concept, _ in found)
     starts: list[tuple[date, Evidence]] = []
-    for entry in conditions:
+    for entry, found in matched:
         start = onset(entry.resource, birth)
-        for concept, coding in _matches(knowledge, entry.resource.code, "finding"):
-            if start is not None and concept in episode:
+        at_back = _at_back(knowledge, entry.resource)
+        for concept, coding in found:
+            counts = concept in episode or (concept in qualified and (beside or at_back))
+            if start is not None and counts:
                 starts.append((start, _evidence(knowledge, entry, concept, coding, start)))
     if starts:
         start, first = min(starts, key=lambda item: item[0])
@@ -181,6 +249,15 @@ def _add_episode(
             fact["onset_age"] = years_between(birth, start)
             shown += f", from age {fact['onset_age']}"
         facts.add(fact, [replace(first, value=shown)])
+
+
+def _at_back(knowledge: Knowledge, condition: Condition) -> bool:
+    site = knowledge.config.back_body_site
+    return site is not None and any(
+        site in knowledge.concepts(coding.system, coding.code)
+        for concept in condition.bodySite
+        for coding in concept.coding
+    )
 
 
 def _observed(observation: Observation) -> date | None:
@@ -234,26 +311,113 @@ def _result(
 def _add_treatments(
     facts: FactSet, knowledge: Knowledge, record: PatientRecord, today: date
 ) -> None:
-    """Prior treatment, one fact per concept, dated from its earliest start."""
-    started: list[tuple[Entry[Any], CodeableConcept | None, date | None]] = []
-    for done in record.procedures:
-        procedure = done.resource
-        if procedure.status in _PROCEDURE_DONE:
-            period = procedure.performedPeriod
-            start = procedure.performedDateTime or (period.start if period else None)
-            started.append((done, procedure.code, start))
-    for taken in record.medications:
-        medication = taken.resource
-        if medication.status in _MEDICATION_TAKEN:
-            started.append((taken, medication.medicationCodeableConcept, medication.authoredOn))
+    """Prior treatment (procedures done), one fact per concept, dated from its earliest start."""
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
-    for entry, code, start in started:
-        for concept, coding in _matches(knowledge, code, "treatment") if start else ():
+    for entry in record.procedures:
+        start = _performed(entry)
+        if entry.resource.status not in _PROCEDURE_DONE or start is None:
+            continue
+        for concept, coding in _matches(knowledge, entry.resource.code, "treatment"):
             by_concept[concept].append(_evidence(knowledge, entry, concept, coding, start))
     for concept, evidence in by_concept.items():
         first = min(e.when for e in evidence if e.when is not None)
         weeks = round((today - first).days / 7, 2)
         facts.add({"type": "treatment", "concept": concept, "weeks": weeks}, evidence)
+
+
+def _performed(entry: Entry[Any]) -> date | None:
+    period = entry.resource.performedPeriod
+    performed: date | None = entry.resource.performedDateTime or (period.start if period else None)
+    return performed
+
+
+@dataclass(frozen=True)
+class _Exposure:
+    """One medicine entry: when it started and ended, and whether it is still being taken."""
+
+    start: date
+    end: date
+    current: bool
+
+
+def _exposure(medication: MedicationRequest | MedicationStatement) -> _Exposure | None:
+    """The dates of a taken medicine (None: not taken, or undated)."""
+    if medication.status not in _MEDICATION_TAKEN:
+        return None
+    current = medication.status in _MEDICATION_CURRENT
+    if isinstance(medication, MedicationRequest):
+        start = end = medication.authoredOn
+    else:
+        period = medication.effectivePeriod
+        start = medication.effectiveDateTime or (period and period.start) or medication.dateAsserted
+        end = (period and period.end) or start
+    return _Exposure(start, end or start, current) if start is not None else None
+
+
+def _add_medications(
+    facts: FactSet, knowledge: Knowledge, record: PatientRecord, today: date
+) -> None:
+    """One fact per medicine concept: weeks since first taken, span of use, and `current`.
+
+    A medicine counts as current when a request or statement is active, or the last one is
+    within `current_medication_days`. Codes are matched first; an entry whose codes match no
+    medicine of a value set is matched by ingredient name in its text, and says so.
+    """
+    thresholds = knowledge.config.thresholds
+    by_concept: dict[str, list[tuple[Evidence, _Exposure]]] = defaultdict(list)
+    for entry in record.medications:
+        medication = entry.resource
+        exposure = _exposure(medication)
+        if exposure is None:
+            continue
+        concept_code = medication.medicationCodeableConcept
+        coded = _matches(knowledge, concept_code, "medication")
+        for concept, coding in coded:
+            evidence = _evidence(knowledge, entry, concept, coding, exposure.start)
+            by_concept[concept].append((evidence, exposure))
+        text = _medication_text(medication)
+        for concept, name in _by_name(knowledge, text, {concept for concept, _ in coded}):
+            shown = f"{text} (matched by the ingredient name '{name}', not by code)"
+            evidence = Evidence(
+                entry.resource.resourceType, entry.reference, shown, "", "", exposure.start
+            )
+            by_concept[concept].append((evidence, exposure))
+    for concept, taken in by_concept.items():
+        first = min(exposure.start for _, exposure in taken)
+        current_now = any(exposure.current for _, exposure in taken)
+        last = today if current_now else max(exposure.end for _, exposure in taken)
+        current = current_now or (today - last).days <= thresholds["current_medication_days"]
+        fact = {
+            "type": "medication",
+            "concept": concept,
+            "weeks": round((today - first).days / 7, 2),
+            "span_weeks": round((last - first).days / 7, 2),
+            "current": current,
+        }
+        facts.add(fact, [evidence for evidence, _ in taken])
+
+
+def _medication_text(medication: MedicationRequest | MedicationStatement) -> str:
+    code, reference = medication.medicationCodeableConcept, medication.medicationReference
+    parts = [code.text if code else None, *(c.display for c in (code.coding if code else ()))]
+    parts.append(reference.display if reference else None)
+    return "; ".join(dict.fromkeys(part for part in parts if part))
+
+
+def _by_name(knowledge: Knowledge, text: str, coded: set[str]) -> Iterable[tuple[str, str]]:
+    """(concept, ingredient name) for each medicine set not `coded` whose name is in `text`."""
+    if not text:
+        return
+    for concept, value_set in knowledge.value_sets.items():
+        if value_set.names and concept not in coded:
+            found = _names_pattern(tuple(value_set.names)).search(text)
+            if found:
+                yield concept, found.group(0).lower()
+
+
+@cache
+def _names_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b", re.IGNORECASE)
 
 
 def _add_orders(facts: FactSet, knowledge: Knowledge, record: PatientRecord) -> None:
@@ -274,15 +438,15 @@ def _add_orders(facts: FactSet, knowledge: Knowledge, record: PatientRecord) -> 
         facts.add({"type": "order", "concept": concept}, evidence)
 
 
-def _referred(knowledge: Knowledge, record: PatientRecord) -> set[str]:
-    """Specialties that a draft order or an open referral already sends the patient to."""
+def _referred(knowledge: Knowledge, record: PatientRecord) -> dict[str, list[Referred]]:
+    """Per specialty, the draft orders and open referrals that already send the patient there."""
     snomed, nucc = knowledge.system_uri("snomed"), knowledge.system_uri("nucc")
-    referred: set[str] = set()
+    referred: dict[str, list[Referred]] = defaultdict(list)
     requests = [
-        *record.draft_orders,
-        *(r for r in record.referrals if r.resource.status in _REFERRAL_OPEN),
+        *((entry, True) for entry in record.draft_orders),
+        *((r, False) for r in record.referrals if r.resource.status in _REFERRAL_OPEN),
     ]
-    for entry in requests:
+    for entry, draft in requests:
         codings = [
             *(entry.resource.code.coding if entry.resource.code else ()),
             *(entry.resource.performerType.coding if entry.resource.performerType else ()),
@@ -292,5 +456,5 @@ def _referred(knowledge: Knowledge, record: PatientRecord) -> set[str]:
             if specialty.referral is not None:
                 wanted.add((snomed, specialty.referral.code))
             if any((c.system, c.code) in wanted for c in codings):
-                referred.add(key)
-    return referred
+                referred[key].append(Referred(entry.reference, entry.resource.priority, draft))
+    return dict(referred)

@@ -2,7 +2,9 @@
 
 Searches follow Bundle `next` links, bounded in pages and kept on the same server (the access
 token never goes anywhere else); every request has a timeout. A required key that cannot be
-fetched is a 412; an optional one is skipped.
+fetched is a 412; an optional one is skipped. A search Bundle the client sent with a `next` link
+(only its first page) is completed the same way; if it cannot be, it stays partial and the
+cards say so.
 """
 
 import logging
@@ -32,7 +34,8 @@ async def complete_prefetch(
     """
     prefetch = dict(request.prefetch or {})
     missing = [key for key in PREFETCH if unusable(prefetch.get(key))]
-    if not missing or request.fhirServer is None:
+    paged = [key for key in PREFETCH if key not in missing and _has_next(prefetch[key])]
+    if not (missing or paged) or request.fhirServer is None:
         return prefetch
     base = str(request.fhirServer).rstrip("/") + "/"
     if not any(prefix == "*" or base.startswith(prefix) for prefix in allowed):
@@ -46,6 +49,11 @@ async def complete_prefetch(
         headers["Authorization"] = f"Bearer {request.fhirAuthorization.access_token}"
     issues: list[Issue] = []
     async with httpx.AsyncClient(timeout=timeout, headers=headers) as client:
+        for key in paged:
+            try:
+                prefetch[key] = await _complete(client, base, prefetch[key], max_pages)
+            except FetchError as exc:
+                log.warning("prefetch %s stays partial (first page only): %s", key, exc)
         for key in missing:
             query = PREFETCH[key].replace("{{context.patientId}}", patient_id)
             try:
@@ -66,22 +74,46 @@ async def _fetch(client: httpx.AsyncClient, base: str, query: str, max_pages: in
     page = await _get(client, urljoin(base, query))
     if page.get("resourceType") != "Bundle":
         return page
-    first, entries = page, list(page.get("entry", []))
+    return await _complete(client, base, page, max_pages)
+
+
+async def _complete(
+    client: httpx.AsyncClient, base: str, first: dict[str, Any], max_pages: int
+) -> dict[str, Any]:
+    """The search Bundle `first` with the entries of every following page merged into it."""
+    page, entries = first, _page_entries(first)
     for _ in range(max_pages - 1):
         next_url = _next_link(page, base)
         if next_url is None:
             break
         page = await _get(client, next_url)
-        entries += page.get("entry", [])
+        entries += _page_entries(page)
     else:
         if _next_link(page, base) is not None:
             raise FetchError(f"more than {max_pages} pages of results")
     return {**first, "entry": entries, "link": []}
 
 
+def _page_entries(page: dict[str, Any]) -> list[Any]:
+    entries = page.get("entry", [])
+    if not isinstance(entries, list):
+        raise FetchError("a search page's `entry` is not a list")
+    return entries
+
+
+def _links(bundle: Any) -> list[dict[str, Any]]:
+    links = bundle.get("link") if isinstance(bundle, dict) else None
+    return [link for link in links if isinstance(link, dict)] if isinstance(links, list) else []
+
+
+def _has_next(value: Any) -> bool:
+    """True for a search Bundle that holds one page of several (it has a `next` link)."""
+    return any(link.get("relation") == "next" for link in _links(value))
+
+
 def _next_link(bundle: dict[str, Any], base: str) -> str | None:
-    for link in bundle.get("link", []):
-        if isinstance(link, dict) and link.get("relation") == "next":
+    for link in _links(bundle):
+        if link.get("relation") == "next":
             url = urljoin(base, str(link.get("url", "")))
             if urlsplit(url)[:2] != urlsplit(base)[:2]:
                 raise FetchError("a next link points away from fhirServer")

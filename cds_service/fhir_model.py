@@ -79,6 +79,12 @@ class Patient(Resource):
     resourceType: Literal["Patient"]
     birthDate: FhirDate | None = None
     gender: Literal["male", "female", "other", "unknown"] | None = None
+    deceasedBoolean: bool | None = None
+    deceasedDateTime: FhirDate | None = None
+
+    @property
+    def deceased(self) -> bool:
+        return bool(self.deceasedBoolean) or self.deceasedDateTime is not None
 
 
 ConditionClinical = Literal["active", "recurrence", "relapse", "inactive", "remission", "resolved"]
@@ -114,7 +120,12 @@ class Condition(Resource):
     onsetDateTime: FhirDate | None = None
     onsetPeriod: Period | None = None
     onsetAge: Quantity | None = None
+    abatementDateTime: FhirDate | None = None
+    abatementPeriod: Period | None = None
+    abatementAge: Quantity | None = None
+    abatementString: str | None = None
     recordedDate: FhirDate | None = None
+    bodySite: list[CodeableConcept] = []
 
 
 class Observation(Resource):
@@ -145,6 +156,7 @@ class ServiceRequest(Resource):
         "draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"
     ]
     intent: str
+    priority: Literal["routine", "urgent", "asap", "stat"] | None = None
     code: CodeableConcept | None = None
     performerType: CodeableConcept | None = None
     subject: Reference
@@ -170,6 +182,8 @@ class Procedure(Resource):
 
 
 class MedicationRequest(Resource):
+    """A prescription; `medicationReference.display` is read for the by-name fallback."""
+
     resourceType: Literal["MedicationRequest"]
     status: Literal[
         "active",
@@ -183,8 +197,31 @@ class MedicationRequest(Resource):
     ]
     intent: str
     medicationCodeableConcept: CodeableConcept | None = None
+    medicationReference: Reference | None = None
     subject: Reference
     authoredOn: FhirDate | None = None
+
+
+class MedicationStatement(Resource):
+    """A medicine the patient takes or took, as reported (dated by `effective[x]`)."""
+
+    resourceType: Literal["MedicationStatement"]
+    status: Literal[
+        "active",
+        "completed",
+        "entered-in-error",
+        "intended",
+        "stopped",
+        "on-hold",
+        "unknown",
+        "not-taken",
+    ]
+    medicationCodeableConcept: CodeableConcept | None = None
+    medicationReference: Reference | None = None
+    subject: Reference
+    effectiveDateTime: FhirDate | None = None
+    effectivePeriod: Period | None = None
+    dateAsserted: FhirDate | None = None
 
 
 class OperationOutcome(Resource):
@@ -220,6 +257,7 @@ AnyResource = Annotated[
     | Annotated[ServiceRequest, Tag("ServiceRequest")]
     | Annotated[Procedure, Tag("Procedure")]
     | Annotated[MedicationRequest, Tag("MedicationRequest")]
+    | Annotated[MedicationStatement, Tag("MedicationStatement")]
     | Annotated[OperationOutcome, Tag("OperationOutcome")]
     | Annotated[OtherResource, Tag("other")],
     Discriminator(
@@ -232,6 +270,7 @@ AnyResource = Annotated[
                     "ServiceRequest",
                     "Procedure",
                     "MedicationRequest",
+                    "MedicationStatement",
                     "OperationOutcome",
                 }
             )

@@ -13,9 +13,11 @@ from typing import Annotated, Any, Literal, Self, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cds_service.codes import CodeIndex
+
 HookName = Literal["patient-view", "order-select", "order-sign"]
 HOOKS: tuple[HookName, ...] = ("patient-view", "order-select", "order-sign")
-FactKind = Literal["finding", "observation", "order", "treatment"]
+FactKind = Literal["finding", "observation", "order", "treatment", "medication"]
 Indicator = Literal["info", "warning", "critical"]
 Priority = Literal["routine", "urgent", "stat"]
 
@@ -38,10 +40,23 @@ class Strict(BaseModel):
 
 
 class Code(Strict):
+    """A code of a value set; with `descendants`, an ICD-10-CM root that includes its subtree."""
+
     system: str
     code: str
     display: str
+    descendants: bool = False
+    source: str | None = None
+    """Its key in the value set's `sources` (ICD-10-CM codes are checked against the tabular)."""
     unverified: bool = False
+
+
+class Source(Strict):
+    """A published terminology source a value set's codes were checked against."""
+
+    title: str
+    url: str
+    version: str
 
 
 class UnitConversion(Strict):
@@ -56,6 +71,9 @@ class ValueSet(Strict):
     title: str
     fact: FactKind
     note: str | None = None
+    sources: dict[str, Source] = {}
+    names: list[str] = []
+    """Medication sets: ingredient names, the labelled fallback for uncoded medicine text."""
     counts_when_inactive: bool = False
     """A Condition counts whatever its clinical status (a history of cancer stays relevant)."""
     unit: str | None = None
@@ -69,6 +87,17 @@ class ValueSet(Strict):
         quantity = self.unit is not None and self.unit in self.units
         if self.fact == "observation" and not (quantity or self.positive):
             raise ValueError("an observation value set needs `unit` and `units`, or `positive`")
+        return self
+
+    @model_validator(mode="after")
+    def _sources_exist(self) -> Self:
+        for code in [*self.codes, *self.positive]:
+            if code.source is not None and code.source not in self.sources:
+                raise ValueError(f"code {code.code}: source {code.source!r} is not in `sources`")
+            if code.descendants and code.system != "icd-10-cm":
+                raise ValueError(f"code {code.code}: `descendants` is for ICD-10-CM codes only")
+        if self.names and self.fact != "medication":
+            raise ValueError("`names` is for medication value sets only")
         return self
 
 
@@ -101,6 +130,7 @@ class Clause(Strict):
     observation: str | None = None
     order: str | None = None
     treatment: str | None = None
+    medication: str | None = None
     derived: str | None = None
     episode_weeks: Comparison | None = Field(None, alias="episode-weeks")
     onset_age: Comparison | None = Field(None, alias="onset-age")
@@ -108,6 +138,10 @@ class Clause(Strict):
     value: Comparison | None = None
     positive: bool | None = None
     weeks: Comparison | None = None
+    span_weeks: Comparison | None = Field(None, alias="span-weeks")
+    current: bool | None = None
+    new: bool | None = None
+    """A finding that started (or was recorded) within `new_finding_days`, or is undated."""
 
     @model_validator(mode="after")
     def _one_subject(self) -> Self:
@@ -116,8 +150,12 @@ class Clause(Strict):
             raise ValueError(f"a clause names exactly one of {', '.join(_SUBJECTS)}")
         if (self.value is not None or self.positive is not None) and self.observation is None:
             raise ValueError("`value` and `positive` apply to an observation clause only")
-        if self.weeks is not None and self.treatment is None:
-            raise ValueError("`weeks` applies to a treatment clause only")
+        if self.weeks is not None and self.treatment is None and self.medication is None:
+            raise ValueError("`weeks` applies to a treatment or medication clause only")
+        if (self.span_weeks is not None or self.current is not None) and self.medication is None:
+            raise ValueError("`span-weeks` and `current` apply to a medication clause only")
+        if self.new is not None and self.finding is None:
+            raise ValueError("`new` applies to a finding clause only")
         return self
 
     @property
@@ -130,6 +168,7 @@ _SUBJECTS = (
     "observation",
     "order",
     "treatment",
+    "medication",
     "derived",
     "episode_weeks",
     "onset_age",
@@ -140,6 +179,13 @@ _SUBJECTS = (
 class Referral(Strict):
     specialty: str
     priority: Priority
+
+
+class Caution(Strict):
+    """A line the card adds when a derived fact holds (e.g. a medicine to avoid, and why)."""
+
+    if_: str = Field(alias="if")
+    say: str
 
 
 class CardSpec(Strict):
@@ -157,6 +203,7 @@ class CardSpec(Strict):
     or_refer: list[Referral] = Field([], alias="or-refer")
     remove_order: bool = Field(False, alias="remove-order")
     precedence: int = 100
+    cautions: list[Caution] = []
 
     @model_validator(mode="after")
     def _alternatives_need_a_referral(self) -> Self:
@@ -217,6 +264,10 @@ class OverrideReason(Strict):
 
 class Config(Strict):
     episode_concepts: list[str]
+    qualified_episode_concepts: list[str] = []
+    """Generic codes that count as back pain only beside an episode concept or at a back site."""
+    back_body_site: str | None = None
+    """The value set of back body sites (Condition.bodySite) that qualifies a generic code."""
     thresholds: dict[str, float]
     lookback_days: dict[str, int]
     override_reasons: list[OverrideReason]
@@ -245,7 +296,7 @@ class Knowledge:
     guidelines: dict[str, Guideline]
     value_sets: dict[str, ValueSet]
     rules: dict[str, Rule]
-    concepts_by_code: dict[tuple[str, str], tuple[str, ...]]
+    codes: CodeIndex
     positive_results: dict[str, frozenset[tuple[str, str]]]
     """Per observation concept, the (system URI, code) results that mean positive."""
 
@@ -255,9 +306,7 @@ class Knowledge:
 
     def concepts(self, system: str | None, code: str | None) -> tuple[str, ...]:
         """The concepts a (system URI, code) pair belongs to."""
-        if system is None or code is None:
-            return ()
-        return self.concepts_by_code.get((system, code), ())
+        return self.codes.concepts(system, code)
 
     def threshold(self, bound: Threshold) -> float:
         return self.config.thresholds[bound] if isinstance(bound, str) else bound
@@ -271,6 +320,10 @@ class Knowledge:
             if system.uri == uri:
                 return system.name
         return uri or "no system"
+
+
+_REQUIRED_THRESHOLDS = ("new_finding_days", "current_medication_days")
+"""Thresholds the fact builder reads itself (rules name theirs, and are checked one by one)."""
 
 
 def _read_yaml(path: Path) -> Any:
@@ -312,7 +365,7 @@ def load_knowledge(root: Path = DEFAULT_RULES_DIR) -> Knowledge:
     rule_files = _load_dir(Rule, root / "rules")
 
     value_sets: dict[str, ValueSet] = {}
-    concepts_by_code: dict[tuple[str, str], tuple[str, ...]] = {}
+    codes = CodeIndex(manifest.code_systems["icd-10-cm"].uri)
     positive_results: dict[str, frozenset[tuple[str, str]]] = {}
 
     def keyed(path: Path, codes: list[Code]) -> list[tuple[str, str]]:
@@ -325,8 +378,10 @@ def load_knowledge(root: Path = DEFAULT_RULES_DIR) -> Knowledge:
         if path.stem != value_set.concept:
             raise KnowledgeError(path, f"file name must be the concept name {value_set.concept!r}")
         value_sets[value_set.concept] = value_set
-        for key in keyed(path, value_set.codes):
-            concepts_by_code[key] = (*concepts_by_code.get(key, ()), value_set.concept)
+        for (system, code), entry in zip(
+            keyed(path, value_set.codes), value_set.codes, strict=True
+        ):
+            codes.add(system, code, value_set.concept, entry.descendants)
         positive_results[value_set.concept] = frozenset(keyed(path, value_set.positive))
 
     rules: dict[str, Rule] = {}
@@ -344,7 +399,7 @@ def load_knowledge(root: Path = DEFAULT_RULES_DIR) -> Knowledge:
         guidelines,
         value_sets,
         rules,
-        concepts_by_code,
+        codes,
         positive_results,
     )
     _cross_check(knowledge, {rule.id: path for path, rule in rule_files.items()}, root)
@@ -353,9 +408,14 @@ def load_knowledge(root: Path = DEFAULT_RULES_DIR) -> Knowledge:
 
 def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) -> None:
     config_path = root / "config.yaml"
-    for concept in knowledge.config.episode_concepts:
+    config = knowledge.config
+    named = [*config.episode_concepts, *config.qualified_episode_concepts]
+    for concept in [*named, *([config.back_body_site] if config.back_body_site else [])]:
         if concept not in knowledge.value_sets:
-            raise KnowledgeError(config_path, f"episode concept {concept!r} has no value set")
+            raise KnowledgeError(config_path, f"concept {concept!r} has no value set")
+    for threshold in _REQUIRED_THRESHOLDS:
+        if threshold not in config.thresholds:
+            raise KnowledgeError(config_path, f"threshold {threshold!r} is missing")
     for concept in knowledge.config.lookback_days:
         if concept not in knowledge.value_sets:
             raise KnowledgeError(config_path, f"lookback for unknown concept {concept!r}")
@@ -375,9 +435,10 @@ def _rule_problem(knowledge: Knowledge, rule: Rule, derivable: set[str]) -> str 
     for referral in rule.card.referrals if rule.card else ():
         if referral.specialty not in knowledge.specialties:
             return f"unknown specialty {referral.specialty!r}"
-    for name in rule.unless:
+    cautions = [caution.if_ for caution in rule.card.cautions] if rule.card else []
+    for name in [*rule.unless, *cautions]:
         if name not in derivable:
-            return f"`unless: {name}` names a fact no rule derives"
+            return f"`unless` or `cautions` names {name!r}, which no rule derives"
     for clause in (clause for alternative in rule.match for clause in alternative):
         problem = _clause_problem(knowledge, clause, derivable)
         if problem:
@@ -389,7 +450,7 @@ def _clause_problem(knowledge: Knowledge, clause: Clause, derivable: set[str]) -
     kind = clause.kind
     if kind == "derived":
         return None if clause.derived in derivable else f"no rule derives {clause.derived!r}"
-    if kind in ("finding", "observation", "order", "treatment"):
+    if kind in ("finding", "observation", "order", "treatment", "medication"):
         concept = getattr(clause, kind)
         value_set = knowledge.value_sets.get(concept)
         if value_set is None:
@@ -398,7 +459,14 @@ def _clause_problem(knowledge: Knowledge, clause: Clause, derivable: set[str]) -
             return f"{concept!r} is a {value_set.fact} concept, not a {kind}"
         if clause.positive is not None and not value_set.positive:
             return f"{concept!r} has no `positive` codes for a `positive` clause"
-    comparisons = (clause.value, clause.weeks, clause.episode_weeks, clause.onset_age, clause.age)
+    comparisons = (
+        clause.value,
+        clause.weeks,
+        clause.span_weeks,
+        clause.episode_weeks,
+        clause.onset_age,
+        clause.age,
+    )
     for comparison in comparisons:
         for _, bound in comparison.items() if comparison else ():
             if isinstance(bound, str) and bound not in knowledge.config.thresholds:

@@ -10,6 +10,7 @@ from cds_service.fhir_model import (
     Bundle,
     Condition,
     MedicationRequest,
+    MedicationStatement,
     Observation,
     OperationOutcome,
     Patient,
@@ -29,6 +30,7 @@ PREFETCH: dict[str, str] = {
     "observations": f"Observation?patient={_PATIENT}",
     "procedures": f"Procedure?patient={_PATIENT}",
     "medications": f"MedicationRequest?patient={_PATIENT}",
+    "statements": f"MedicationStatement?patient={_PATIENT}",
     "referrals": f"ServiceRequest?patient={_PATIENT}",
 }
 REQUIRED_KEYS = ("patient", "conditions", "observations")
@@ -55,9 +57,11 @@ class PatientRecord:
     conditions: list[Entry[Condition]] = field(default_factory=list)
     observations: list[Entry[Observation]] = field(default_factory=list)
     procedures: list[Entry[Procedure]] = field(default_factory=list)
-    medications: list[Entry[MedicationRequest]] = field(default_factory=list)
+    medications: list[Entry[MedicationRequest | MedicationStatement]] = field(default_factory=list)
     referrals: list[Entry[ServiceRequest]] = field(default_factory=list)
     draft_orders: list[Entry[ServiceRequest]] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)
+    """Prefetch keys holding only the first page of a search (a `next` link not followed)."""
 
 
 def read_context(request: HookRequest, hook: HookName) -> PatientViewContext:
@@ -88,7 +92,10 @@ def read_record(request: HookRequest, hook: HookName) -> PatientRecord:
     for key, template in PREFETCH.items():
         if not unusable(prefetch.get(key)):  # an optional key the client could not fill: none
             path = f"prefetch.{key}"
-            _collect(record, _parse(prefetch[key], path), path, _template_type(template))
+            value = _parse(prefetch[key], path)
+            _collect(record, value, path, _template_type(template))
+            if isinstance(value, Bundle) and any(link.relation == "next" for link in value.link):
+                record.partial.append(key)
     draft_orders = getattr(context, "draftOrders", None)
     if draft_orders is not None:
         bundle = _parse(draft_orders, "context.draftOrders")
@@ -140,7 +147,7 @@ def _collect(record: PatientRecord, value: Resource, path: str, expected: str) -
             record.observations.append(Entry(resource, reference))
         elif isinstance(resource, Procedure):
             record.procedures.append(Entry(resource, reference))
-        elif isinstance(resource, MedicationRequest):
+        elif isinstance(resource, MedicationRequest | MedicationStatement):
             record.medications.append(Entry(resource, reference))
         elif isinstance(resource, ServiceRequest):
             record.referrals.append(Entry(resource, reference))

@@ -75,10 +75,12 @@ class Triage:
     ) -> Evaluation:
         """`evaluate`, also telling which rules fired (for the audit record)."""
         record = read_record(request, hook)
+        if record.patient is not None and record.patient.deceased:
+            return Evaluation(CDSResponse(cards=[]), [])  # no triage, no referral for the dead
         facts = build_facts(record, self.knowledge, today)
         engine = self.engines[hook]
         outcome = engine.evaluate(facts.facts)
-        builder = CardBuilder(self.knowledge, record.patient_id, today, review_url)
+        builder = CardBuilder(self.knowledge, record.patient_id, today, review_url, record.partial)
         response = CDSResponse(cards=builder.build(outcome, facts, engine.rules))
         return Evaluation(response, [firing.rule_id for firing in outcome.firings])
 

@@ -40,11 +40,11 @@ def test_discovery_lists_one_service_per_hook_with_prefetch_and_version(
         assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
         assert service["prefetch"]["conditions"] == "Condition?patient={{context.patientId}}"
         assert service["prefetch"]["observations"] == "Observation?patient={{context.patientId}}"
-        assert service["extension"]["org.spine-cds.ruleset"]["version"] == "0.3.0"
+        assert service["extension"]["org.spine-cds.ruleset"]["version"] == "0.4.0"
 
 
 def test_health(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "ruleset": "0.3.0"}
+    assert client.get("/health").json() == {"status": "ok", "ruleset": "0.4.0"}
 
 
 def test_malformed_json_is_400(client: TestClient) -> None:

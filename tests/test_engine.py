@@ -60,7 +60,7 @@ def test_concurrent_evaluations_match_sequential_ones(triage: Triage) -> None:
 def test_sessions_are_deleted_past_the_engine_limit(knowledge: Knowledge) -> None:
     """durable-rules allows 1,024 live sessions per ruleset; 3,000 evaluations need deletion."""
     engine = Engine(knowledge, knowledge.rules.values(), "limit-test")
-    facts = [{"id": "f0", "type": "finding", "concept": "cauda-equina"}]
+    facts = [{"id": "f0", "type": "finding", "concept": "cauda-equina", "new": True}]
     for _ in range(3000):
         outcome = engine.evaluate(facts)
         assert [f.rule_id for f in outcome.firings] == ["red-flag-cauda-equina"]

@@ -151,7 +151,7 @@ def test_every_evaluation_is_audited_without_tokens(client: TestClient, settings
     assert evaluation["hook_instance"] == request["hookInstance"]
     assert evaluation["service"] == "patient-view"
     assert "neurology-radiculopathy" in str(evaluation["rules_fired"])
-    assert evaluation["ruleset_version"] == "0.3.0"
+    assert evaluation["ruleset_version"] == "0.4.0"
     assert evaluation["duration_ms"] > 0
     (issued,) = _rows(settings, "cards")
     assert issued["uuid"] == card["uuid"]
