@@ -184,3 +184,33 @@ def test_an_unsafe_patient_id_is_400_before_any_fetch(
     assert response.status_code == 400
     assert response.json()["issue"][0]["expression"] == ["context.patientId"]
     assert server.requests == []
+
+
+def _first_page_sent(server: FhirServer) -> dict[str, Any]:
+    """The example with its observations sent as the first of two pages (a `next` link)."""
+    _serve_record(server, pages=2)
+    request = _request(server, drop=())
+    request["prefetch"]["observations"] = server.routes[f"Observation?patient={PATIENT}"][1]
+    return request
+
+
+def test_a_sent_first_page_is_completed_from_the_fhir_server(
+    server: FhirServer, app_client: TestClient
+) -> None:
+    response = app_client.post("/cds-services/patient-view", json=_first_page_sent(server))
+    assert response.status_code == 200, response.text
+    assert "Observation?page=1" in [path for path, _ in server.requests]
+    assert _rules(response) == ["red-flag-spinal-infection"]
+    assert all("Partial record" not in c["detail"] for c in response.json()["cards"])
+
+
+def test_a_sent_first_page_that_cannot_be_completed_is_flagged_partial(
+    server: FhirServer, app_client: TestClient
+) -> None:
+    request = _first_page_sent(server)
+    del server.routes["Observation?page=1"]  # the next page now answers 404
+    response = app_client.post("/cds-services/patient-view", json=request)
+    assert response.status_code == 200, response.text
+    cards = response.json()["cards"]
+    assert cards, "the first page still holds the evidence of a red flag"
+    assert all("Partial record" in c["detail"] for c in cards)
