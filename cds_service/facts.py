@@ -439,7 +439,8 @@ def _add_orders(facts: FactSet, knowledge: Knowledge, record: PatientRecord) -> 
 
 
 def _referred(knowledge: Knowledge, record: PatientRecord) -> dict[str, list[Referred]]:
-    """Per specialty, the draft orders and open referrals that already send the patient there."""
+    """Per specialty, the draft orders and open referrals that already send the patient there:
+    by performerType (the specialty's NUCC code or its family), or by the SNOMED referral code."""
     snomed, nucc = knowledge.system_uri("snomed"), knowledge.system_uri("nucc")
     referred: dict[str, list[Referred]] = defaultdict(list)
     requests = [
@@ -451,10 +452,11 @@ def _referred(knowledge: Knowledge, record: PatientRecord) -> dict[str, list[Ref
             *(entry.resource.code.coding if entry.resource.code else ()),
             *(entry.resource.performerType.coding if entry.resource.performerType else ()),
         ]
+        performers = [c.code for c in codings if c.system == nucc]
+        procedures = {c.code for c in codings if c.system == snomed}
         for key, specialty in knowledge.specialties.items():
-            wanted = {(nucc, specialty.nucc.code)}
-            if specialty.referral is not None:
-                wanted.add((snomed, specialty.referral.code))
-            if any((c.system, c.code) in wanted for c in codings):
+            by_performer = any(specialty.is_performer(code) for code in performers)
+            by_code = specialty.referral is not None and specialty.referral.code in procedures
+            if by_performer or by_code:
                 referred[key].append(Referred(entry.reference, entry.resource.priority, draft))
     return dict(referred)

@@ -250,6 +250,23 @@ class Specialty(Strict):
     title: str
     nucc: CodeDisplay
     referral: CodeDisplay | None = None
+    nucc_family: str | None = None
+    """The NUCC classification prefix (e.g. `2251`, Physical Therapist): a referral whose
+    performerType carries any code under it (a sub-specialisation) is to this specialty."""
+
+    def is_performer(self, nucc_code: str | None) -> bool:
+        """True when a performerType NUCC code names this specialty (or one of its family)."""
+        if nucc_code is None:
+            return False
+        return nucc_code == self.nucc.code or bool(
+            self.nucc_family and nucc_code.startswith(self.nucc_family)
+        )
+
+    @model_validator(mode="after")
+    def _own_code_in_family(self) -> Self:
+        if self.nucc_family and not self.nucc.code.startswith(self.nucc_family):
+            raise ValueError(f"{self.nucc.code} is not under nucc_family {self.nucc_family}")
+        return self
 
 
 class Guideline(Strict):
