@@ -1,0 +1,168 @@
+"""Facts from a record: status, time and medicines read the way the rules rely on."""
+
+from datetime import date
+from typing import Any
+
+from cds_service.codes import CodeIndex
+from cds_service.facts import FactSet, build_facts
+from cds_service.fhir_model import Condition, MedicationRequest, MedicationStatement, Procedure
+from cds_service.knowledge import Knowledge
+from cds_service.prefetch import Entry, PatientRecord
+
+TODAY = date(2026, 11, 1)
+SNOMED = "http://snomed.info/sct"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SUBJECT = {"reference": "Patient/p"}
+
+
+def _condition(code: str, **members: Any) -> Entry[Condition]:
+    resource = {
+        "resourceType": "Condition",
+        "id": code,
+        "code": {"coding": [{"system": SNOMED, "code": code}]},
+        "subject": SUBJECT,
+        **members,
+    }
+    return Entry(Condition.model_validate(resource), f"Condition/{code}")
+
+
+def _request(status: str, authored: str, **medication: Any) -> Entry[MedicationRequest]:
+    resource = {
+        "resourceType": "MedicationRequest",
+        "status": status,
+        "intent": "order",
+        "subject": SUBJECT,
+        "authoredOn": authored,
+        **medication,
+    }
+    return Entry(MedicationRequest.model_validate(resource), None)
+
+
+def _facts(knowledge: Knowledge, **record: Any) -> FactSet:
+    return build_facts(
+        PatientRecord(patient_id="p", hook="patient-view", **record), knowledge, TODAY
+    )
+
+
+def _of(facts: FactSet, kind: str, concept: str) -> dict[str, Any] | None:
+    found = [f for f in facts.facts if f["type"] == kind and f.get("concept") == concept]
+    return found[0] if found else None
+
+
+def test_abatement_ends_a_condition_marked_active(knowledge: Knowledge) -> None:
+    retention = _condition("267064002", abatementDateTime="2019-05-01")
+    assert _of(_facts(knowledge, conditions=[retention]), "finding", "cauda-equina-sign") is None
+    future = _condition("267064002", abatementDateTime="2027-01-01")
+    assert _of(_facts(knowledge, conditions=[future]), "finding", "cauda-equina-sign")
+
+
+def test_a_finding_is_new_when_started_or_recorded_recently_or_undated(
+    knowledge: Knowledge,
+) -> None:
+    def new(**members: Any) -> bool:
+        fact = _of(
+            _facts(knowledge, conditions=[_condition("267064002", **members)]),
+            "finding",
+            "cauda-equina-sign",
+        )
+        assert fact is not None
+        return bool(fact["new"])
+
+    assert new(onsetDateTime="2026-10-20")
+    assert not new(onsetDateTime="2020-09-01")
+    assert not new(onsetDateTime="2020-09-01", recordedDate="2026-10-30")  # long-standing
+    assert new(recordedDate="2026-10-30")
+    assert new()  # undated: cannot be shown to be long-standing
+
+
+def test_generic_chronic_pain_is_back_pain_only_beside_a_back_pain_code(
+    knowledge: Knowledge,
+) -> None:
+    generic = _condition("82423001", onsetDateTime="1999-12-01")
+    assert not [f for f in _facts(knowledge, conditions=[generic]).facts if f["type"] == "episode"]
+    back = _condition("279039007", onsetDateTime="2026-10-01")
+    episode = [
+        f for f in _facts(knowledge, conditions=[generic, back]).facts if f["type"] == "episode"
+    ]
+    assert episode[0]["weeks"] > 1000  # the episode starts at the generic code's onset
+
+
+def test_a_procedure_done_is_a_finding(knowledge: Knowledge) -> None:
+    laminectomy = Procedure.model_validate(
+        {
+            "resourceType": "Procedure",
+            "status": "completed",
+            "code": {"coding": [{"system": SNOMED, "code": "387731002"}]},
+            "subject": SUBJECT,
+            "performedDateTime": "2023-05-10",
+        }
+    )
+    facts = _facts(knowledge, procedures=[Entry(laminectomy, "Procedure/p1")])
+    assert _of(facts, "finding", "prior-spine-surgery")
+
+
+def test_medicine_exposure_spans_prescriptions_and_is_current_while_active(
+    knowledge: Knowledge,
+) -> None:
+    coded = {"medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "312617"}]}}
+    medications = [
+        _request("stopped", "2026-03-01", **coded),
+        _request("active", "2026-09-01", **coded),
+    ]
+    fact = _of(_facts(knowledge, medications=medications), "medication", "systemic-corticosteroids")
+    assert fact is not None
+    assert fact["current"] is True
+    assert fact["span_weeks"] == round((TODAY - date(2026, 3, 1)).days / 7, 2)
+    stopped = [_request("stopped", "2025-01-01", **coded)]
+    fact = _of(_facts(knowledge, medications=stopped), "medication", "systemic-corticosteroids")
+    assert fact is not None
+    assert fact["current"] is False
+
+
+def test_a_statement_is_dated_by_its_effective_period(knowledge: Knowledge) -> None:
+    statement = MedicationStatement.model_validate(
+        {
+            "resourceType": "MedicationStatement",
+            "status": "completed",
+            "medicationCodeableConcept": {"text": "Oxycodone 5 mg tablets"},
+            "subject": SUBJECT,
+            "effectivePeriod": {"start": "2025-01-01", "end": "2025-07-01"},
+        }
+    )
+    fact = _of(_facts(knowledge, medications=[Entry(statement, None)]), "medication", "opioids")
+    assert fact is not None
+    assert fact["span_weeks"] == round((date(2025, 7, 1) - date(2025, 1, 1)).days / 7, 2)
+
+
+def test_uncoded_medicine_text_matches_by_ingredient_name_and_says_so(
+    knowledge: Knowledge,
+) -> None:
+    text = {"medicationCodeableConcept": {"text": "Tacrolimus 1 mg capsule"}}
+    facts = _facts(knowledge, medications=[_request("active", "2026-01-01", **text)])
+    fact = _of(facts, "medication", "immunosuppressants")
+    assert fact is not None
+    (evidence,) = facts.evidence[fact["id"]]
+    assert "matched by the ingredient name 'tacrolimus', not by code" in evidence.display
+    unrelated = {"medicationCodeableConcept": {"text": "Tacrolimusine (not a medicine)"}}
+    facts = _facts(knowledge, medications=[_request("active", "2026-01-01", **unrelated)])
+    assert _of(facts, "medication", "immunosuppressants") is None  # whole words only
+
+
+def test_medicines_not_taken_are_ignored(knowledge: Knowledge) -> None:
+    coded = {"medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "312617"}]}}
+    for status in ("cancelled", "entered-in-error", "draft"):
+        facts = _facts(knowledge, medications=[_request(status, "2026-09-01", **coded)])
+        assert _of(facts, "medication", "systemic-corticosteroids") is None
+
+
+def test_icd10cm_subtrees_match_by_prefix_and_block_range() -> None:
+    index = CodeIndex("icd")
+    index.add("icd", "C50", "cancer", descendants=True)
+    index.add("icd", "C00-C14", "cancer", descendants=True)
+    index.add("icd", "M54.50", "back-pain", descendants=False)
+    assert index.concepts("icd", "C50.911") == ("cancer",)
+    assert index.concepts("icd", "C07") == ("cancer",)
+    assert index.concepts("icd", "C15.3") == ()
+    assert index.concepts("icd", "M5450") == ("back-pain",)
+    assert index.concepts("icd", "M54.51") == ()  # an exact code includes no siblings
+    assert index.concepts("other", "C50") == ()
