@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
+from cds_service.knowledge import Knowledge
 from tests.conftest import app_settings, load_example
 
 EXAMPLE = "neurology-radiculopathy--seven-weeks"
@@ -31,7 +32,7 @@ def _expressions(response: Any) -> list[str]:
 
 
 def test_discovery_lists_one_service_per_hook_with_prefetch_and_version(
-    client: TestClient,
+    client: TestClient, knowledge: Knowledge
 ) -> None:
     services = client.get("/cds-services").json()["services"]
     assert sorted(s["hook"] for s in services) == ["order-select", "order-sign", "patient-view"]
@@ -40,11 +41,11 @@ def test_discovery_lists_one_service_per_hook_with_prefetch_and_version(
         assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
         assert service["prefetch"]["conditions"] == "Condition?patient={{context.patientId}}"
         assert service["prefetch"]["observations"] == "Observation?patient={{context.patientId}}"
-        assert service["extension"]["org.spine-cds.ruleset"]["version"] == "0.4.0"
+        assert service["extension"]["org.spine-cds.ruleset"]["version"] == knowledge.version
 
 
-def test_health(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "ruleset": "0.4.0"}
+def test_health(client: TestClient, knowledge: Knowledge) -> None:
+    assert client.get("/health").json() == {"status": "ok", "ruleset": knowledge.version}
 
 
 def test_malformed_json_is_400(client: TestClient) -> None:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
+from cds_service.knowledge import Knowledge
 from cds_service.settings import Settings
 from tests.conftest import app_settings, load_example
 from tests.postgres import postgres_server
@@ -137,7 +138,9 @@ def test_malformed_feedback_is_400(
     assert _rows(settings, "feedback") == []
 
 
-def test_every_evaluation_is_audited_without_tokens(client: TestClient, settings: Settings) -> None:
+def test_every_evaluation_is_audited_without_tokens(
+    client: TestClient, settings: Settings, knowledge: Knowledge
+) -> None:
     request = copy.deepcopy(load_example(EXAMPLE)[0])
     request["fhirAuthorization"] = {
         "access_token": "very-secret-token",
@@ -151,7 +154,7 @@ def test_every_evaluation_is_audited_without_tokens(client: TestClient, settings
     assert evaluation["hook_instance"] == request["hookInstance"]
     assert evaluation["service"] == "patient-view"
     assert "neurology-radiculopathy" in str(evaluation["rules_fired"])
-    assert evaluation["ruleset_version"] == "0.4.0"
+    assert evaluation["ruleset_version"] == knowledge.version
     assert evaluation["duration_ms"] > 0
     (issued,) = _rows(settings, "cards")
     assert issued["uuid"] == card["uuid"]
