@@ -228,10 +228,13 @@ class CardBuilder:
         resource = service_request(
             self._knowledge, referral, self._patient_id, self._today, rule.then, evidence, replaced
         )
-        verb = "Replace the order by a" if deletes or replaced else "Refer to"
+        label = f"Refer to {title} ({referral.priority})"
+        if deletes:
+            label = f"Replace the order by a referral to {title} ({referral.priority})"
+        elif replaced:
+            label += ", replacing the open less urgent referral"
         return Suggestion(
-            label=f"{verb} {'referral to ' if deletes or replaced else ''}{title} "
-            f"({referral.priority})",
+            label=label,
             uuid=str(uuid.uuid4()),
             isRecommended=recommended,
             actions=[
