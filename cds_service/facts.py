@@ -394,7 +394,28 @@ def _add_medications(
             "span_weeks": round((last - first).days / 7, 2),
             "current": current,
         }
-        facts.add(fact, [evidence for evidence, _ in taken])
+        facts.add(fact, _medicine_lines(taken, current))
+
+
+def _medicine_lines(taken: list[tuple[Evidence, _Exposure]], current: bool) -> list[Evidence]:
+    """One evidence line per medicine (code or text): how many entries, from when to when.
+
+    Years of repeat prescriptions would otherwise fill a card with one line each; the line
+    points at the latest entry.
+    """
+    by_medicine: dict[tuple[str, str, str], list[tuple[Evidence, _Exposure]]] = defaultdict(list)
+    for evidence, exposure in taken:
+        by_medicine[(evidence.system, evidence.code, evidence.display)].append((evidence, exposure))
+    lines = []
+    for entries in by_medicine.values():
+        latest, _ = max(entries, key=lambda item: item[1].end)
+        start = min(exposure.start for _, exposure in entries)
+        end = max(exposure.end for _, exposure in entries)
+        span = f"{start.isoformat()} to {end.isoformat()}" if end > start else start.isoformat()
+        count = f"{len(entries)} record{'s' if len(entries) > 1 else ''}"
+        shown = f"{count}, {span}{', current' if current else ''}"
+        lines.append(replace(latest, when=None, value=shown))
+    return lines
 
 
 def _medication_text(medication: MedicationRequest | MedicationStatement) -> str:
