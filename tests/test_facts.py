@@ -1,13 +1,16 @@
 """Facts from a record: status, time and medicines read the way the rules rely on."""
 
+import shutil
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from cds_service.codes import CodeIndex
 from cds_service.facts import FactSet, build_facts
 from cds_service.fhir_model import Condition, MedicationRequest, MedicationStatement, Procedure
-from cds_service.knowledge import Knowledge
+from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.prefetch import Entry, PatientRecord
+from tests.conftest import ROOT
 
 TODAY = date(2026, 11, 1)
 SNOMED = "http://snomed.info/sct"
@@ -166,3 +169,24 @@ def test_icd10cm_subtrees_match_by_prefix_and_block_range() -> None:
     assert index.concepts("icd", "M5450") == ("back-pain",)
     assert index.concepts("icd", "M54.51") == ()  # an exact code includes no siblings
     assert index.concepts("other", "C50") == ()
+
+
+def test_a_site_can_qualify_generic_pain_by_a_back_body_site(tmp_path: Path) -> None:
+    """`back_body_site` in config.yaml names a value set a site adds (none ships verified)."""
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    (rules / "valuesets" / "back-body-site.yaml").write_text(
+        "concept: back-body-site\ntitle: Back\nfact: finding\n"
+        "sources: {site: {title: Local list, url: 'https://example.org', version: '1'}}\n"
+        "codes:\n  - {system: snomed, code: '123', display: Lumbar region, source: site}\n"
+    )
+    config = rules / "config.yaml"
+    config.write_text(config.read_text() + "back_body_site: back-body-site\n")
+    knowledge = load_knowledge(rules)
+    site = {"bodySite": [{"coding": [{"system": SNOMED, "code": "123"}]}]}
+    generic = _condition("82423001", onsetDateTime="2025-01-01", **site)
+    assert [f for f in _facts(knowledge, conditions=[generic]).facts if f["type"] == "episode"]
+    elsewhere = _condition("82423001", onsetDateTime="2025-01-01")
+    assert not [
+        f for f in _facts(knowledge, conditions=[elsewhere]).facts if f["type"] == "episode"
+    ]
