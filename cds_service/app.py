@@ -4,7 +4,7 @@ import gc
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, Request
@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from cds_service import __version__
 from cds_service.auth import Authenticator
 from cds_service.errors import CDSError, Issue, OperationOutcome, format_path, operation_outcome
-from cds_service.fhir_client import complete_prefetch
+from cds_service.fhir_client import FetchPolicy, complete_prefetch
 from cds_service.knowledge import HookName, load_knowledge
 from cds_service.limits import RequestLimits
 from cds_service.logs import RequestLog, configure_logging
@@ -45,6 +45,23 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _log_trust(settings: Settings) -> None:
+    """Say at start-up who the service trusts, and loudly when that is insecure."""
+    if settings.auth_disabled:
+        log.warning("authentication is OFF (CDS_AUTH_DISABLED=true): try-it mode, never production")
+    elif settings.trust_sandbox:
+        log.warning(
+            "INSECURE: trusting the public CDS Hooks sandbox (CDS_TRUST_SANDBOX=true); its "
+            "signing key is published in its repository, so anyone can sign as it: try-it only"
+        )
+    elif not settings.trusted_issuers:
+        log.warning(
+            "no trusted issuer: every CDS Hooks call is refused with 401 until one is set, e.g. "
+            'CDS_TRUSTED_ISSUERS=\'{"https://ehr.example": {"jwks_url": '
+            '"https://ehr.example/jwks.json", "fhir_servers": ["https://ehr.example/fhir"]}}\''
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app: load and compile the knowledge base (a broken rule file stops here)."""
     settings = settings or Settings()
@@ -52,22 +69,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging(settings.log_level)
     triage = Triage(load_knowledge(settings.rules_dir))
     store = Store(settings.database_url)
-    authenticator = Authenticator(
-        settings.trusted_issuers, settings.jwt_leeway_seconds, store.first_use
-    )
-    if settings.auth_disabled:
-        log.warning("authentication is OFF (CDS_AUTH_DISABLED=true): for development only")
+    issuers = settings.issuers()
+    authenticator = Authenticator(issuers, settings.jwt_leeway_seconds, store.first_use)
+    _log_trust(settings)
 
     def public_base(request: Request) -> str:
         """The base URL clients call this service at (behind a proxy: the configured one)."""
         return (settings.public_base_url or str(request.base_url)).rstrip("/")
 
-    async def authenticate(request: Request) -> None:
-        """Every CDS Hooks endpoint needs a valid JWT (CDS Hooks 2.0, trusting clients)."""
+    async def authenticate(request: Request) -> list[str]:
+        """Every CDS Hooks endpoint needs a valid JWT (CDS Hooks 2.0, trusting clients).
+
+        Returns the fhirServer prefixes this caller may send the service to (its issuer's).
+        """
         if settings.auth_disabled:
-            return
+            return settings.fhir_servers
         audience = public_base(request) + request.url.path
-        await authenticator.verify(request.headers.get("authorization"), audience)
+        claims = await authenticator.verify(request.headers.get("authorization"), audience)
+        return issuers[claims["iss"]].fhir_servers
 
     secured = [Depends(authenticate)]
     metrics = Metrics()
@@ -117,9 +136,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=CDSResponse,
         response_model_exclude_none=True,
         responses=_ERRORS,
-        dependencies=secured,
     )
-    async def call(service_id: HookName, body: HookRequest, request: Request) -> JSONResponse:
+    async def call(
+        service_id: HookName,
+        body: HookRequest,
+        request: Request,
+        fhir_servers: Annotated[list[str], Depends(authenticate)],
+    ) -> JSONResponse:
         """Evaluate a CDS Hooks request and answer with cards."""
         started = time.perf_counter()
         if body.hook != service_id:
@@ -130,9 +153,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         prefetch = await complete_prefetch(
             body,
             context.patientId,
-            settings.fhir_servers,
-            settings.fhir_timeout_seconds,
-            settings.fhir_max_pages,
+            FetchPolicy(
+                fhir_servers,
+                settings.fhir_timeout_seconds,
+                settings.fhir_max_pages,
+                settings.fhir_allow_private,
+            ),
         )
         body = body.model_copy(update={"prefetch": prefetch})
         today = settings.today or today_utc()

@@ -2,16 +2,18 @@
 
 Checks, in order: a bearer token; header `alg` RS384 or ES384 (never `none` or HMAC), `typ`
 JWT and a `kid`; an allow-listed `iss`; the key from that issuer's JWKS (its `jku`, which must
-be one the issuer is trusted for, or its configured JWKS URL), cached and refreshed once on an
-unknown `kid`; the signature; `aud` equal to the endpoint's URL; `exp` and `iat` with a small
+match one the issuer is trusted for by scheme, host, port and path prefix, or its configured
+JWKS URL, or an inline JWKS), cached and refreshed once on an unknown `kid`, of the key type the
+`alg` needs; the signature; `aud` equal to the endpoint's URL; `exp` and `iat` with a small
 leeway; and a `jti` not seen before. Any failure is a 401 that says no more than that; tokens
-are never logged.
+are never logged. No issuer is trusted until configured.
 """
 
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import anyio
 import httpx
@@ -22,17 +24,48 @@ from cds_service.errors import CDSError
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("RS384", "ES384")
+ALGORITHMS = {"RS384": "RSA", "ES384": "EC"}
+"""The algorithms accepted, with the key type (JWK `kty`) each needs."""
 _REFRESH_SECONDS = 60.0
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class IssuerTrust(BaseModel):
-    """What a trusted issuer may sign with: `jku` URL prefixes it may name, or a JWKS URL."""
+    """A trusted issuer: where its keys come from, and where its requests may send the service.
+
+    Keys: `jku` URL prefixes its tokens may name, a fixed `jwks_url`, or an inline `jwks`.
+    `fhir_servers`: the fhirServer base URL prefixes its requests may make the service fetch
+    from, with the request's access token (none: the service never fetches for this issuer).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     jku: list[str] = []
     jwks_url: str | None = None
+    jwks: dict[str, Any] | None = None
+    fhir_servers: list[str] = []
+
+
+def url_within(url: str, prefix: str) -> bool:
+    """True when `url` is under `prefix` by scheme, host, port and path (not by string prefix).
+
+    `https://ehr.test/keys` admits `https://ehr.test/keys/a.json`, never
+    `https://ehr.test.evil.example/...`, `https://ehr.test@evil.example/...` or `.../keys-evil`.
+    """
+    try:
+        target, base = urlsplit(url), urlsplit(prefix)
+        same_origin = _origin(target) == _origin(base)
+    except ValueError:  # an invalid port
+        return False
+    if not same_origin or target.username or target.password or target.fragment:
+        return False
+    path = base.path.rstrip("/")
+    return target.path == base.path or target.path.startswith(path + "/")
+
+
+def _origin(url: SplitResult) -> tuple[str, str | None, int | None]:
+    scheme = url.scheme.lower()
+    return scheme, url.hostname, url.port or _DEFAULT_PORTS.get(scheme)
 
 
 class Rejected(Exception):
@@ -52,14 +85,24 @@ class KeyCache:
         if kid not in known and time.monotonic() - self._fetched.get(url, -1e9) > _REFRESH_SECONDS:
             self._fetched[url] = time.monotonic()
             try:
-                document = await self._fetch(url)
-                known = {k["kid"]: jwt.PyJWK(k) for k in document.get("keys", []) if "kid" in k}
-            except (httpx.HTTPError, ValueError, KeyError, TypeError, jwt.PyJWKError) as exc:
+                known = keys_of(await self._fetch(url))
+            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise Rejected(f"JWKS {url} unusable: {type(exc).__name__}") from None
             self._keys[url] = known
         if kid not in known:
             raise Rejected(f"no key {kid!r} in {url}")
         return known[kid]
+
+
+def keys_of(document: dict[str, Any]) -> dict[str, jwt.PyJWK]:
+    """The keys of a JWKS document by `kid`; keys this library cannot use are skipped."""
+    keys: dict[str, jwt.PyJWK] = {}
+    for entry in document.get("keys", []):
+        try:
+            keys[entry["kid"]] = jwt.PyJWK(entry)
+        except (jwt.PyJWKError, KeyError, TypeError, ValueError):
+            continue
+    return keys
 
 
 async def fetch_jwks(url: str) -> dict[str, Any]:
@@ -87,20 +130,27 @@ class Authenticator:
         self._first_use = first_use
 
     async def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
-        """The token's claims; CDSError 401 (with no detail) for anything wrong."""
+        """The token's claims; CDSError 401 (with no detail) for anything wrong.
+
+        Whatever the token holds, the answer is its claims or a 401: a token that makes the JWT
+        library itself fail (a malformed member it does not expect) is refused, not a 500.
+        """
         try:
             return await self._verify(authorization, audience)
         except (Rejected, jwt.PyJWTError) as exc:
             log.warning("JWT refused: %s", exc)  # the reason, never the token
-            raise CDSError.of(401, "authentication failed") from None
+        except Exception as exc:  # any failure to verify is a refusal, never a 500
+            log.warning("JWT refused: %s while verifying", type(exc).__name__)
+        raise CDSError.of(401, "authentication failed")
 
     async def _verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Rejected("no bearer token")
         header = jwt.get_unverified_header(token)
-        if header.get("alg") not in ALGORITHMS:
-            raise Rejected(f"algorithm {header.get('alg')!r} not allowed")
+        algorithm = header.get("alg")
+        if algorithm not in ALGORITHMS:
+            raise Rejected(f"algorithm {algorithm!r} not allowed")
         if str(header.get("typ", "")).upper() != "JWT":
             raise Rejected("typ is not JWT")
         kid = header.get("kid")
@@ -109,12 +159,13 @@ class Authenticator:
         issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
         if not isinstance(issuer, str) or issuer not in self._issuers:
             raise Rejected(f"issuer {issuer!r} not trusted")
-        trust = self._issuers[issuer]
-        key = await self._keys.key(self._jwks_url(header.get("jku"), trust), kid)
+        key = await self._key(header.get("jku"), kid, self._issuers[issuer])
+        if key.key_type != ALGORITHMS[algorithm]:
+            raise Rejected(f"{algorithm} needs an {ALGORITHMS[algorithm]} key, {kid!r} is not")
         claims: dict[str, Any] = jwt.decode(
             token,
             key.key,
-            algorithms=[header["alg"]],
+            algorithms=[algorithm],
             audience=audience,
             issuer=issuer,
             leeway=self._leeway,
@@ -127,12 +178,17 @@ class Authenticator:
             raise Rejected("jti replayed")
         return claims
 
-    @staticmethod
-    def _jwks_url(jku: Any, trust: IssuerTrust) -> str:
+    async def _key(self, jku: Any, kid: str, trust: IssuerTrust) -> jwt.PyJWK:
+        """The issuer's key `kid`: from the token's allowed `jku`, or the configured JWKS."""
         if jku is not None:
-            if isinstance(jku, str) and any(jku.startswith(prefix) for prefix in trust.jku):
-                return jku
+            if isinstance(jku, str) and any(url_within(jku, prefix) for prefix in trust.jku):
+                return await self._keys.key(jku, kid)
             raise Rejected(f"jku {jku!r} not allowed for this issuer")
+        if trust.jwks is not None:
+            inline = keys_of(trust.jwks)
+            if kid not in inline:
+                raise Rejected(f"no key {kid!r} in the configured JWKS")
+            return inline[kid]
         if trust.jwks_url is None:
             raise Rejected("no jku and no JWKS configured for this issuer")
-        return trust.jwks_url
+        return await self._keys.key(trust.jwks_url, kid)

@@ -1,72 +1,126 @@
 """Fetch prefetch data the client did not send, from its `fhirServer` (CDS Hooks 2.0 §prefetch).
 
-Searches follow Bundle `next` links, bounded in pages and kept on the same server (the access
-token never goes anywhere else); every request has a timeout. A required key that cannot be
-fetched is a 412; an optional one is skipped. A search Bundle the client sent with a `next` link
-(only its first page) is completed the same way; if it cannot be, it stays partial and the
-cards say so.
+The client's access token goes only to a fhirServer allowed for the caller (its issuer's
+`fhir_servers`, compared by scheme, host, port and path), never to a loopback, private or
+link-local address unless the deployment allows it, and never anywhere else: redirects are not
+followed and `next` links must stay under the fhirServer. Searches follow `next` links, bounded
+in pages; every request has a timeout. A required key that cannot be fetched is a 412 that names
+the key but repeats nothing of the upstream answer (the log has it); an optional one is skipped.
+A search Bundle the client sent with a `next` link (only its first page) is completed the same
+way; if it cannot be, it stays partial and the cards say so. A key sent as `null` means the
+client has no data for it (CDS Hooks 2.0.1): it is not fetched.
 """
 
+import ipaddress
 import logging
+import socket
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import anyio
 import httpx
 
+from cds_service.auth import url_within
 from cds_service.errors import CDSError, Issue
 from cds_service.models import HookRequest
-from cds_service.prefetch import PREFETCH, REQUIRED_KEYS, unusable
+from cds_service.prefetch import PREFETCH, REQUIRED_KEYS, absent
 
 log = logging.getLogger(__name__)
 
 
 class FetchError(Exception):
-    """One prefetch query failed; the message says how (never with the token)."""
+    """One prefetch query failed: `public` is safe to tell the client, the message is logged."""
+
+    def __init__(self, detail: str, public: str = "no usable answer (see the service log)"):
+        super().__init__(detail)
+        self.public = public
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Where and how much the service may fetch for one request."""
+
+    fhir_servers: list[str]
+    timeout: float
+    max_pages: int
+    allow_private: bool = False
 
 
 async def complete_prefetch(
-    request: HookRequest, patient_id: str, allowed: list[str], timeout: float, max_pages: int
+    request: HookRequest, patient_id: str, policy: FetchPolicy
 ) -> dict[str, Any]:
-    """The request's prefetch with every missing, null or OperationOutcome key fetched.
+    """The request's prefetch with every absent or OperationOutcome key fetched.
 
     `patient_id` is the validated context.patientId (a FHIR id: nothing else goes into a URL).
-    Only from a fhirServer that starts with one of the `allowed` prefixes ("*": any).
     """
     prefetch = dict(request.prefetch or {})
-    missing = [key for key in PREFETCH if unusable(prefetch.get(key))]
-    paged = [key for key in PREFETCH if key not in missing and _has_next(prefetch[key])]
+    missing = [key for key in PREFETCH if absent(prefetch, key)]
+    paged = [key for key in PREFETCH if key not in missing and _has_next(prefetch.get(key))]
     if not (missing or paged) or request.fhirServer is None:
         return prefetch
     base = str(request.fhirServer).rstrip("/") + "/"
-    if not any(prefix == "*" or base.startswith(prefix) for prefix in allowed):
-        refused = f"fhirServer {base} is not in this service's CDS_FHIR_SERVERS"
+    refused = await _refusal(base, policy)
+    if refused is not None:
+        log.warning("fhirServer %s refused: %s", base, refused)
         required = [Issue(refused, f"prefetch.{k}") for k in missing if k in REQUIRED_KEYS]
         if required:
             raise CDSError(412, required)
         return prefetch
-    headers = {"Accept": "application/fhir+json"}
-    if request.fhirAuthorization is not None:
-        headers["Authorization"] = f"Bearer {request.fhirAuthorization.access_token}"
+    try:
+        headers = _headers(request)
+    except UnicodeEncodeError:
+        issue = "the fhirAuthorization access_token is not a valid HTTP header value"
+        raise CDSError.of(400, issue, "fhirAuthorization.access_token") from None
     issues: list[Issue] = []
-    async with httpx.AsyncClient(timeout=timeout, headers=headers) as client:
+    async with httpx.AsyncClient(timeout=policy.timeout, headers=headers) as client:
         for key in paged:
             try:
-                prefetch[key] = await _complete(client, base, prefetch[key], max_pages)
+                prefetch[key] = await _complete(client, base, prefetch[key], policy.max_pages)
             except FetchError as exc:
                 log.warning("prefetch %s stays partial (first page only): %s", key, exc)
         for key in missing:
             query = PREFETCH[key].replace("{{context.patientId}}", patient_id)
             try:
-                prefetch[key] = await _fetch(client, base, query, max_pages)
+                prefetch[key] = await _fetch(client, base, query, policy.max_pages)
             except FetchError as exc:
+                log.warning("prefetch %s (%s) not fetched: %s", key, query, exc)
                 if key in REQUIRED_KEYS:
-                    message = f"could not fetch {query} from fhirServer: {exc}"
+                    message = f"could not fetch {query} from fhirServer: {exc.public}"
                     issues.append(Issue(message, f"prefetch.{key}"))
-                else:
-                    log.warning("optional prefetch %s not fetched: %s", key, exc)
     if issues:
         raise CDSError(412, issues)
     return prefetch
+
+
+def _headers(request: HookRequest) -> dict[str, str]:
+    headers = {"Accept": "application/fhir+json"}
+    if request.fhirAuthorization is not None:
+        token = request.fhirAuthorization.access_token
+        token.encode("ascii")  # httpx would fail later, and less clearly
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+async def _refusal(base: str, policy: FetchPolicy) -> str | None:
+    """Why the service will not fetch from `base` (None: it may)."""
+    if not any(url_within(base, prefix) for prefix in policy.fhir_servers):
+        return f"fhirServer {base} is not one this caller may send the service to"
+    if urlsplit(base).scheme not in ("http", "https"):
+        return "fhirServer is not an http(s) URL"
+    if not policy.allow_private and await _private(urlsplit(base).hostname or ""):
+        return f"fhirServer {base} is on a loopback, private or link-local address"
+    return None
+
+
+async def _private(host: str) -> bool:
+    """True when `host` is, or resolves to, a non-public address (or does not resolve)."""
+    try:
+        infos = await anyio.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return True
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
+    return any(not address.is_global for address in addresses)
 
 
 async def _fetch(client: httpx.AsyncClient, base: str, query: str, max_pages: int) -> Any:
@@ -90,7 +144,8 @@ async def _complete(
         entries += _page_entries(page)
     else:
         if _next_link(page, base) is not None:
-            raise FetchError(f"more than {max_pages} pages of results")
+            message = f"more than {max_pages} pages of results"
+            raise FetchError(message, public=message)
     return {**first, "entry": entries, "link": []}
 
 
@@ -115,8 +170,9 @@ def _next_link(bundle: dict[str, Any], base: str) -> str | None:
     for link in _links(bundle):
         if link.get("relation") == "next":
             url = urljoin(base, str(link.get("url", "")))
-            if urlsplit(url)[:2] != urlsplit(base)[:2]:
-                raise FetchError("a next link points away from fhirServer")
+            if not url_within(url, base):
+                message = "a next link points away from fhirServer"
+                raise FetchError(message, public=message)
             return url
     return None
 

@@ -48,7 +48,6 @@ class Code(Strict):
     descendants: bool = False
     source: str | None = None
     """Its key in the value set's `sources` (ICD-10-CM codes are checked against the tabular)."""
-    unverified: bool = False
 
 
 class Source(Strict):

@@ -164,10 +164,18 @@ class ReasonCoding(BaseModel):
 
 
 class OverrideReason(BaseModel):
+    """Why a card was overridden: a `reason` Coding, a `userComment`, or both; never `{}`."""
+
     model_config = ConfigDict(extra="allow")
 
     reason: ReasonCoding | None = None
     userComment: NonEmpty | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if self.reason is None and self.userComment is None:
+            raise ValueError("an overrideReason needs a reason, a userComment or both (not {})")
+        return self
 
 
 class AcceptedSuggestion(BaseModel):
@@ -205,6 +213,8 @@ class FeedbackItem(BaseModel):
             raise ValueError("an accepted outcome lists its acceptedSuggestions")
         if self.outcome == "overridden" and self.acceptedSuggestions:
             raise ValueError("an overridden outcome has no acceptedSuggestions")
+        if self.outcome == "accepted" and self.overrideReason is not None:
+            raise ValueError("an accepted outcome has no overrideReason")
         return self
 
 

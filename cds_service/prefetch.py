@@ -76,21 +76,22 @@ def read_record(request: HookRequest, hook: HookName) -> PatientRecord:
     context = read_context(request, hook)
     record = PatientRecord(patient_id=context.patientId, hook=hook)
     prefetch = request.prefetch or {}
-    missing = [key for key in REQUIRED_KEYS if unusable(prefetch.get(key))]
+    missing = [key for key in REQUIRED_KEYS if absent(prefetch, key)]
     if missing:
         raise CDSError(
             412,
             [
                 Issue(
-                    f"prefetch `{key}` ({PREFETCH[key]}) is missing, null or an "
-                    "OperationOutcome, and was not fetched (no fhirServer, or offline)",
+                    f"prefetch `{key}` ({PREFETCH[key]}) is missing or an OperationOutcome, "
+                    "and could not be fetched (no fhirServer, not allowed, or unavailable)",
                     f"prefetch.{key}",
                 )
                 for key in missing
             ],
         )
     for key, template in PREFETCH.items():
-        if not unusable(prefetch.get(key)):  # an optional key the client could not fill: none
+        # Absent (an optional key the client could not fill) or null (no data): nothing to read.
+        if not absent(prefetch, key) and prefetch[key] is not None:
             path = f"prefetch.{key}"
             value = _parse(prefetch[key], path)
             _collect(record, value, path, _template_type(template))
@@ -109,8 +110,13 @@ def read_record(request: HookRequest, hook: HookName) -> PatientRecord:
     return record
 
 
-def unusable(value: Any) -> bool:
-    return value is None or (
+def absent(prefetch: dict[str, Any], key: str) -> bool:
+    """The client did not send `key`, or sent an OperationOutcome (it could not get the data).
+
+    A key sent as `null` is present: CDS Hooks 2.0.1 says the client has no data for it.
+    """
+    value = prefetch.get(key)
+    return key not in prefetch or (
         isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
     )
 

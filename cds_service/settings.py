@@ -10,6 +10,12 @@ from cds_service.auth import IssuerTrust
 from cds_service.knowledge import DEFAULT_RULES_DIR
 
 SANDBOX = "https://sandbox.cds-hooks.org"
+SANDBOX_TRUST = IssuerTrust(
+    jku=[f"{SANDBOX}/.well-known/jwks.json"],
+    fhir_servers=["https://launch.smarthealthit.org/v/r4/fhir"],
+)
+"""The public CDS Hooks sandbox: its signing key is published in its repository, so anyone can
+sign as it. Trusted only with CDS_TRUST_SANDBOX=true, for trying the service."""
 
 
 class Settings(BaseSettings):
@@ -24,8 +30,15 @@ class Settings(BaseSettings):
         False, description="Development only: accept calls without a JWT (logged at start-up)."
     )
     trusted_issuers: dict[str, IssuerTrust] = Field(
-        {SANDBOX: IssuerTrust(jku=[f"{SANDBOX}/.well-known/jwks.json"])},
-        description="JWT issuers (iss) trusted, with the jku prefixes or JWKS URL of each (JSON).",
+        {},
+        description="JWT issuers (iss) trusted (JSON): per issuer its keys (jku prefixes, "
+        "jwks_url or inline jwks) and the fhir_servers its requests may send the service to. "
+        "None by default: every CDS Hooks call is refused until one is configured.",
+    )
+    trust_sandbox: bool = Field(
+        False,
+        description="Try-it only: also trust the public CDS Hooks sandbox, whose signing key is "
+        "public (anyone can sign as it). Logged as insecure at start-up.",
     )
     public_base_url: str | None = Field(
         None,
@@ -44,8 +57,14 @@ class Settings(BaseSettings):
         description='Browser origins allowed to call the service (JSON list; ["*"] for any).',
     )
     fhir_servers: list[str] = Field(
-        ["*"],
-        description='fhirServer URL prefixes it may fetch from (JSON list; ["*"]: any).',
+        [],
+        description="With authentication off only: fhirServer base URL prefixes it may fetch "
+        "from (JSON list). With authentication on, each trusted issuer names its own.",
+    )
+    fhir_allow_private: bool = Field(
+        False,
+        description="Allow fhirServer addresses on loopback, private or link-local networks "
+        "(refused by default: a request must not steer the service into the local network).",
     )
     fhir_timeout_seconds: float = Field(
         5.0, description="Timeout of each request to the client's fhirServer."
@@ -56,3 +75,7 @@ class Settings(BaseSettings):
         None,
         description="Fixed evaluation date (YYYY-MM-DD) for demos and tests; default: today (UTC).",
     )
+
+    def issuers(self) -> dict[str, IssuerTrust]:
+        """The trusted issuers, with the sandbox when opted in."""
+        return {**self.trusted_issuers, **({SANDBOX: SANDBOX_TRUST} if self.trust_sandbox else {})}

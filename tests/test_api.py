@@ -130,8 +130,8 @@ def test_order_hook_without_draft_orders_is_400(
 
 @pytest.mark.parametrize(
     "value",
-    [None, {"resourceType": "OperationOutcome", "issue": []}, "absent"],
-    ids=["null", "operation-outcome", "absent"],
+    [{"resourceType": "OperationOutcome", "issue": []}, "absent"],
+    ids=["operation-outcome", "absent"],
 )
 def test_required_prefetch_that_cannot_be_had_is_412(
     client: TestClient, request_body: dict[str, Any], value: Any
@@ -143,6 +143,16 @@ def test_required_prefetch_that_cannot_be_had_is_412(
     response = client.post("/cds-services/patient-view", json=request_body)
     assert response.status_code == 412
     assert _expressions(response) == ["prefetch.conditions"]
+
+
+@pytest.mark.parametrize("key", ["patient", "conditions", "observations"])
+def test_a_null_prefetch_key_means_no_data(
+    client: TestClient, request_body: dict[str, Any], key: str
+) -> None:
+    """CDS Hooks 2.0.1: the client sends null when it has no data for a key; not a 412."""
+    request_body["prefetch"][key] = None
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 200, response.text
 
 
 def test_empty_searchsets_give_no_cards(client: TestClient, request_body: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """JWT authentication per CDS Hooks 2.0, with keys served by a JWKS endpoint on loopback."""
 
+import base64
 import json
 import logging
 import time
@@ -7,20 +8,35 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cds_service.app import create_app
-from cds_service.auth import IssuerTrust
-from tests.conftest import app_settings, load_example
+from cds_service.auth import Authenticator, IssuerTrust, url_within
+from cds_service.errors import CDSError
+from cds_service.settings import SANDBOX, Settings
+from tests.conftest import ROOT, app_settings, load_example
 from tests.fhir_server import FhirServer, fhir_server
 
 ISSUER = "https://ehr.example.org"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP384R1())
 SERVICE = "http://testserver/cds-services/patient-view"
+DATA = ROOT / "tests" / "data"
+SANDBOX_JWKS = f"{SANDBOX}/.well-known/jwks.json"
+FUZZ_CLIENT = TestClient(
+    create_app(
+        app_settings(
+            auth_disabled=False,
+            trusted_issuers={ISSUER: IssuerTrust(jwks_url="http://127.0.0.1:9/jwks.json")},
+        )
+    )
+)
 
 
 def _jwk(key: Any, kid: str, alg: str) -> dict[str, Any]:
@@ -185,11 +201,113 @@ def test_public_base_url_sets_the_audience(jwks: FhirServer) -> None:
         assert call(proxied, token(jwks)).status_code == 401
 
 
-def test_sandbox_is_trusted_by_default() -> None:
-    from cds_service.settings import Settings
+def _sandbox_token(audience: str) -> tuple[str, dict[str, Any]]:
+    """A token as the CDS Hooks sandbox signs it, with the key its public repository publishes
+    (tests/data, from cds-hooks/sandbox keys/ecprivkey.pem): anyone can make one."""
+    key = (DATA / "cds-hooks-sandbox-key.pem").read_bytes()
+    jwks: dict[str, Any] = json.loads((DATA / "cds-hooks-sandbox-jwks.json").read_text())
+    now = int(time.time())
+    claims = {"iss": SANDBOX, "aud": audience, "exp": now + 300, "iat": now, "jti": "sandbox"}
+    header = {"typ": "JWT", "kid": jwks["keys"][0]["kid"], "jku": SANDBOX_JWKS}
+    return jwt.encode(claims, key, algorithm="ES384", headers=header), jwks
 
-    trust = Settings().trusted_issuers["https://sandbox.cds-hooks.org"]
-    assert trust.jku == ["https://sandbox.cds-hooks.org/.well-known/jwks.json"]
+
+def test_a_default_deployment_trusts_no_issuer() -> None:
+    assert Settings().issuers() == {}
+    forged, _ = _sandbox_token(SERVICE)
+    with TestClient(create_app(app_settings(auth_disabled=False))) as default:
+        assert call(default, forged).status_code == 401
+        assert default.get("/cds-services").status_code == 401
+
+
+def test_trusting_the_sandbox_is_an_explicit_opt_in() -> None:
+    """The sandbox's JWKS is served from the committed copy (no internet here): a stand-in for
+    the network only; the verification is the service's own."""
+    forged, jwks = _sandbox_token(SERVICE)
+
+    async def sandbox_jwks(url: str) -> dict[str, Any]:
+        assert url == SANDBOX_JWKS
+        return jwks
+
+    def verify(settings: Settings) -> dict[str, Any]:
+        authenticator = Authenticator(settings.issuers(), 30, lambda *_: True, sandbox_jwks)
+        return anyio.run(authenticator.verify, f"Bearer {forged}", SERVICE)
+
+    with pytest.raises(CDSError):
+        verify(Settings())
+    assert verify(Settings(trust_sandbox=True))["iss"] == SANDBOX
+
+
+def test_trusting_the_sandbox_is_logged_as_insecure(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    with TestClient(create_app(app_settings(auth_disabled=False, trust_sandbox=True))):
+        pass
+    assert "INSECURE: trusting the public CDS Hooks sandbox" in caplog.text
+
+
+def test_no_issuer_logs_how_to_configure_one(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    with TestClient(create_app(app_settings(auth_disabled=False))):
+        pass
+    assert "CDS_TRUSTED_ISSUERS" in caplog.text
+
+
+def test_an_algorithm_that_does_not_fit_the_key_is_401(
+    client: TestClient, jwks: FhirServer
+) -> None:
+    """RS384 against the EC key `ec-1`, junk signature: no key is needed to try it."""
+    header = {"alg": "RS384", "typ": "JWT", "kid": "ec-1", "jku": f"{jwks.base}/jwks.json"}
+    claims = {"iss": ISSUER, "aud": SERVICE, "exp": int(time.time()) + 300}
+    forged = ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+        for part in (header, claims)
+    )
+    assert call(client, forged + ".AAAA").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("jku", "allowed"),
+    [
+        ("https://ehr.test/keys/jwks.json", True),
+        ("https://ehr.test:443/keys/jwks.json", True),
+        ("https://ehr.test/keys-evil/jwks.json", False),
+        ("https://ehr.test.evil.example/keys/jwks.json", False),
+        ("https://ehr.test@evil.example/keys/jwks.json", False),
+        ("https://evil.example/https://ehr.test/keys/", False),
+        ("http://ehr.test/keys/jwks.json", False),
+        ("https://ehr.test:8443/keys/jwks.json", False),
+        ("https://ehr.test:99999/keys/jwks.json", False),
+    ],
+)
+def test_jku_is_compared_by_url_parts_not_string_prefix(jku: str, allowed: bool) -> None:
+    assert url_within(jku, "https://ehr.test/keys") is allowed
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    authorization=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200),
+    header=st.dictionaries(
+        st.sampled_from(["alg", "kid", "jku", "typ"]),
+        st.sampled_from(["RS384", "ES384", "none", "HS256", "JWT", "ec-1"])
+        | st.text(max_size=30)
+        | st.integers()
+        | st.none()
+        | st.booleans(),
+    ),
+    claims=st.dictionaries(st.text(max_size=5), st.text(max_size=20) | st.integers()),
+)
+def test_any_header_or_token_gets_200_or_401(
+    authorization: str, header: dict[str, Any], claims: dict[str, Any]
+) -> None:
+    forged = ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+        for part in (header, claims)
+    )
+    for value in (authorization, f"Bearer {forged}.AAAA", f"Bearer {forged}"):
+        response = FUZZ_CLIENT.post(
+            "/cds-services/patient-view", json={}, headers={"Authorization": value}
+        )
+        assert response.status_code == 401
 
 
 def test_replay_is_refused_across_workers_sharing_the_store(jwks: FhirServer) -> None:

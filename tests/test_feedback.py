@@ -118,6 +118,16 @@ def test_override_with_reason_is_stored(client: TestClient, settings: Settings) 
         ),
         (lambda item: item.update(outcome="ignored"), "feedback[0].outcome"),
         (lambda item: item.update(card="not-a-card-we-issued"), "feedback.card"),
+        (
+            lambda item: item.update(
+                outcome="overridden", acceptedSuggestions=None, overrideReason={}
+            ),
+            "feedback[0].overrideReason",
+        ),
+        (
+            lambda item: item.update(overrideReason={"userComment": "no"}),
+            "feedback[0]",
+        ),
     ],
     ids=[
         "no-outcome",
@@ -125,6 +135,8 @@ def test_override_with_reason_is_stored(client: TestClient, settings: Settings) 
         "naive-timestamp",
         "bad-outcome",
         "unknown-card",
+        "empty-override-reason",
+        "accepted-with-override-reason",
     ],
 )
 def test_malformed_feedback_is_400(

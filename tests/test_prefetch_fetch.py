@@ -22,10 +22,14 @@ def server() -> Iterator[FhirServer]:
         yield running
 
 
+DISCARD = "http://127.0.0.1:9/fhir"  # nothing listens on the discard port
+
+
 @pytest.fixture
-def app_client() -> Iterator[TestClient]:
+def app_client(server: FhirServer) -> Iterator[TestClient]:
     settings = app_settings(
-        fhir_servers=["http://127.0.0.1:"],
+        fhir_servers=[server.base, DISCARD],
+        fhir_allow_private=True,  # the test FHIR server is on loopback
         fhir_timeout_seconds=2,
         fhir_max_pages=3,
     )
@@ -90,16 +94,17 @@ def test_missing_prefetch_is_fetched_with_the_token_and_pages_followed(
     assert {auth for _, auth in server.requests} == {f"Bearer {TOKEN}"}
 
 
-def test_null_prefetch_is_fetched(server: FhirServer, app_client: TestClient) -> None:
+def test_null_prefetch_is_no_data_and_not_fetched(
+    server: FhirServer, app_client: TestClient
+) -> None:
+    """CDS Hooks 2.0.1: a key sent as null means the client has no data for it."""
     _serve_record(server)
     request = _request(server, drop=())
     request["prefetch"]["conditions"] = None
     response = app_client.post("/cds-services/patient-view", json=request)
     assert response.status_code == 200, response.text
-    assert _rules(response) == ["red-flag-spinal-infection"]
-    assert [p for p, _ in server.requests if p.startswith("Condition")] == [
-        f"Condition?patient={PATIENT}"
-    ]
+    assert _rules(response) == []  # no Condition, so no back pain and no red flag
+    assert not [p for p, _ in server.requests if p.startswith("Condition")]
 
 
 @pytest.mark.parametrize(
@@ -120,7 +125,8 @@ def test_required_data_that_cannot_be_fetched_is_412(
     assert response.status_code == 412
     (issue,) = response.json()["issue"]
     assert issue["expression"] == ["prefetch.conditions"]
-    assert reason in issue["diagnostics"]
+    assert "could not fetch Condition?patient=" in issue["diagnostics"]
+    assert reason not in issue["diagnostics"]  # nothing of the upstream answer is repeated
     assert TOKEN not in response.text
 
 
@@ -147,7 +153,7 @@ def test_next_link_to_another_host_is_refused(server: FhirServer, app_client: Te
 def test_unreachable_server_is_412(app_client: TestClient) -> None:
     request = copy.deepcopy(load_example(EXAMPLE)[0])
     del request["prefetch"]["patient"]
-    request["fhirServer"] = "http://127.0.0.1:9/fhir"  # nothing listens on the discard port
+    request["fhirServer"] = DISCARD
     response = app_client.post("/cds-services/patient-view", json=request)
     assert response.status_code == 412
     assert response.json()["issue"][0]["expression"] == ["prefetch.patient"]
@@ -171,7 +177,37 @@ def test_fhir_server_not_allowed_is_412_without_a_request(
     request["fhirServer"] = server.base.replace("127.0.0.1", "localhost")
     response = app_client.post("/cds-services/patient-view", json=request)
     assert response.status_code == 412
-    assert "CDS_FHIR_SERVERS" in response.json()["issue"][0]["diagnostics"]
+    assert "not one this caller may send" in response.json()["issue"][0]["diagnostics"]
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "prefix_trick",
+    ["{base}.evil.example/", "{scheme}://user@{host}:{port}/", "{base}-other/"],
+)
+def test_fhir_server_prefix_tricks_are_refused(server: FhirServer, prefix_trick: str) -> None:
+    allowed = f"{server.base}/fhir"
+    settings = app_settings(fhir_servers=[allowed], fhir_allow_private=True)
+    scheme, _, hostport = server.base.partition("://")
+    host, _, port = hostport.partition(":")
+    target = prefix_trick.format(base=allowed, scheme=scheme, host=host, port=port)
+    request = _request(server, drop=("conditions",))
+    request["fhirServer"] = target
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/cds-services/patient-view", json=request)
+    assert response.status_code == 412
+    assert server.requests == []
+
+
+def test_loopback_fhir_server_is_refused_unless_allowed(server: FhirServer) -> None:
+    _serve_record(server)
+    settings = app_settings(fhir_servers=[server.base])  # allowed, but on loopback
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/cds-services/patient-view", json=_request(server, drop=("conditions",))
+        )
+    assert response.status_code == 412
+    assert "loopback, private or link-local" in response.json()["issue"][0]["diagnostics"]
     assert server.requests == []
 
 

@@ -8,7 +8,9 @@ diff of `expected.json` and `REVIEW.md`.
 
 import gzip
 import json
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import date
 from typing import Any
 
@@ -19,12 +21,13 @@ from cds_service.app import create_app
 from cds_service.errors import CDSError
 from cds_service.service import Triage
 from tests.conftest import EXAMPLES, app_settings
-from tests.synthea.convert import evaluate, load_corpus, load_request
+from tests.synthea.convert import evaluate, load_corpus, load_request, patient_date
 
 CORPUS_DIR = EXAMPLES / "synthea"
 CORPUS = load_corpus(CORPUS_DIR)
-CORPUS_DATE = date.fromisoformat(CORPUS["corpus_date"])
 PATIENTS = [patient["id"] for patient in CORPUS["patients"]]
+# Each source has its own evaluation date (the day after its latest data), kept per patient.
+DATES = {patient["id"]: patient_date(CORPUS, patient) for patient in CORPUS["patients"]}
 REGENERATE = "python -m tests.synthea.convert --out fhir_examples/synthea --update-expected"
 
 
@@ -35,10 +38,18 @@ def expected() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def corpus_client() -> Iterator[TestClient]:
-    """An app of its own (a fresh audit store), on the corpus date."""
-    with TestClient(create_app(app_settings(today=CORPUS_DATE))) as client:
-        yield client
+def corpus_client() -> Iterator[Callable[[date], TestClient]]:
+    """Apps of their own (fresh audit stores), one per evaluation date, made when first asked."""
+    clients: dict[date, TestClient] = {}
+    with ExitStack() as stack:
+
+        def client_on(day: date) -> TestClient:
+            if day not in clients:
+                app = create_app(app_settings(today=day))
+                clients[day] = stack.enter_context(TestClient(app))
+            return clients[day]
+
+        yield client_on
 
 
 @pytest.mark.parametrize("patient_id", PATIENTS)
@@ -47,7 +58,7 @@ def test_synthea_patient_is_accepted_and_gets_expected_cards(
 ) -> None:
     request = load_request(CORPUS_DIR, patient_id)
     try:
-        cards = evaluate(triage, request, CORPUS_DATE)
+        cards = evaluate(triage, request, DATES[patient_id])
     except CDSError as error:
         pytest.fail(f"the service rejects Synthea patient {patient_id}: {error.status} {error}")
     ruleset = expected["ruleset"]
@@ -66,6 +77,13 @@ def test_synthea_corpus_is_large_and_every_back_pain_patient_is_expected(
     stored = sorted(path.name for path in (CORPUS_DIR / "requests").glob("*.json.gz"))
     assert stored == sorted(f"{patient_id}.json.gz" for patient_id in PATIENTS)
     assert expected["corpus_date"] == CORPUS["corpus_date"]
+    assert expected["dates"] == {source["name"]: source["date"] for source in CORPUS["sources"]}
+    sources = {source["name"]: source for source in CORPUS["sources"]}
+    by_source = Counter(patient["source"] for patient in CORPUS["patients"])
+    assert by_source == {name: source["patients"] for name, source in sources.items()}
+    assert all(
+        DATES[p["id"]].isoformat() == sources[p["source"]]["date"] for p in CORPUS["patients"]
+    )
     back_pain = [p["id"] for p in CORPUS["patients"] if p["back_pain"]]
     assert back_pain
     missing = [patient_id for patient_id in back_pain if patient_id not in expected["cards"]]
@@ -73,10 +91,12 @@ def test_synthea_corpus_is_large_and_every_back_pain_patient_is_expected(
 
 
 @pytest.mark.parametrize("patient_id", PATIENTS)
-def test_synthea_patient_is_accepted_over_http(patient_id: str, corpus_client: TestClient) -> None:
+def test_synthea_patient_is_accepted_over_http(
+    patient_id: str, corpus_client: Callable[[date], TestClient]
+) -> None:
     """Over HTTP too: no 400/412, and no 413 (each body is under CDS_MAX_BODY_BYTES)."""
     body = gzip.decompress((CORPUS_DIR / "requests" / f"{patient_id}.json.gz").read_bytes())
-    response = corpus_client.post(
+    response = corpus_client(DATES[patient_id]).post(
         "/cds-services/patient-view",
         content=body,
         headers={"Content-Type": "application/json"},

@@ -1,10 +1,19 @@
 """Turn public Synthea patients into a CDS Hooks `patient-view` regression corpus.
 
-Source data: the SMART sandbox's own R4 Synthea patients,
-https://github.com/smart-on-fhir/generated-sample-data at commit
-25ac8089f0464b8673c7669509dc0bb8f4883773 (2021-06-01), folder `R4/SYNTHEA/`: one FHIR R4
-transaction Bundle per patient (Synthea v2.4.0, tag `synthea-5-2019`). That repository is under
-the Apache License 2.0 (Copyright 2018 Boston Children's Hospital). Only its data is used here.
+Source data (`SOURCES`; each is pinned to a repository, commit and folder, with its licence):
+
+- `smart-r4`: the SMART sandbox's own R4 Synthea patients,
+  https://github.com/smart-on-fhir/generated-sample-data at commit
+  25ac8089f0464b8673c7669509dc0bb8f4883773 (2021-06-01), folder `R4/SYNTHEA/` (Synthea v2.4.0,
+  tag `synthea-5-2019`). Apache License 2.0 (Copyright 2018 Boston Children's Hospital).
+- `exf-california`, `exf-new-york`: https://github.com/Exafluence-Inc/exf-qicore-synthea-dataset
+  at commit dcaf099a3c0ffedd21932d225f3e579a65cdf382 (2025-07-28), folders
+  `synthea_data_california/fhir/` and `synthea_data_new_york/fhir/` (Synthea as of July 2025 with
+  the QI-Core Flexporter mapping: 100 adults each, 3 years of history). MIT License
+  (Copyright (c) 2025 Exafluence-Inc). Unlike the older data, they carry real back-pain codes
+  (278860009 Chronic low back pain).
+
+Only their data is used here: one FHIR R4 transaction Bundle per patient.
 
 Each patient's bundle becomes the request an EHR would send when the chart is opened, with the
 prefetch filled as `cds_service.prefetch.PREFETCH` asks: `patient` is the Patient resource;
@@ -13,18 +22,23 @@ MedicationStatement if any) and `referrals` (ServiceRequest) are `searchset` Bun
 resources exactly as Synthea wrote them (urn:uuid references, product-level RxNorm codes, the
 whole history), with their `fullUrl`s. Everything else (Encounter, Claim, ExplanationOfBenefit,
 Immunization, ...) is dropped. A Medication a MedicationRequest points at would be added to
-`medications` as a `search.mode: include` entry (this data set has none).
+`medications` as a `search.mode: include` entry (the Exafluence data have some;
+the SMART data none).
 
-Selection: every patient with a back-pain or spine-related Condition (see `back_pain_matches`),
-then the other patients in order of Patient.id while the gzip-compressed corpus stays under
-`--max-mb`, and never fewer than `--min-patients` in all.
+Selection, per source: every patient with a back-pain or spine-related Condition (see
+`back_pain_matches`), then the other patients in order of Patient.id while that source's
+gzip-compressed requests stay under its `max_mb`, and never fewer than its `min_patients`.
+Each source has its own evaluation date: the day after the latest date in its selected requests;
+every patient carries it as `date` in corpus.json (`corpus_date` is the first source's date).
 
-    python -m tests.synthea.convert --source <dir or bare git dir> --out fhir_examples/synthea
+    python -m tests.synthea.convert --source smart-r4=<dir or bare git dir> \
+        --source exf-california=<dir or bare git dir> --out fhir_examples/synthea
     python -m tests.synthea.convert --out fhir_examples/synthea --update-expected
 
-The first form (re)writes `requests/*.json.gz` and `corpus.json` (add `--update-expected` to
-evaluate too); the second re-evaluates the stored corpus with today's rules and rewrites
-`expected.json` and `REVIEW.md`.
+The first form (re)writes `requests/*.json.gz` and `corpus.json` for the sources given (the
+patients of the other sources are kept as they are; add `--update-expected` to evaluate too); the
+second re-evaluates the stored corpus with today's rules and rewrites `expected.json` and
+`REVIEW.md`.
 """
 
 import argparse
@@ -50,15 +64,67 @@ from cds_service.service import Triage
 
 Json = dict[str, Any]
 
-SOURCE_URL = "https://github.com/smart-on-fhir/generated-sample-data"
-SOURCE_COMMIT = "25ac8089f0464b8673c7669509dc0bb8f4883773"
-SOURCE_PATH = "R4/SYNTHEA"
-SOURCE_LICENCE = "Apache-2.0 (LICENSE: Copyright 2018 Boston Children's Hospital)"
+
+@dataclass(frozen=True)
+class Source:
+    """One public folder of Synthea R4 bundles, pinned, and how many of its patients to keep."""
+
+    name: str
+    url: str
+    commit: str  # recorded when the source is a plain directory (a git dir's HEAD is read)
+    path: str  # the folder of the bundles in the repository
+    licence: str
+    generator: str
+    min_patients: int
+    max_mb: float
+
+
+EXAFLUENCE_URL = "https://github.com/Exafluence-Inc/exf-qicore-synthea-dataset"
+EXAFLUENCE_COMMIT = "dcaf099a3c0ffedd21932d225f3e579a65cdf382"
+EXAFLUENCE_LICENCE = "MIT (LICENSE: Copyright (c) 2025 Exafluence-Inc)"
+EXAFLUENCE_GENERATOR = (
+    "Synthea as of July 2025 with the QI-Core Flexporter mapping (qicore_withnotdone.yaml), "
+    "100 living adults aged 18-100, 3 years of history, seed {seed}"
+)
+SOURCES: dict[str, Source] = {
+    source.name: source
+    for source in (
+        Source(
+            name="smart-r4",
+            url="https://github.com/smart-on-fhir/generated-sample-data",
+            commit="25ac8089f0464b8673c7669509dc0bb8f4883773",
+            path="R4/SYNTHEA",
+            licence="Apache-2.0 (LICENSE: Copyright 2018 Boston Children's Hospital)",
+            generator="Synthea v2.4.0 (tag synthea-5-2019), time-shifted by the SMART sandbox",
+            min_patients=200,
+            max_mb=25.0,
+        ),
+        Source(
+            name="exf-california",
+            url=EXAFLUENCE_URL,
+            commit=EXAFLUENCE_COMMIT,
+            path="synthea_data_california/fhir",
+            licence=EXAFLUENCE_LICENCE,
+            generator=EXAFLUENCE_GENERATOR.format(seed=12345) + ", California",
+            min_patients=0,
+            max_mb=7.5,
+        ),
+        Source(
+            name="exf-new-york",
+            url=EXAFLUENCE_URL,
+            commit=EXAFLUENCE_COMMIT,
+            path="synthea_data_new_york/fhir",
+            licence=EXAFLUENCE_LICENCE,
+            generator=EXAFLUENCE_GENERATOR.format(seed=123456) + ", New York",
+            min_patients=0,
+            max_mb=7.5,
+        ),
+    )
+}
+DEFAULT_SOURCE = "smart-r4"
 
 HOOK: HookName = "patient-view"
 USER_ID = "Practitioner/synthea-corpus"
-DEFAULT_MIN_PATIENTS = 200
-DEFAULT_MAX_MB = 25.0
 
 PREFETCH_TYPES: dict[str, tuple[str, ...]] = {
     "conditions": ("Condition",),
@@ -370,51 +436,94 @@ def select(
     return sorted(chosen, key=lambda p: p.patient_id), rule
 
 
-def write_corpus(
-    out: Path,
-    chosen: list[Converted],
-    rule: str,
-    skipped: list[Json],
-    commit: str,
-    total: int,
-) -> Json:
-    requests = out / "requests"
-    requests.mkdir(parents=True, exist_ok=True)
-    keep = {f"{p.patient_id}.json.gz" for p in chosen}
-    for stale in requests.glob("*.json.gz"):
-        if stale.name not in keep:
-            stale.unlink()
-    for patient in chosen:
-        path = requests / f"{patient.patient_id}.json.gz"
-        if not path.is_file() or path.read_bytes() != patient.data:
-            path.write_bytes(patient.data)
-    latest = max(p.latest for p in chosen)
-    corpus: Json = {
-        "source": {
-            "url": SOURCE_URL,
-            "commit": commit,
-            "path": SOURCE_PATH,
-            "licence": SOURCE_LICENCE,
-        },
-        "hook": HOOK,
+@dataclass(frozen=True)
+class SourceRun:
+    """What one source gave on this run: the patients chosen, and why."""
+
+    source: Source
+    commit: str
+    chosen: list[Converted]
+    rule: str
+    skipped: list[Json]
+    total: int
+
+
+def day_after(day: str) -> str:
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+
+
+def source_entry(run: SourceRun) -> Json:
+    """The corpus.json record of one source: where it is, its date, how patients were chosen."""
+    latest = max(p.latest for p in run.chosen)
+    return {
+        "name": run.source.name,
+        "url": run.source.url,
+        "commit": run.commit,
+        "path": run.source.path,
+        "licence": run.source.licence,
+        "generator": run.source.generator,
         "latest_data_date": latest,
-        "corpus_date": (date.fromisoformat(latest) + timedelta(days=1)).isoformat(),
-        "selection": rule,
-        "patients_in_source": total,
-        "bytes": sum(len(p.data) for p in chosen),
-        "skipped": skipped,
-        "patients": [
+        "date": day_after(latest),
+        "selection": run.rule,
+        "patients_in_source": run.total,
+        "patients": len(run.chosen),
+        "back_pain_patients": sum(1 for p in run.chosen if p.back_pain),
+        "bytes": sum(len(p.data) for p in run.chosen),
+        "skipped": run.skipped,
+    }
+
+
+def write_corpus(out: Path, runs: list[SourceRun]) -> Json:
+    """Write the requests and corpus.json of the sources run; keep the other sources' patients."""
+    corpus_path = out / "corpus.json"
+    previous = load_corpus(out) if corpus_path.is_file() else {"sources": [], "patients": []}
+    ran = {run.source.name for run in runs}
+    entries = {s["name"]: s for s in previous["sources"] if s["name"] not in ran}
+    entries |= {run.source.name: source_entry(run) for run in runs}
+    dates = {name: entry["date"] for name, entry in entries.items()}
+    patients: dict[str, list[Json]] = {
+        name: [p for p in previous["patients"] if p["source"] == name]
+        for name in entries
+        if name not in ran
+    }
+    for run in runs:
+        patients[run.source.name] = [
             {
                 "id": p.patient_id,
+                "source": run.source.name,
+                "date": dates[run.source.name],
                 "source_file": p.source_file,
                 "back_pain": bool(p.back_pain),
                 "back_pain_conditions": p.back_pain,
                 "deceased": p.deceased,
             }
-            for p in chosen
-        ],
+            for p in run.chosen
+        ]
+    order = [name for name in SOURCES if name in entries]
+    order += sorted(name for name in entries if name not in SOURCES)
+    every = [patient for name in order for patient in patients[name]]
+    duplicates = sorted(pid for pid, n in Counter(p["id"] for p in every).items() if n > 1)
+    if duplicates:
+        raise SystemExit(f"patient ids found in more than one source: {duplicates}")
+    requests = out / "requests"
+    requests.mkdir(parents=True, exist_ok=True)
+    keep = {f"{p['id']}.json.gz" for p in every}
+    for stale in requests.glob("*.json.gz"):
+        if stale.name not in keep:
+            stale.unlink()
+    for run in runs:
+        for patient in run.chosen:
+            path = requests / f"{patient.patient_id}.json.gz"
+            if not path.is_file() or path.read_bytes() != patient.data:
+                path.write_bytes(patient.data)
+    corpus: Json = {
+        "hook": HOOK,
+        "corpus_date": dates[order[0]],
+        "bytes": sum(entries[name]["bytes"] for name in order),
+        "sources": [entries[name] for name in order],
+        "patients": every,
     }
-    write_json(out / "corpus.json", corpus)
+    write_json(corpus_path, corpus)
     return corpus
 
 
@@ -426,8 +535,35 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def load_corpus(out: Path) -> Json:
+    """corpus.json; one written before sources were a list is read as the `smart-r4` source."""
     corpus: Json = json.loads((out / "corpus.json").read_text())
+    if "sources" not in corpus:  # the one-source layout
+        source = corpus.pop("source")
+        corpus["sources"] = [
+            {
+                "name": DEFAULT_SOURCE,
+                **source,
+                "generator": SOURCES[DEFAULT_SOURCE].generator,
+                "latest_data_date": corpus.pop("latest_data_date"),
+                "date": corpus["corpus_date"],
+                "selection": corpus.pop("selection"),
+                "patients_in_source": corpus.pop("patients_in_source"),
+                "patients": len(corpus["patients"]),
+                "back_pain_patients": sum(1 for p in corpus["patients"] if p["back_pain"]),
+                "bytes": corpus["bytes"],
+                "skipped": corpus.pop("skipped"),
+            }
+        ]
+        corpus["patients"] = [
+            {"id": p["id"], "source": DEFAULT_SOURCE, "date": corpus["corpus_date"]} | p
+            for p in corpus["patients"]
+        ]
     return corpus
+
+
+def patient_date(corpus: Json, patient: Json) -> date:
+    """The date a patient's request is evaluated on: its own `date`, else the corpus date."""
+    return date.fromisoformat(patient.get("date") or corpus["corpus_date"])
 
 
 def load_request(out: Path, patient_id: str) -> Json:
@@ -479,7 +615,6 @@ def describe_error(error: CDSError) -> Json:
 
 def update_expected(out: Path, knowledge: Knowledge | None = None) -> Json:
     corpus = load_corpus(out)
-    today = date.fromisoformat(corpus["corpus_date"])
     knowledge = knowledge or load_knowledge()
     triage = Triage(knowledge)
     cards: dict[str, list[Json]] = {}
@@ -489,13 +624,14 @@ def update_expected(out: Path, knowledge: Knowledge | None = None) -> Json:
         pid = patient["id"]
         request = load_request(out, pid)
         try:
-            cards[pid] = evaluate(triage, request, today)
+            cards[pid] = evaluate(triage, request, patient_date(corpus, patient))
         except CDSError as error:
             rejected[pid] = describe_error(error)
         if patient["back_pain"] or cards.get(pid) or pid in rejected:
             requests[pid] = request  # kept for REVIEW.md only
     expected: Json = {
         "corpus_date": corpus["corpus_date"],
+        "dates": {source["name"]: source["date"] for source in corpus["sources"]},
         "ruleset": {"name": knowledge.manifest.name, "version": knowledge.manifest.version},
         "cards": cards,
         "rejected": rejected,
@@ -717,47 +853,88 @@ def _outcome(pid: str, expected: Json, request: Json, nucc: dict[str, str]) -> s
     )
 
 
+TABLE_HEAD = [
+    "| Patient | Age | Sex | Deceased | Back / spine Conditions | Red-flag-relevant items | "
+    "Cards (rule, indicator → referral; reasons) |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
 def review(corpus: Json, expected: Json, requests: dict[str, Json], knowledge: Knowledge) -> str:
-    today = date.fromisoformat(corpus["corpus_date"])
     nucc = {s.nucc.code: key for key, s in knowledge.specialties.items()}
     patients = corpus["patients"]
+    sources = corpus["sources"]
     back = [p for p in patients if p["back_pain"]]
     fired = Counter(c["rule"] for cards in expected["cards"].values() for c in cards)
     fired_back = Counter(c["rule"] for p in back for c in expected["cards"].get(p["id"], []))
+    fired_by_source = {
+        s["name"]: Counter(
+            c["rule"]
+            for p in patients
+            if p["source"] == s["name"]
+            for c in expected["cards"].get(p["id"], [])
+        )
+        for s in sources
+    }
+
+    def count(name: str, test: Any) -> int:
+        return sum(1 for p in patients if p["source"] == name and test(p))
+
     out = [
         "# Synthea corpus: cards for clinical review",
         "",
         f"Generated by `python -m tests.synthea.convert --update-expected`; rule set "
         f"{expected['ruleset']['name']} {expected['ruleset']['version']}, evaluated as "
-        f"`patient-view` on the corpus date **{corpus['corpus_date']}** (the day after the "
-        f"latest date in the data). Source: {corpus['source']['url']} @ "
-        f"`{corpus['source']['commit'][:12]}`, `{corpus['source']['path']}`.",
+        "`patient-view`, each patient on the date of its source (the day after the latest date "
+        "in that source's data).",
+        "",
+        "## Sources",
+        "",
+        "| Source | Data | Licence | Date | Patients | Back-pain | With a card | Rejected |",
+        "|---|---|---|---|---|---|---|---|",
+        *[
+            f"| `{s['name']}` | {s['url']} @ `{s['commit'][:12]}`, `{s['path']}`: "
+            f"{s['generator']} | {s['licence']} | **{s['date']}** | "
+            f"{count(s['name'], lambda p: True)} | {count(s['name'], lambda p: p['back_pain'])} | "
+            f"{count(s['name'], lambda p: bool(expected['cards'].get(p['id'])))} | "
+            f"{count(s['name'], lambda p: p['id'] in expected['rejected'])} |"
+            for s in sources
+        ],
         "",
         f"{len(patients)} patients, {len(back)} with a back-pain or spine-related Condition "
-        f"(matched generously: chronic pain, whiplash, spinal cord lesion, fibromyalgia count); "
-        f"{sum(1 for c in expected['cards'].values() if c)} patients get at least one card, "
-        f"{len(expected['rejected'])} requests are rejected.",
+        f"(matched generously: chronic pain, neck pain, whiplash, spinal cord lesion, fibromyalgia "
+        f"count); {sum(1 for c in expected['cards'].values() if c)} patients get at least one "
+        f"card, {len(expected['rejected'])} requests are rejected.",
         "",
-        "Ages are at the corpus date (a deceased patient is evaluated as if alive; the "
-        "`Deceased` column gives the date of death). Condition lines are `name (clinical "
+        "Ages are at the patient's evaluation date (a deceased patient is evaluated as if alive; "
+        "the `Deceased` column gives the date of death). Condition lines are `name (clinical "
         "status, onset-abatement year)`; `Rx` = MedicationRequest (`years x orders, last status`); "
         "`Proc` = Procedure. Red-flag-relevant items are found by keyword in the names, so they "
         "are a reading aid, not what the rules matched: the rules work on codes.",
         "",
         "## Cards fired",
         "",
-        "| rule | all patients | back-pain patients |",
-        "|---|---|---|",
-        *[f"| {rule} | {n} | {fired_back.get(rule, 0)} |" for rule, n in sorted(fired.items())],
+        "| rule | all patients | back-pain patients | "
+        + " | ".join(f"`{s['name']}`" for s in sources)
+        + " |",
+        "|---|---|---|" + "---|" * len(sources),
+        *[
+            f"| {rule} | {n} | {fired_back.get(rule, 0)} | "
+            + " | ".join(str(fired_by_source[s["name"]].get(rule, 0)) for s in sources)
+            + " |"
+            for rule, n in sorted(fired.items())
+        ],
         "",
         "## Back-pain and spine-related patients",
-        "",
-        "| Patient | Age | Sex | Deceased | Back / spine Conditions | Red-flag-relevant items | "
-        "Cards (rule, indicator → referral; reasons) |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for patient in back:
-        out.append(_row(patient, requests[patient["id"]], expected, today, nucc, back_pain=True))
+    for source in sources:
+        rows = [p for p in back if p["source"] == source["name"]]
+        out += ["", f"### `{source['name']}` (evaluated on {source['date']})", "", *TABLE_HEAD]
+        for patient in rows:
+            request = requests[patient["id"]]
+            out.append(_row(corpus, patient, request, expected, nucc, back_pain=True))
+        if not rows:
+            out.append("| — | | | | | | |")
     others = [
         p
         for p in patients
@@ -770,26 +947,27 @@ def review(corpus: Json, expected: Json, requests: dict[str, Json], knowledge: K
         "",
         "No back-pain Condition in the record: a card here may be a false positive.",
         "",
-        "| Patient | Age | Sex | Deceased | Back / spine Conditions | Red-flag-relevant items | "
-        "Cards (rule, indicator → referral; reasons) |",
-        "|---|---|---|---|---|---|---|",
+        *TABLE_HEAD,
     ]
     for patient in others:
-        out.append(_row(patient, requests[patient["id"]], expected, today, nucc, back_pain=False))
+        request = requests[patient["id"]]
+        out.append(_row(corpus, patient, request, expected, nucc, back_pain=False))
     if not others:
         out.append("| — | | | | | | |")
     return "\n".join(out) + "\n"
 
 
 def _row(
+    corpus: Json,
     patient: Json,
     request: Json,
     expected: Json,
-    today: date,
     nucc: dict[str, str],
     *,
     back_pain: bool,
 ) -> str:
+    today = patient_date(corpus, patient)
+    source = "" if back_pain else f"<br>{patient['source']}"
     resource = request["prefetch"]["patient"]
     died = resource.get("deceasedDateTime")
     deceased = "yes" if resource.get("deceasedBoolean") else "no"
@@ -800,7 +978,7 @@ def _row(
     flags = red_flag_items(request)
     flag_lines = [f"**{label}:** " + "; ".join(items) for label, items in flags.items()]
     return (
-        f"| `{patient['id']}` | {_age(resource.get('birthDate'), today)} | "
+        f"| `{patient['id']}`{source} | {_age(resource.get('birthDate'), today)} | "
         f"{resource.get('gender', '?')} | {deceased} | {_cell(spine if back_pain else [])} | "
         f"{_cell(flag_lines)} | {_outcome(patient['id'], expected, request, nucc)} |"
     )
@@ -809,30 +987,70 @@ def _row(
 # --- Command line ------------------------------------------------------------------------------
 
 
+def parse_source(value: str) -> tuple[Source, Path]:
+    """`NAME=PATH` (NAME one of SOURCES), or a bare PATH for the `smart-r4` source."""
+    name, sep, path = value.partition("=")
+    if not sep:
+        name, path = DEFAULT_SOURCE, value
+    if name not in SOURCES:
+        known = ", ".join(SOURCES)
+        raise argparse.ArgumentTypeError(f"unknown source {name!r} (known: {known})")
+    return SOURCES[name], Path(path)
+
+
+def run_source(
+    source: Source, location: Path, min_patients: int | None, max_mb: float | None
+) -> SourceRun:
+    """Convert one source and choose its patients."""
+    commit = git_commit(location) if is_git_dir(location) else source.commit
+    patients, skipped = convert(read_source(location, source.path))
+    for item in skipped:
+        print(f"{source.name}: skipped {item['file']}: {item['reason']}", file=sys.stderr)
+    if not patients:
+        raise SystemExit(f"{source.name}: no patient found under {location}")
+    chosen, rule = select(
+        patients,
+        source.min_patients if min_patients is None else min_patients,
+        int((source.max_mb if max_mb is None else max_mb) * 1e6),
+    )
+    return SourceRun(source, commit, chosen, rule, skipped, len(patients))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.synthea.convert", description=__doc__)
-    parser.add_argument("--source", type=Path, help="a directory of bundles or a bare git dir")
-    parser.add_argument("--subdir", default=SOURCE_PATH, help="folder of the R4 bundles")
+    parser.add_argument(
+        "--source",
+        type=parse_source,
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help=f"a directory of bundles or a bare git dir for one of {', '.join(SOURCES)} "
+        f"(a bare PATH is {DEFAULT_SOURCE}); may be given once per source",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--update-expected", action="store_true")
-    parser.add_argument("--min-patients", type=int, default=DEFAULT_MIN_PATIENTS)
-    parser.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB)
-    parser.add_argument("--commit", default=SOURCE_COMMIT, help="source commit (directories)")
+    parser.add_argument("--min-patients", type=int, help="override every source's minimum")
+    parser.add_argument("--max-mb", type=float, help="override every source's size budget")
     args = parser.parse_args(argv)
-    if args.source is None and not args.update_expected:
+    if not args.source and not args.update_expected:
         parser.error("give --source to convert, --update-expected to evaluate, or both")
-    if args.source is not None:
-        commit = git_commit(args.source) if is_git_dir(args.source) else args.commit
-        patients, skipped = convert(read_source(args.source, args.subdir))
-        for item in skipped:
-            print(f"skipped {item['file']}: {item['reason']}", file=sys.stderr)
-        chosen, rule = select(patients, args.min_patients, int(args.max_mb * 1e6))
-        corpus = write_corpus(args.out, chosen, rule, skipped, commit, len(patients))
-        print(
-            f"{len(chosen)} of {len(patients)} patients "
-            f"({sum(1 for p in chosen if p.back_pain)} with back pain), "
-            f"{corpus['bytes'] / 1e6:.1f} MB, corpus date {corpus['corpus_date']}"
-        )
+    names = [source.name for source, _ in args.source]
+    if len(set(names)) != len(names):
+        parser.error(f"a source is given more than once: {names}")
+    if args.source:
+        runs = [
+            run_source(source, location, args.min_patients, args.max_mb)
+            for source, location in args.source
+        ]
+        corpus = write_corpus(args.out, runs)
+        for entry in corpus["sources"]:
+            state = "converted" if entry["name"] in names else "kept"
+            print(
+                f"{entry['name']} ({state}): {entry['patients']} of "
+                f"{entry['patients_in_source']} patients ({entry['back_pain_patients']} with "
+                f"back pain), {entry['bytes'] / 1e6:.1f} MB, date {entry['date']}"
+            )
+        print(f"corpus: {len(corpus['patients'])} patients, {corpus['bytes'] / 1e6:.1f} MB")
     if args.update_expected:
         expected = update_expected(args.out)
         for pid, error in expected["rejected"].items():
