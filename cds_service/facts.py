@@ -340,13 +340,20 @@ class _Exposure:
     current: bool
 
 
-def _exposure(medication: MedicationRequest | MedicationStatement) -> _Exposure | None:
-    """The dates of a taken medicine (None: not taken, or undated)."""
+def _exposure(
+    medication: MedicationRequest | MedicationStatement, today: date, stale_days: float
+) -> _Exposure | None:
+    """The dates of a taken medicine (None: not taken, or undated).
+
+    An order still `active` but not renewed for `stale_days` is a stale open order (EHRs and
+    Synthea leave them open for years), not a medicine being taken now.
+    """
     if medication.status not in _MEDICATION_TAKEN:
         return None
     current = medication.status in _MEDICATION_CURRENT
     if isinstance(medication, MedicationRequest):
         start = end = medication.authoredOn
+        current = current and start is not None and (today - start).days <= stale_days
     else:
         period = medication.effectivePeriod
         start = medication.effectiveDateTime or (period and period.start) or medication.dateAsserted
@@ -359,15 +366,16 @@ def _add_medications(
 ) -> None:
     """One fact per medicine concept: weeks since first taken, span of use, and `current`.
 
-    A medicine counts as current when a request or statement is active, or the last one is
-    within `current_medication_days`. Codes are matched first; an entry whose codes match no
-    medicine of a value set is matched by ingredient name in its text, and says so.
+    A medicine counts as current when a statement is active, a request is active and not stale
+    (renewed within `active_order_max_days`), or the last one is within
+    `current_medication_days`. Codes are matched first; an entry whose codes match no medicine
+    of a value set is matched by ingredient name in its text, and says so.
     """
     thresholds = knowledge.config.thresholds
     by_concept: dict[str, list[tuple[Evidence, _Exposure]]] = defaultdict(list)
     for entry in record.medications:
         medication = entry.resource
-        exposure = _exposure(medication)
+        exposure = _exposure(medication, today, thresholds["active_order_max_days"])
         if exposure is None:
             continue
         concept_code = medication.medicationCodeableConcept

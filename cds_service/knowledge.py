@@ -338,7 +338,7 @@ class Knowledge:
         return uri or "no system"
 
 
-_REQUIRED_THRESHOLDS = ("new_finding_days", "current_medication_days")
+_REQUIRED_THRESHOLDS = ("new_finding_days", "current_medication_days", "active_order_max_days")
 """Thresholds the fact builder reads itself (rules name theirs, and are checked one by one)."""
 
 
