@@ -7,6 +7,7 @@ higher priority, and a less urgent one is replaced (`ServiceRequest.replaces`, o
 draft order) by the more urgent referral the card suggests.
 """
 
+import re
 import uuid
 from datetime import date
 from typing import Any
@@ -196,10 +197,11 @@ class CardBuilder:
                 notes.append(f"A referral to {title} is already ordered; none is added.")
                 continue
             for lower in existing:
+                state = "being ordered" if lower.draft else "open"
                 notes.append(
-                    f"A {lower.priority or 'routine'} referral to {title} is already "
-                    f"{'being ordered' if lower.draft else 'open'} ({lower.reference}); the "
-                    f"suggested {referral.priority} referral replaces it."
+                    f"A {lower.priority or 'routine'} referral to {title} is already {state} "
+                    f"({inert(lower.reference or '')}); the suggested {referral.priority} "
+                    "referral replaces it."
                 )
             recommended = referral is spec.refer
             suggestions.append(
@@ -268,15 +270,25 @@ def _delete(reference: str, display: str) -> Action:
     )
 
 
+_MARKUP = re.compile(r"([!-/:-@\[-`{-~])")
+"""ASCII punctuation: what Markdown and HTML could read as markup."""
+
+
+def inert(text: str) -> str:
+    """Text from the record made inert in a Markdown `detail`: every ASCII punctuation mark is
+    backslash-escaped (CommonMark), so no link, image, emphasis or raw HTML can come of it."""
+    return _MARKUP.sub(r"\\\1", text)
+
+
 def describe(evidence: Evidence) -> str:
-    """`Low back pain (SNOMED CT 279039007), Condition/c1, 2026-11-10`."""
-    parts = [evidence.display]
+    """`Low back pain (SNOMED CT 279039007), Condition/c1, 2026-11-10`, record text made inert."""
+    parts = [inert(evidence.display)]
     if evidence.value:
-        parts[0] += f": {evidence.value}"
+        parts[0] += f": {inert(evidence.value)}"
     if evidence.code:
-        parts[0] += f" ({evidence.system} {evidence.code})"
+        parts[0] += f" ({inert(evidence.system)} {inert(evidence.code)})"
     if evidence.reference:
-        parts.append(evidence.reference)
+        parts.append(inert(evidence.reference))
     if evidence.when:
         parts.append(evidence.when.isoformat())
     return ", ".join(parts)

@@ -78,7 +78,6 @@ class Resource(Element):
 class Patient(Resource):
     resourceType: Literal["Patient"]
     birthDate: FhirDate | None = None
-    gender: Literal["male", "female", "other", "unknown"] | None = None
     deceasedBoolean: bool | None = None
     deceasedDateTime: FhirDate | None = None
 
@@ -155,7 +154,6 @@ class ServiceRequest(Resource):
     status: Literal[
         "draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"
     ]
-    intent: str
     priority: Literal["routine", "urgent", "asap", "stat"] | None = None
     code: CodeableConcept | None = None
     performerType: CodeableConcept | None = None
@@ -195,7 +193,6 @@ class MedicationRequest(Resource):
         "draft",
         "unknown",
     ]
-    intent: str
     medicationCodeableConcept: CodeableConcept | None = None
     medicationReference: Reference | None = None
     subject: Reference
@@ -280,8 +277,8 @@ AnyResource = Annotated[
 
 
 class BundleLink(Element):
-    relation: str
-    url: str
+    relation: str | None = None
+    url: str | None = None
 
 
 class BundleSearch(Element):

@@ -257,3 +257,38 @@ def test_optional_prefetch_the_client_could_not_fill_is_ignored(
     response = client.post("/cds-services/patient-view", json=request_body)
     assert response.status_code == 200, response.text
     assert len(response.json()["cards"]) == 1
+
+
+def test_elements_the_triage_does_not_read_never_fail_a_request(
+    client: TestClient, request_body: dict[str, Any]
+) -> None:
+    """The sandbox's draft medication order has no `intent`; a gender outside the value set or
+    a link without a URL are not read either: only what the rules use is validated."""
+    request_body["prefetch"]["patient"]["gender"] = "F"
+    request_body["prefetch"]["medications"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": [{"relation": "self"}],
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "MedicationRequest",
+                    "status": "draft",
+                    "subject": {"reference": f"Patient/{request_body['context']['patientId']}"},
+                    "medicationCodeableConcept": {"text": "Ibuprofen 400 mg"},
+                }
+            }
+        ],
+    }
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 200, response.text
+    draft = request_body["prefetch"].pop("medications")["entry"][0]["resource"]
+    request_body["hook"] = "order-select"
+    request_body["context"]["draftOrders"] = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": {**draft, "id": "med-1"}}],
+    }
+    request_body["context"]["selections"] = ["MedicationRequest/med-1"]
+    response = client.post("/cds-services/order-select", json=request_body)
+    assert response.status_code == 200, response.text

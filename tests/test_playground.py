@@ -6,9 +6,12 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from markdown_it import MarkdownIt
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.conftest import ROOT
+from cds_service.models import HookRequest, dump
+from cds_service.service import Triage
+from tests.conftest import EXAMPLE_TODAY, ROOT, load_example
 from tests.test_server import running_service
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -103,4 +106,40 @@ def test_smart_link_opens_the_referral_review(service: str, browser: Browser) ->
     page.screenshot(path=str(SCREENSHOTS / "referral-review.png"), full_page=True)
     page.goto(f"{link['url']}?{query}&appContext=not-a-card")
     page.wait_for_function("document.getElementById('status').textContent.includes('404')")
+    page.close()
+
+
+MARKUP = '<img src="http://127.0.0.1:9/pixel.png"><a href="http://evil.example">Low back pain</a>'
+
+
+def test_record_text_in_a_card_renders_as_text_in_a_markdown_html_renderer(
+    browser: Browser, triage: Triage
+) -> None:
+    """As the CDS Hooks sandbox shows `detail`: CommonMark with raw HTML allowed (markdown-it).
+
+    Markup goes into every record text a card echoes: a Condition's display and id, an
+    Observation's display and unit, a medicine's free text and an entry's fullUrl.
+    """
+    request, _ = load_example("red-flag-spinal-infection-suspected--tacrolimus-raised-crp")
+    prefetch = request["prefetch"]
+    condition = prefetch["conditions"]["entry"][0]["resource"]
+    condition["id"] = "c1<b>x</b>"
+    condition["code"]["coding"][0]["display"] = f"{MARKUP} **bold** [x](http://evil.example)"
+    crp = prefetch["observations"]["entry"][0]["resource"]
+    crp["code"]["coding"][0]["display"] = MARKUP
+    crp["valueQuantity"]["unit"] = "<i>mg/L</i>"
+    entry = prefetch["medications"]["entry"][0]
+    entry["resource"].pop("id")
+    entry["fullUrl"] = "urn:uuid:<img src=x>"
+    entry["resource"]["medicationCodeableConcept"]["text"] = f"{MARKUP} tacrolimus 1 mg"
+    body = HookRequest.model_validate(request)
+    (card,) = dump(triage.evaluate(body, "patient-view", EXAMPLE_TODAY))["cards"]
+    html = MarkdownIt("commonmark", {"html": True}).render(card["detail"])
+    page = browser.new_page()
+    page.set_content(f"<html><body>{html}</body></html>")
+    assert page.locator("img, a, i, b").count() == 0
+    assert page.locator("strong", has_text="bold").count() == 0
+    text = page.locator("body").inner_text()
+    for shown in (MARKUP, "[x](http://evil.example)", "<i>mg/L</i>", "urn:uuid:<img src=x>"):
+        assert shown in text
     page.close()

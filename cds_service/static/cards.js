@@ -7,12 +7,15 @@ function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 }
 
-// The small Markdown subset the cards use: paragraphs, "- " lists, **bold**, _italic_, `code`.
+// The small Markdown subset the cards use: paragraphs, "- " lists, **bold**, _italic_, `code`,
+// and backslash escapes (record text arrives with its punctuation escaped: shown as text).
 function markdown(text) {
-  const inline = (line) => escapeHtml(line)
+  const escaped = /\\([!-\/:-@\[-`{-~])/g;
+  const inline = (line) => escapeHtml(line.replace(escaped, (_, c) => `\u0000${c.charCodeAt(0)}\u0000`))
     .replace(/\*\*(.+?)\*\*/g, "<strong>$1</strong>")
     .replace(/`(.+?)`/g, "<code>$1</code>")
-    .replace(/(^|\s)_(.+?)_(?=\s|$|[.,;:])/g, "$1<em>$2</em>");
+    .replace(/(^|\s)_(.+?)_(?=\s|$|[.,;:])/g, "$1<em>$2</em>")
+    .replace(/\u0000(\d+)\u0000/g, "&#$1;");
   const html = [];
   let list = false;
   for (const line of text.split("\n")) {
