@@ -168,8 +168,9 @@ def onset(condition: Condition, birth: date | None) -> date | None:
     if condition.onsetPeriod is not None and condition.onsetPeriod.start is not None:
         return condition.onsetPeriod.start
     if condition.onsetAge is not None and condition.onsetAge.value is not None and birth:
-        years = int(condition.onsetAge.value)
-        return birth.replace(year=birth.year + years, day=min(birth.day, 28))
+        year = birth.year + int(condition.onsetAge.value)
+        if year <= date.max.year:  # else no such date: the recorded date is all there is
+            return birth.replace(year=year, day=min(birth.day, 28))
     return condition.recordedDate
 
 

@@ -23,6 +23,7 @@ import httpx
 
 from cds_service.auth import url_within
 from cds_service.errors import CDSError, Issue
+from cds_service.limits import unpaired_surrogate
 from cds_service.models import HookRequest
 from cds_service.prefetch import PREFETCH, REQUIRED_KEYS, absent
 
@@ -186,10 +187,12 @@ async def _get(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
         raise FetchError(f"{type(exc).__name__}") from None
     if response.status_code != 200:
         raise FetchError(f"HTTP {response.status_code}")
+    if unpaired_surrogate(response.content):
+        raise FetchError("the answer escapes an unpaired UTF-16 surrogate")
     try:
         body = response.json()
-    except ValueError:
-        raise FetchError("the answer is not JSON") from None
+    except (ValueError, RecursionError):
+        raise FetchError("the answer is not JSON (or nested too deep)") from None
     if not isinstance(body, dict) or body.get("resourceType") == "OperationOutcome":
         raise FetchError("the answer is an OperationOutcome, not data")
     return body

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Tag
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
 _DATE_TIME = re.compile(
     r"(?P<y>[0-9]{4})(-(?P<m>0[1-9]|1[0-2])(-(?P<d>0[1-9]|[12][0-9]|3[01])"
@@ -28,9 +28,12 @@ def parse_fhir_date(value: Any) -> date:
     match = _DATE_TIME.fullmatch(value)
     if match is None:
         raise ValueError(f"{value!r} is not a valid FHIR date or dateTime")
-    if match["time"]:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).date()
-    return date(int(match["y"]), int(match["m"] or 1), int(match["d"] or 1))
+    try:
+        if match["time"]:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).date()
+        return date(int(match["y"]), int(match["m"] or 1), int(match["d"] or 1))
+    except (OverflowError, ValueError):  # year 0, Feb 30, or an offset past year 1 or 9999
+        raise ValueError(f"{value!r} is not a date that exists") from None
 
 
 FhirDate = Annotated[date, BeforeValidator(parse_fhir_date)]
@@ -58,11 +61,20 @@ class Reference(Element):
     display: str | None = None
 
 
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class Quantity(Element):
-    value: float | None = None
+    value: Finite | None = None
     unit: str | None = None
     system: str | None = None
     code: str | None = None
+
+
+class Age(Quantity):
+    """An age in years, as onsetAge: 0 to 150 (an age the onset date is computed from)."""
+
+    value: Annotated[float, Field(ge=0, le=150, allow_inf_nan=False)] | None = None
 
 
 class Period(Element):
@@ -118,7 +130,7 @@ class Condition(Resource):
     subject: Reference
     onsetDateTime: FhirDate | None = None
     onsetPeriod: Period | None = None
-    onsetAge: Quantity | None = None
+    onsetAge: Age | None = None
     abatementDateTime: FhirDate | None = None
     abatementPeriod: Period | None = None
     abatementAge: Quantity | None = None

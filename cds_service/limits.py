@@ -1,9 +1,13 @@
-"""Request limits as ASGI middleware: 415 for a body that is not JSON, 413 for one too large.
+"""Request limits as ASGI middleware: 415 for a body that is not JSON, 413 for one too large,
+400 for one whose text is not valid Unicode.
 
 Checked before the body is parsed: a declared Content-Length over the limit is refused unread,
-and a streamed body is buffered only up to the limit.
+and a streamed body is buffered only up to the limit. JSON may escape half of a UTF-16 surrogate
+pair (`\ud800`), which no Unicode text holds: it could not be stored, logged or echoed, so it is
+refused here, before anything reads it.
 """
 
+import re
 from collections.abc import Awaitable, Callable
 
 from starlette.responses import JSONResponse
@@ -12,6 +16,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cds_service.errors import Issue, operation_outcome
 
 _JSON_TYPES = ("application/json", "application/fhir+json")
+_UNPAIRED_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def unpaired_surrogate(json_text: bytes) -> bool:
+    """True when JSON text escapes a lone UTF-16 surrogate (not valid Unicode once decoded)."""
+    return b"\\u" in json_text and _UNPAIRED_SURROGATE.search(json_text) is not None
 
 
 class RequestLimits:
@@ -47,6 +60,10 @@ class RequestLimits:
         body = await self._read(receive)
         if body is None:
             await self._refuse(413, self._too_large(), scope, receive, send)
+            return
+        if unpaired_surrogate(body):
+            message = "the body escapes an unpaired UTF-16 surrogate (\\uD800-\\uDFFF): not text"
+            await self._refuse(400, message, scope, receive, send)
             return
         await self.app(scope, _replay(body, receive), send)
 

@@ -11,6 +11,8 @@ from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, mo
 from cds_service.knowledge import HookName, Indicator
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+"""A client-chosen id the store keeps (hookInstance, card uuid): bounded, no control chars."""
 FhirId = Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
 
 
@@ -37,7 +39,7 @@ class HookRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     hook: HookName
-    hookInstance: NonEmpty
+    hookInstance: Identifier
     context: dict[str, Any]
     fhirServer: AnyHttpUrl | None = None
     fhirAuthorization: FhirAuthorization | None = None
@@ -189,7 +191,7 @@ class FeedbackItem(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    card: NonEmpty
+    card: Identifier
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: Annotated[list[AcceptedSuggestion], Field(min_length=1)] | None = None
     overrideReason: OverrideReason | None = None

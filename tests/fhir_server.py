@@ -11,7 +11,8 @@ from typing import Any
 
 @dataclass
 class FhirServer:
-    """Answers GETs from `routes` (path with query -> (status, body)); records every request."""
+    """Answers GETs from `routes` (path with query -> (status, JSON body or raw bytes)); records
+    every request."""
 
     routes: dict[str, tuple[int, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
@@ -27,7 +28,7 @@ def fhir_server() -> Iterator[FhirServer]:
             path = self.path.removeprefix("/fhir/")
             state.requests.append((path, self.headers.get("Authorization")))
             status, body = state.routes.get(path, (404, {"resourceType": "OperationOutcome"}))
-            payload = json.dumps(body).encode()
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/fhir+json")
             self.send_header("Content-Length", str(len(payload)))

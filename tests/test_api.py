@@ -292,3 +292,77 @@ def test_elements_the_triage_does_not_read_never_fail_a_request(
     request_body["context"]["selections"] = ["MedicationRequest/med-1"]
     response = client.post("/cds-services/order-select", json=request_body)
     assert response.status_code == 200, response.text
+
+
+def _condition(body: dict[str, Any]) -> dict[str, Any]:
+    condition: dict[str, Any] = body["prefetch"]["conditions"]["entry"][0]["resource"]
+    return condition
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        (
+            lambda b: _condition(b).update(onsetDateTime="0001-01-01T00:00:00+14:00"),
+            "prefetch.conditions.entry[0].resource.onsetDateTime",
+        ),
+        (
+            lambda b: _condition(b).update(recordedDate="9999-12-31T23:00:00-14:00"),
+            "prefetch.conditions.entry[0].resource.recordedDate",
+        ),
+        (
+            lambda b: _condition(b).update(onsetAge={"value": 1e6}),
+            "prefetch.conditions.entry[0].resource.onsetAge.value",
+        ),
+        (
+            lambda b: _condition(b).update(onsetAge={"value": -3000}),
+            "prefetch.conditions.entry[0].resource.onsetAge.value",
+        ),
+        (lambda b: b.update(hookInstance="x" * 201), "hookInstance"),
+        (lambda b: b.update(hookInstance="a\x00b"), "hookInstance"),
+    ],
+    ids=["offset-before-year-1", "offset-after-9999", "age-1e6", "age-negative", "long", "nul"],
+)
+def test_values_that_cannot_be_represented_are_400_with_the_path(
+    client: TestClient, request_body: dict[str, Any], change: Any, path: str
+) -> None:
+    change(request_body)
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 400, response.text
+    assert path in _expressions(response)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_400(
+    client: TestClient, request_body: dict[str, Any], number: str
+) -> None:
+    _condition(request_body).update(onsetAge={"value": "NUMBER"})
+    text = json.dumps(request_body).replace('"NUMBER"', number)
+    response = client.post(
+        "/cds-services/patient-view", content=text, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "x\\ud83d"])
+def test_an_unpaired_surrogate_anywhere_is_400(
+    client: TestClient, request_body: dict[str, Any], escape: str
+) -> None:
+    _condition(request_body)["code"]["coding"][0]["display"] = "SURROGATE"
+    text = json.dumps(request_body).replace("SURROGATE", escape)
+    response = client.post(
+        "/cds-services/patient-view", content=text, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert "surrogate" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_a_paired_surrogate_escape_is_text(
+    client: TestClient, request_body: dict[str, Any]
+) -> None:
+    _condition(request_body)["code"]["coding"][0]["display"] = "EMOJI"
+    text = json.dumps(request_body).replace("EMOJI", "\\ud83d\\ude00")
+    response = client.post(
+        "/cds-services/patient-view", content=text, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text

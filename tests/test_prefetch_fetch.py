@@ -250,3 +250,26 @@ def test_a_sent_first_page_that_cannot_be_completed_is_flagged_partial(
     cards = response.json()["cards"]
     assert cards, "the first page still holds the evidence of a red flag"
     assert all("Partial record" in c["detail"] for c in cards)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"resourceType": "Bundle", "type": "searchset", "entry": 5},
+        {"resourceType": "Bundle", "type": "searchset", "entry": None},
+        {"resourceType": "Bundle", "type": "searchset", "link": 5, "entry": []},
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"resourceType": "Bundle", "entry": [{"resource": {"id": "\\ud800"}}]}',
+        [1, 2, 3],
+    ],
+    ids=["entry-number", "entry-null", "link-number", "deep", "surrogate", "array"],
+)
+def test_a_malformed_fhir_server_answer_is_412_never_500(
+    server: FhirServer, app_client: TestClient, answer: Any
+) -> None:
+    _serve_record(server)
+    server.routes[f"Condition?patient={PATIENT}"] = (200, answer)
+    response = app_client.post(
+        "/cds-services/patient-view", json=_request(server, drop=("conditions",))
+    )
+    assert response.status_code in (200, 400, 412), response.text  # an answer, never a 5xx
