@@ -16,7 +16,14 @@ from starlette.exceptions import HTTPException
 
 from cds_service import __version__
 from cds_service.auth import Authenticator
-from cds_service.errors import CDSError, Issue, OperationOutcome, format_path, operation_outcome
+from cds_service.errors import (
+    CDSError,
+    Issue,
+    OperationOutcome,
+    Unavailable,
+    format_path,
+    operation_outcome,
+)
 from cds_service.fhir_client import FetchPolicy, complete_prefetch
 from cds_service.knowledge import HookName, load_knowledge
 from cds_service.limits import RequestLimits
@@ -169,15 +176,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         duration_ms = (time.perf_counter() - started) * 1000
         metrics.observe(service_id, duration_ms / 1000, evaluation.response, evaluation.rules_fired)
         response = dump(evaluation.response)
-        await anyio.to_thread.run_sync(
-            store.record_evaluation,
-            body.hookInstance,
-            service_id,
-            triage.knowledge.version,
-            evaluation.rules_fired,
-            response["cards"],
-            duration_ms,
-        )
+        try:
+            await anyio.to_thread.run_sync(
+                store.record_evaluation,
+                body.hookInstance,
+                service_id,
+                triage.knowledge.version,
+                evaluation.rules_fired,
+                response["cards"],
+                duration_ms,
+            )
+        except Unavailable as exc:
+            # A documented choice: the clinician gets the cards; the audit gap is logged,
+            # counted, and /ready turns 503 so traffic moves to a healthy replica.
+            log.error("audit write failed (%s): cards sent without an audit record", exc)
+            metrics.audit_failures.inc()
         return JSONResponse(response)  # already checked by the models: no second validation
 
     @app.post(
@@ -243,6 +256,9 @@ def _outcome(
     return JSONResponse(operation_outcome(status, issues), status_code=status, headers=headers)
 
 
+RETRY_AFTER_SECONDS = 30
+
+
 def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     def outcome(
         status: int, issues: list[Issue], headers: Mapping[str, str] | None = None
@@ -253,6 +269,12 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(CDSError)
     async def cds_error(_: Request, exc: CDSError) -> JSONResponse:
         return outcome(exc.status, list(exc.issues))
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        log.error("database unavailable: %s", exc)
+        issue = Issue("the database is unavailable; retry later")
+        return outcome(503, [issue], {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,7 +20,7 @@ import httpx
 import jwt
 from pydantic import BaseModel, ConfigDict
 
-from cds_service.errors import CDSError
+from cds_service.errors import CDSError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,8 @@ class Authenticator:
             return await self._verify(authorization, audience)
         except (Rejected, jwt.PyJWTError) as exc:
             log.warning("JWT refused: %s", exc)  # the reason, never the token
+        except Unavailable:
+            raise  # the replay check could not reach the store: a 503, not a refusal
         except Exception as exc:  # any failure to verify is a refusal, never a 500
             log.warning("JWT refused: %s while verifying", type(exc).__name__)
         raise CDSError.of(401, "authentication failed")

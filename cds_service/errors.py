@@ -29,6 +29,10 @@ class Issue:
         self.expression = expression
 
 
+class Unavailable(Exception):
+    """The database cannot be reached or written: a 503 the client may retry."""
+
+
 class CDSError(Exception):
     """A request the service cannot answer with cards; rendered as an OperationOutcome."""
 

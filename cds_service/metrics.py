@@ -35,6 +35,11 @@ class Metrics:
         self.errors = Counter(
             "cds_errors", "Error responses, by HTTP status.", ["status"], registry=self.registry
         )
+        self.audit_failures = Counter(
+            "cds_audit_failures",
+            "Evaluations answered with cards whose audit record could not be written.",
+            registry=self.registry,
+        )
 
     def observe(
         self, service: str, seconds: float, response: CDSResponse, fired: list[str]

@@ -4,6 +4,7 @@ Responses are serialised without `None` members, and every list or string that i
 non-empty, so no card ever carries a null or empty member (SPEC 2).
 """
 
+from datetime import UTC
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -158,7 +159,7 @@ class Discovery(Model):
 
 
 class ReasonCoding(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     system: NonEmpty | None = None
     code: NonEmpty
@@ -168,7 +169,7 @@ class ReasonCoding(BaseModel):
 class OverrideReason(BaseModel):
     """Why a card was overridden: a `reason` Coding, a `userComment`, or both; never `{}`."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     reason: ReasonCoding | None = None
     userComment: NonEmpty | None = None
@@ -181,7 +182,7 @@ class OverrideReason(BaseModel):
 
 
 class AcceptedSuggestion(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     id: NonEmpty
 
@@ -189,7 +190,7 @@ class AcceptedSuggestion(BaseModel):
 class FeedbackItem(BaseModel):
     """One card's outcome (CDS Hooks 2.0 feedback)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     card: Identifier
     outcome: Literal["accepted", "overridden"]
@@ -198,13 +199,14 @@ class FeedbackItem(BaseModel):
     outcomeTimestamp: AwareDatetime
 
     def row(self) -> dict[str, Any]:
-        """The feedback as a store row."""
+        """The feedback as a store row: the members CDS Hooks defines (others are dropped by
+        design), the timestamp in UTC so two offsets of one instant are one instant."""
         accepted = [s.model_dump() for s in self.acceptedSuggestions or []]
         reason = self.overrideReason
         return {
             "card_uuid": self.card,
             "outcome": self.outcome,
-            "outcome_timestamp": self.outcomeTimestamp,
+            "outcome_timestamp": self.outcomeTimestamp.astimezone(UTC),
             "accepted_suggestions": accepted or None,
             "override_reason": reason.model_dump(exclude_none=True) if reason else None,
         }

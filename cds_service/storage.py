@@ -5,16 +5,21 @@ opens. No token and no patient data is stored: an evaluation keeps its hookInsta
 rule set version, the rules that fired, the cards issued and its duration.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+
+from cds_service.errors import Unavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _metadata = sa.MetaData()
 evaluations = sa.Table(
@@ -77,10 +82,29 @@ def _sqlite_pragmas(connection: Any, _: Any) -> None:
     cursor.close()
 
 
+def _available(
+    method: "Callable[Concatenate[Store, P], T]",
+) -> "Callable[Concatenate[Store, P], T]":
+    """A database that cannot be reached or written (down, disk full) raises Unavailable."""
+
+    def call(store: "Store", /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            result = method(store, *args, **kwargs)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            store.failing = True
+            raise Unavailable(type(exc.orig or exc).__name__) from exc
+        store.failing = False
+        return result
+
+    return call
+
+
 class Store:
     """The service's database; every method is synchronous (call it off the event loop)."""
 
     def __init__(self, url: str) -> None:
+        self.failing = False
+        """The last operation could not reach or write the database (readiness reads it)."""
         self.engine: Engine = sa.create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -94,13 +118,20 @@ class Store:
             command.upgrade(config, "head")
 
     def ping(self) -> bool:
+        """True when the database answers, and takes a write once the last one failed."""
         try:
-            with self.engine.connect() as connection:
+            with self.engine.begin() as connection:
                 connection.execute(sa.text("SELECT 1"))
+                if self.failing:  # a real write, rolled back: can the store take one again?
+                    connection.execute(
+                        sa.text("UPDATE alembic_version SET version_num = version_num")
+                    )
         except sa.exc.SQLAlchemyError:
             return False
+        self.failing = False
         return True
 
+    @_available
     def record_evaluation(
         self,
         hook_instance: str,
@@ -140,6 +171,7 @@ class Store:
                     ],
                 )
 
+    @_available
     def first_use(self, issuer: str, jti: str, expires: float) -> bool:
         """Record a JWT id; False when it was seen before (a replay), in any worker."""
         now = datetime.now(UTC)
@@ -158,6 +190,7 @@ class Store:
                 return False
         return True
 
+    @_available
     def card(self, uuid: str) -> dict[str, Any] | None:
         """An issued card's JSON, or None."""
         with self.engine.connect() as connection:
@@ -166,6 +199,7 @@ class Store:
             ).scalar_one_or_none()
         return content if isinstance(content, dict) else None
 
+    @_available
     def record_feedback(self, service: str, items: list[dict[str, Any]]) -> None:
         """Store feedback rows; a repeat of (card, outcome, timestamp) is a no-op."""
         wanted = sorted({item["card_uuid"] for item in items})

@@ -2,14 +2,21 @@
 
 import copy
 import json
+import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
+import anyio
+import jwt
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
+from cds_service.auth import Authenticator, IssuerTrust
+from cds_service.errors import Unavailable
 from cds_service.knowledge import Knowledge
 from cds_service.settings import Settings
 from tests.conftest import app_settings, load_example
@@ -189,3 +196,68 @@ def test_ready_is_503_when_the_database_is_gone() -> None:
         response = client.get("/ready")
     assert response.status_code == 503
     assert response.json()["issue"][0]["code"] == "transient"
+
+
+def test_two_offsets_of_different_instants_are_two_records(
+    client: TestClient, settings: Settings
+) -> None:
+    """10:00+01:00 and 10:00+05:00 are four hours apart: both are kept, on every backend."""
+    card = _card(client)
+    for stamp in ("2026-11-01T10:00:00+01:00", "2026-11-01T10:00:00+05:00"):
+        body = _accepted(card)
+        body["feedback"][0]["outcomeTimestamp"] = stamp
+        assert client.post("/cds-services/patient-view/feedback", json=body).status_code == 200
+    assert len(_rows(settings, "feedback")) == 2
+    body = _accepted(card)
+    body["feedback"][0]["outcomeTimestamp"] = "2026-11-01T09:00:00Z"  # the first, in UTC
+    assert client.post("/cds-services/patient-view/feedback", json=body).status_code == 200
+    assert len(_rows(settings, "feedback")) == 2
+
+
+def test_members_the_spec_does_not_define_are_not_stored(
+    client: TestClient, settings: Settings
+) -> None:
+    card = _card(client)
+    body = _accepted(card)
+    body["feedback"][0]["acceptedSuggestions"][0]["padding"] = "x" * 100_000
+    body["feedback"][0]["extra"] = {"anything": True}
+    assert client.post("/cds-services/patient-view/feedback", json=body).status_code == 200
+    (row,) = _rows(settings, "feedback")
+    assert "padding" not in str(row["accepted_suggestions"])
+    assert len(str(row)) < 10_000
+
+
+def test_with_postgresql_stopped_feedback_is_503_and_cards_still_go_out() -> None:
+    """The documented choice: an evaluation whose audit write fails still answers its cards
+    (logged, counted, /ready 503); feedback, which is the record itself, is a 503 to retry."""
+    with ExitStack() as outlives_the_server:
+        with postgres_server() as url:
+            app = create_app(app_settings(database_url=url))
+            client = outlives_the_server.enter_context(TestClient(app))
+            card = _card(client)
+        # the server has stopped
+        evaluation = client.post("/cds-services/patient-view", json=load_example(EXAMPLE)[0])
+        assert evaluation.status_code == 200
+        assert evaluation.json()["cards"]
+        assert "cds_audit_failures_total 1.0" in client.get("/metrics").text
+        assert client.get("/ready").status_code == 503
+        response = client.post("/cds-services/patient-view/feedback", json=_accepted(card))
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "30"
+        assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_the_replay_check_without_a_database_is_503_not_401() -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    jwk = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())), "kid": "k"}
+    issuers = {"https://ehr.example": IssuerTrust(jwks={"keys": [jwk]})}
+    now = int(time.time())
+    claims = {"iss": "https://ehr.example", "aud": "x", "exp": now + 60, "iat": now, "jti": "j"}
+    token = jwt.encode(claims, key, algorithm="ES384", headers={"kid": "k", "typ": "JWT"})
+
+    def unreachable(*_: Any) -> bool:
+        raise Unavailable("OperationalError")
+
+    authenticator = Authenticator(issuers, 30, unreachable)
+    with pytest.raises(Unavailable):  # not the 401 of a refused token: the app answers 503
+        anyio.run(authenticator.verify, f"Bearer {token}", "x")
