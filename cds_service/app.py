@@ -1,13 +1,14 @@
 """The HTTP service: a FastAPI app built from settings by `create_app`."""
 
 import gc
+import hmac
 import logging
 import time
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -25,6 +26,7 @@ from cds_service.errors import (
     operation_outcome,
 )
 from cds_service.fhir_client import FetchPolicy, complete_prefetch
+from cds_service.headers import SecurityHeaders
 from cds_service.knowledge import HookName, load_knowledge
 from cds_service.limits import RequestLimits
 from cds_service.logs import RequestLog, configure_logging
@@ -107,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="spine-cds",
         version=__version__,
         summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
+        docs_url="/docs" if settings.pages_on else None,
+        redoc_url="/redoc" if settings.pages_on else None,
     )
     _add_error_handlers(app, metrics)
     app.add_middleware(
@@ -115,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         prefix="/cds-services/",
         on_reject=metrics.error,
     )
+    app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
     app.add_middleware(RequestLog)
     app.add_middleware(
         CORSMiddleware,
@@ -124,8 +129,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=600,
     )
 
-    add_operations(app, triage, store, metrics)
-    add_pages(app, settings.examples_dir, store)
+    add_operations(app, triage, store, metrics, _metrics_access(settings))
+    add_pages(
+        app,
+        settings.examples_dir if settings.pages_on else None,
+        store,
+        settings.review_ttl_hours * 3600,
+    )
 
     @app.get(
         "/cds-services",
@@ -214,8 +224,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def add_operations(app: FastAPI, triage: Triage, store: Store, metrics: Metrics) -> None:
-    """Probes and metrics: open to the orchestrator, no JWT."""
+def _metrics_access(settings: Settings) -> str | None:
+    """The token /metrics requires: "" (open) in try-it mode, None when it is not served."""
+    if settings.metrics_token:
+        return settings.metrics_token
+    if settings.auth_disabled:
+        return ""
+    log.info("/metrics is not served: set CDS_METRICS_TOKEN to have Prometheus scrape it")
+    return None
+
+
+def add_operations(
+    app: FastAPI, triage: Triage, store: Store, metrics: Metrics, access: str | None
+) -> None:
+    """Probes, open to the orchestrator (no JWT); metrics as `access` says (see
+    `_metrics_access`)."""
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -229,9 +252,14 @@ def add_operations(app: FastAPI, triage: Triage, store: Store, metrics: Metrics)
             raise CDSError.of(503, "the database is not reachable")
         return {"status": "ready", "ruleset": triage.knowledge.version}
 
+    if access is None:
+        return
+
     @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
+    async def prometheus(authorization: Annotated[str | None, Header()] = None) -> Response:
         """Prometheus metrics: latency per service, cards by indicator, rules fired, errors."""
+        if access and not hmac.compare_digest(authorization or "", f"Bearer {access}"):
+            raise CDSError.of(401, "metrics need the configured bearer token")
         return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 

@@ -8,6 +8,7 @@ draft order) by the more urgent referral the card suggests.
 """
 
 import re
+import secrets
 import uuid
 from datetime import date
 from typing import Any
@@ -138,7 +139,7 @@ class CardBuilder:
                     label="Review the evidence and the draft referral",
                     url=self._review_url,
                     type="smart",
-                    appContext=card_id,
+                    appContext=f"{card_id}.{secrets.token_urlsafe(24)}",
                 )
             ]
             if refers and self._review_url

@@ -1,11 +1,11 @@
 """The browser pages: the playground and the SMART referral-review page (static files)."""
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 import anyio
-from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, Header
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from cds_service.errors import CDSError
@@ -14,8 +14,31 @@ from cds_service.storage import Store
 STATIC = Path(__file__).parent / "static"
 
 
-def add_pages(app: FastAPI, examples_dir: Path, store: Store) -> None:
+def add_pages(app: FastAPI, examples_dir: Path | None, store: Store, ttl_seconds: float) -> None:
+    """The review page always; the playground only with `examples_dir` (try-it mode)."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/review", include_in_schema=False)
+    async def review() -> FileResponse:
+        """The SMART referral-review page that referral cards link to."""
+        return FileResponse(STATIC / "review.html")
+
+    @app.get("/review/card", include_in_schema=False)
+    async def reviewed_card(
+        capability: Annotated[str, Header(alias="X-Card-Capability", max_length=200)],
+    ) -> JSONResponse:
+        """The card its SMART link's appContext opens: a capability sent in a header (never in a
+        logged URL), valid for `review_ttl_hours` after the card was issued."""
+        card = await anyio.to_thread.run_sync(store.reviewed_card, capability, ttl_seconds)
+        if card is None:
+            raise CDSError.of(404, "no card for this link (unknown, or expired)")
+        return JSONResponse(card, headers={"Cache-Control": "no-store"})
+
+    if examples_dir is not None:
+        _add_playground(app, examples_dir)
+
+
+def _add_playground(app: FastAPI, examples_dir: Path) -> None:
     examples = {path.stem: path for path in sorted(examples_dir.glob("*.json"))}
 
     @app.get("/playground", include_in_schema=False)
@@ -32,16 +55,3 @@ def add_pages(app: FastAPI, examples_dir: Path, store: Store) -> None:
         if name not in examples:
             raise CDSError.of(404, f"no example {name!r}")
         return FileResponse(examples[name], media_type="application/json")
-
-    @app.get("/review", include_in_schema=False)
-    async def review() -> FileResponse:
-        """The SMART referral-review page that referral cards link to."""
-        return FileResponse(STATIC / "review.html")
-
-    @app.get("/review/cards/{card_id}", include_in_schema=False)
-    async def reviewed_card(card_id: str) -> dict[str, Any]:
-        """An issued card, by the opaque appContext of its SMART link (an unguessable uuid)."""
-        card = await anyio.to_thread.run_sync(store.card, card_id)
-        if card is None:
-            raise CDSError.of(404, "no such card")
-        return card

@@ -71,10 +71,32 @@ class Settings(BaseSettings):
     )
     fhir_max_pages: int = Field(20, description="Most search pages followed per prefetch key.")
     log_level: str = Field("info", description="Log level of the JSON logs on stdout.")
+    demo_pages: bool | None = Field(
+        None,
+        description="Serve /playground and the interactive API docs (/docs, /redoc). Default: on "
+        "only with authentication off (try-it mode).",
+    )
+    metrics_token: str | None = Field(
+        None,
+        description="Bearer token /metrics requires. With authentication on and none set, "
+        "/metrics is not served; with authentication off it is open.",
+    )
+    frame_ancestors: list[str] = Field(
+        [],
+        description="Origins that may frame the review and playground pages (JSON list).",
+    )
+    review_ttl_hours: float = Field(
+        24, description="How long a card's referral-review link opens the card (hours)."
+    )
     today: date | None = Field(
         None,
         description="Fixed evaluation date (YYYY-MM-DD) for demos and tests; default: today (UTC).",
     )
+
+    @property
+    def pages_on(self) -> bool:
+        """The playground and interactive docs are served (try-it mode, or asked for)."""
+        return self.auth_disabled if self.demo_pages is None else self.demo_pages
 
     def issuers(self) -> dict[str, IssuerTrust]:
         """The trusted issuers, with the sandbox when opted in."""

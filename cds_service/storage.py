@@ -5,8 +5,10 @@ opens. No token and no patient data is stored: an evaluation keeps its hookInsta
 rule set version, the rules that fired, the cards issued and its duration.
 """
 
+import hashlib
+import hmac
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -42,6 +44,7 @@ cards = sa.Table(
     sa.Column("indicator", sa.String),
     sa.Column("summary", sa.String),
     sa.Column("content", sa.JSON),
+    sa.Column("capability_hash", sa.String),
 )
 feedback = sa.Table(
     "feedback",
@@ -72,6 +75,30 @@ class UnknownCards(Exception):
     def __init__(self, uuids: Sequence[str]) -> None:
         super().__init__(", ".join(uuids))
         self.uuids = uuids
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _capability_hash(card: dict[str, Any]) -> str | None:
+    """The hash of the secret in the card's review link (the store never holds the secret)."""
+    for link in card.get("links", []):
+        _, dot, secret = str(link.get("appContext", "")).partition(".")
+        if dot and secret:
+            return _sha256(secret)
+    return None
+
+
+def _without_secrets(card: dict[str, Any]) -> dict[str, Any]:
+    """The card as stored: its review links keep the card uuid, not the capability's secret."""
+    if "links" not in card:
+        return card
+    links = [
+        {**link, "appContext": str(link.get("appContext", "")).partition(".")[0]}
+        for link in card["links"]
+    ]
+    return {**card, "links": links}
 
 
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
@@ -165,7 +192,8 @@ class Store:
                             "rule_id": card["extension"]["org.spine-cds.rule"]["id"],
                             "indicator": card["indicator"],
                             "summary": card["summary"],
-                            "content": card,
+                            "content": _without_secrets(card),
+                            "capability_hash": _capability_hash(card),
                         }
                         for card in issued
                     ],
@@ -191,13 +219,23 @@ class Store:
         return True
 
     @_available
-    def card(self, uuid: str) -> dict[str, Any] | None:
-        """An issued card's JSON, or None."""
+    def reviewed_card(self, capability: str, max_age_seconds: float) -> dict[str, Any] | None:
+        """The card a review capability opens (`<card uuid>.<secret>`, from its SMART link's
+        appContext), while it is younger than `max_age_seconds`; otherwise None."""
+        uuid, _, secret = capability.partition(".")
+        oldest = datetime.now(UTC) - timedelta(seconds=max_age_seconds)
+        query = (
+            sa.select(cards.c.content, cards.c.capability_hash)
+            .join(evaluations, evaluations.c.id == cards.c.evaluation_id)
+            .where(cards.c.uuid == uuid, evaluations.c.created_at >= oldest)
+        )
         with self.engine.connect() as connection:
-            content = connection.execute(
-                sa.select(cards.c.content).where(cards.c.uuid == uuid)
-            ).scalar_one_or_none()
-        return content if isinstance(content, dict) else None
+            row = connection.execute(query).one_or_none()
+        if row is None or row.capability_hash is None or not secret:
+            return None
+        if not hmac.compare_digest(row.capability_hash, _sha256(secret)):
+            return None
+        return row.content if isinstance(row.content, dict) else None
 
     @_available
     def record_feedback(self, service: str, items: list[dict[str, Any]]) -> None:

@@ -178,8 +178,12 @@ def test_every_evaluation_is_audited_without_tokens(
     (issued,) = _rows(settings, "cards")
     assert issued["uuid"] == card["uuid"]
     assert issued["rule_id"] == "neurology-radiculopathy"
-    content = issued["content"]  # kept whole for the referral-review page
-    assert (json.loads(content) if isinstance(content, str) else content) == card
+    content = issued["content"]  # kept whole for the review page, less the link's secret
+    (link,) = card["links"]
+    uuid, _, secret = link["appContext"].partition(".")
+    stored_card = {**card, "links": [{**link, "appContext": uuid}]}
+    assert (json.loads(content) if isinstance(content, str) else content) == stored_card
+    assert secret not in str(_rows(settings, "cards"))
     audit = str(_rows(settings, "evaluations"))
     assert "very-secret-token" not in audit + str(_rows(settings, "cards"))
     assert request["context"]["patientId"] not in audit

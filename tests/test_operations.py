@@ -73,3 +73,26 @@ def test_a_request_id_is_made_up_when_missing_or_unsafe(client: TestClient) -> N
     assert len(made_up) == 32
     unsafe = client.get("/health", headers={"X-Request-ID": "bad id\nwith newline"})
     assert unsafe.headers["X-Request-ID"] != "bad id\nwith newline"
+
+
+def test_responses_carry_security_headers(client: TestClient) -> None:
+    health = client.get("/health")
+    assert health.headers["X-Content-Type-Options"] == "nosniff"
+    assert health.headers["Cache-Control"] == "no-store"  # JSON may hold patient data
+    page = client.get("/review")
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+
+
+def test_a_production_deployment_serves_no_playground_docs_or_open_metrics() -> None:
+    production = app_settings(auth_disabled=False)
+    with TestClient(create_app(production)) as client:
+        for path in ("/playground", "/docs", "/redoc", "/metrics"):
+            assert client.get(path).status_code == 404, path
+        assert client.get("/openapi.json").status_code == 200
+        assert client.get("/review").status_code == 200
+    with TestClient(create_app(app_settings(auth_disabled=False, metrics_token="s3"))) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer s3"}).status_code == 200
+    with TestClient(create_app(app_settings(auth_disabled=False, demo_pages=True))) as client:
+        assert client.get("/playground").status_code == 200

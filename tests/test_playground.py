@@ -93,7 +93,7 @@ def test_smart_link_opens_the_referral_review(service: str, browser: Browser) ->
     (link,) = card["links"]
     assert link["type"] == "smart"
     assert link["url"] == f"{service}/review"
-    assert link["appContext"] == card["uuid"]
+    assert link["appContext"].startswith(f"{card['uuid']}.")  # the card, and a secret
     # What the EHR does on a click, with appContext carried in the URL (see review.js).
     query = urlencode({"launch": "launch-123", "iss": "https://ehr.example.org/fhir"})
     page = browser.new_page(viewport={"width": 1100, "height": 1000})

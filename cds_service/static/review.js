@@ -14,7 +14,8 @@ async function start() {
     $("status").textContent = "No card to show: the launch carried no appContext.";
     return;
   }
-  const response = await fetch(`/review/cards/${encodeURIComponent(appContext)}`);
+  // The appContext is a capability: sent in a header, so no server log holds it.
+  const response = await fetch("/review/card", {headers: {"X-Card-Capability": appContext}});
   if (!response.ok) {
     $("status").textContent = `This card is not available (HTTP ${response.status}).`;
     return;
