@@ -175,6 +175,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.fhir_timeout_seconds,
                 settings.fhir_max_pages,
                 settings.fhir_allow_private,
+                settings.fhir_deadline_seconds,
+                settings.fhir_max_answer_bytes,
             ),
         )
         body = body.model_copy(update={"prefetch": prefetch})

@@ -12,6 +12,7 @@ client has no data for it (CDS Hooks 2.0.1): it is not fetched.
 """
 
 import ipaddress
+import json
 import logging
 import socket
 from dataclasses import dataclass
@@ -46,6 +47,16 @@ class FetchPolicy:
     timeout: float
     max_pages: int
     allow_private: bool = False
+    deadline: float = 10.0
+    """All of one request's fetches together."""
+    max_answer_bytes: int = 20_000_000
+    """The largest answer (one search page or resource) read from the fhirServer."""
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_pages: int
+    max_answer_bytes: int
 
 
 async def complete_prefetch(
@@ -74,23 +85,40 @@ async def complete_prefetch(
         issue = "the fhirAuthorization access_token is not a valid HTTP header value"
         raise CDSError.of(400, issue, "fhirAuthorization.access_token") from None
     issues: list[Issue] = []
+    limits = _Limits(policy.max_pages, policy.max_answer_bytes)
+
+    async def complete(key: str, client: httpx.AsyncClient) -> None:
+        try:
+            prefetch[key] = await _complete(client, base, prefetch[key], limits)
+        except FetchError as exc:
+            log.warning("prefetch %s stays partial (first page only): %s", key, exc)
+
+    async def fetch(key: str, client: httpx.AsyncClient) -> None:
+        query = PREFETCH[key].replace("{{context.patientId}}", patient_id)
+        try:
+            prefetch[key] = await _fetch(client, base, query, limits)
+        except FetchError as exc:
+            log.warning("prefetch %s (%s) not fetched: %s", key, query, exc)
+            if key in REQUIRED_KEYS:
+                message = f"could not fetch {query} from fhirServer: {exc.public}"
+                issues.append(Issue(message, f"prefetch.{key}"))
+
     async with httpx.AsyncClient(timeout=policy.timeout, headers=headers) as client:
-        for key in paged:
-            try:
-                prefetch[key] = await _complete(client, base, prefetch[key], policy.max_pages)
-            except FetchError as exc:
-                log.warning("prefetch %s stays partial (first page only): %s", key, exc)
-        for key in missing:
-            query = PREFETCH[key].replace("{{context.patientId}}", patient_id)
-            try:
-                prefetch[key] = await _fetch(client, base, query, policy.max_pages)
-            except FetchError as exc:
-                log.warning("prefetch %s (%s) not fetched: %s", key, query, exc)
-                if key in REQUIRED_KEYS:
-                    message = f"could not fetch {query} from fhirServer: {exc.public}"
-                    issues.append(Issue(message, f"prefetch.{key}"))
+        # All keys at once, under one deadline for the whole request: a server that trickles
+        # bytes or hangs costs the deadline once, not a timeout per read and per key.
+        with anyio.move_on_after(policy.deadline) as budget:
+            async with anyio.create_task_group() as group:
+                for key in paged:
+                    group.start_soon(complete, key, client)
+                for key in missing:
+                    group.start_soon(fetch, key, client)
+    if budget.cancelled_caught:
+        late = [key for key in missing if absent(prefetch, key)]
+        log.warning("fhirServer fetches cut at the %.0f s deadline: %s", policy.deadline, late)
+        message = f"not fetched within the {policy.deadline:g} s deadline"
+        issues += [Issue(message, f"prefetch.{k}") for k in late if k in REQUIRED_KEYS]
     if issues:
-        raise CDSError(412, issues)
+        raise CDSError(412, sorted(issues, key=lambda issue: str(issue.expression)))
     return prefetch
 
 
@@ -124,28 +152,28 @@ async def _private(host: str) -> bool:
     return any(not address.is_global for address in addresses)
 
 
-async def _fetch(client: httpx.AsyncClient, base: str, query: str, max_pages: int) -> Any:
+async def _fetch(client: httpx.AsyncClient, base: str, query: str, limits: _Limits) -> Any:
     """The resource, or the search Bundle with every page's entries merged into one."""
-    page = await _get(client, urljoin(base, query))
+    page = await _get(client, urljoin(base, query), limits.max_answer_bytes)
     if page.get("resourceType") != "Bundle":
         return page
-    return await _complete(client, base, page, max_pages)
+    return await _complete(client, base, page, limits)
 
 
 async def _complete(
-    client: httpx.AsyncClient, base: str, first: dict[str, Any], max_pages: int
+    client: httpx.AsyncClient, base: str, first: dict[str, Any], limits: _Limits
 ) -> dict[str, Any]:
     """The search Bundle `first` with the entries of every following page merged into it."""
     page, entries = first, _page_entries(first)
-    for _ in range(max_pages - 1):
+    for _ in range(limits.max_pages - 1):
         next_url = _next_link(page, base)
         if next_url is None:
             break
-        page = await _get(client, next_url)
+        page = await _get(client, next_url, limits.max_answer_bytes)
         entries += _page_entries(page)
     else:
         if _next_link(page, base) is not None:
-            message = f"more than {max_pages} pages of results"
+            message = f"more than {limits.max_pages} pages of results"
             raise FetchError(message, public=message)
     return {**first, "entry": entries, "link": []}
 
@@ -178,19 +206,24 @@ def _next_link(bundle: dict[str, Any], base: str) -> str | None:
     return None
 
 
-async def _get(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+async def _get(client: httpx.AsyncClient, url: str, max_bytes: int) -> dict[str, Any]:
     try:
-        response = await client.get(url)
+        async with client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise FetchError(f"HTTP {response.status_code}")
+            content = bytearray()
+            async for chunk in response.aiter_bytes():
+                content += chunk
+                if len(content) > max_bytes:
+                    raise FetchError(f"the answer is larger than {max_bytes} bytes")
     except httpx.TimeoutException:
         raise FetchError("timed out") from None
     except httpx.HTTPError as exc:
         raise FetchError(f"{type(exc).__name__}") from None
-    if response.status_code != 200:
-        raise FetchError(f"HTTP {response.status_code}")
-    if unpaired_surrogate(response.content):
+    if unpaired_surrogate(bytes(content)):
         raise FetchError("the answer escapes an unpaired UTF-16 surrogate")
     try:
-        body = response.json()
+        body = json.loads(content)
     except (ValueError, RecursionError):
         raise FetchError("the answer is not JSON (or nested too deep)") from None
     if not isinstance(body, dict) or body.get("resourceType") == "OperationOutcome":

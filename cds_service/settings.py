@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         5.0, description="Timeout of each request to the client's fhirServer."
     )
     fhir_max_pages: int = Field(20, description="Most search pages followed per prefetch key.")
+    fhir_deadline_seconds: float = Field(
+        10.0, description="Deadline for all of one request's fetches from its fhirServer."
+    )
+    fhir_max_answer_bytes: int = Field(
+        20_000_000, description="Largest answer (one page or resource) read from a fhirServer."
+    )
     log_level: str = Field("info", description="Log level of the JSON logs on stdout.")
     demo_pages: bool | None = Field(
         None,

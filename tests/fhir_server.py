@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ class FhirServer:
     routes: dict[str, tuple[int, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     base: str = ""
+    trickle: dict[str, float] = field(default_factory=dict)
+    """Paths answered one byte at a time, this many seconds apart (a server that stalls)."""
 
 
 @contextmanager
@@ -33,7 +36,17 @@ def fhir_server() -> Iterator[FhirServer]:
             self.send_header("Content-Type", "application/fhir+json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            delay = state.trickle.get(path)
+            if delay is None:
+                self.wfile.write(payload)
+                return
+            for byte in payload:
+                time.sleep(delay)
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

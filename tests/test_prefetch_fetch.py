@@ -273,3 +273,40 @@ def test_a_malformed_fhir_server_answer_is_412_never_500(
         "/cds-services/patient-view", json=_request(server, drop=("conditions",))
     )
     assert response.status_code in (200, 400, 412), response.text  # an answer, never a 5xx
+
+
+def test_a_trickling_fhir_server_costs_one_deadline_for_all_keys(server: FhirServer) -> None:
+    """Each read is within the per-read timeout, but the whole answer never comes: every key
+    is cut at one deadline for the request, not a timeout per key."""
+    _serve_record(server)
+    for key in ("Patient", "Condition", "Observation"):
+        path = next(p for p in server.routes if p.startswith(key))
+        server.trickle[path] = 0.2
+    settings = app_settings(
+        fhir_servers=[server.base], fhir_allow_private=True, fhir_deadline_seconds=1
+    )
+    request = _request(server, drop=("patient", "conditions", "observations"))
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/cds-services/patient-view", json=request)
+    assert response.status_code == 412
+    issues = response.json()["issue"]
+    assert {tuple(issue["expression"]) for issue in issues} == {
+        ("prefetch.patient",),
+        ("prefetch.conditions",),
+        ("prefetch.observations",),
+    }
+    assert all("deadline" in issue["diagnostics"] for issue in issues)
+
+
+def test_an_answer_over_the_size_limit_is_not_read(server: FhirServer) -> None:
+    _serve_record(server)
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [], "pad": "x" * 5000}
+    server.routes[f"Condition?patient={PATIENT}"] = (200, bundle)
+    settings = app_settings(
+        fhir_servers=[server.base], fhir_allow_private=True, fhir_max_answer_bytes=4000
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/cds-services/patient-view", json=_request(server, drop=("conditions",))
+        )
+    assert response.status_code == 412
