@@ -4,7 +4,8 @@ import gc
 import hmac
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 import anyio
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not logging.getLogger().handlers:  # a uvicorn worker process: set up the JSON logs
         configure_logging(settings.log_level)
     triage = Triage(load_knowledge(settings.rules_dir))
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, migrate=settings.migrate_on_start)
     issuers = settings.issuers()
     authenticator = Authenticator(issuers, settings.jwt_leeway_seconds, store.first_use)
     _log_trust(settings)
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
         docs_url="/docs" if settings.pages_on else None,
         redoc_url="/redoc" if settings.pages_on else None,
+        lifespan=_purging(store, settings),
     )
     _add_error_handlers(app, metrics)
     app.add_middleware(
@@ -287,6 +289,33 @@ def _outcome(
 
 
 RETRY_AFTER_SECONDS = 30
+
+
+def _purging(
+    store: Store, settings: Settings
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: purge what is past retention now and every purge interval."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async def purge_forever() -> None:
+            while True:
+                try:
+                    deleted = await anyio.to_thread.run_sync(
+                        store.purge, settings.audit_retention_days, settings.feedback_retention_days
+                    )
+                    log.info("store purged past retention: %s", deleted)
+                except Unavailable as exc:
+                    log.error("store purge failed: %s", exc)
+                await anyio.sleep(settings.purge_interval_seconds)
+
+        async with anyio.create_task_group() as group:
+            if settings.purge_interval_seconds > 0:
+                group.start_soon(purge_forever)
+            yield
+            group.cancel_scope.cancel()
+
+    return lifespan
 
 
 def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:

@@ -1,7 +1,8 @@
-"""The `cds-service` command: serve, evaluate a request offline, check the rules."""
+"""The `cds-service` command: serve, evaluate a request offline, check the rules, tend the store."""
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from cds_service.models import HookRequest, dump
 from cds_service.rules_table import rules_table
 from cds_service.service import Triage, today_utc
 from cds_service.settings import Settings
+from cds_service.storage import Store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("openapi", help="print the service's OpenAPI document (JSON)")
 
+    store = commands.add_parser("store", help="database tools (settings: CDS_* variables)")
+    store.add_argument(
+        "action",
+        choices=["migrate", "purge"],
+        help="migrate: create or upgrade the schema; purge: delete what is past retention",
+    )
+
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -55,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(settings, args.request)
         if args.command == "openapi":
             return _openapi(settings)
+        if args.command == "store":
+            return _store(settings, args.action)
         if args.action == "table":
             print(rules_table(load_knowledge(settings.rules_dir)), end="")
             return 0
@@ -69,6 +80,9 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
 
     load_knowledge(settings.rules_dir)  # fail fast, before uvicorn starts its workers
     configure_logging(settings.log_level)
+    if settings.migrate_on_start:  # once, here, not once per worker at the same time
+        Store(settings.database_url).migrate()
+        os.environ["CDS_MIGRATE_ON_START"] = "false"  # the workers read their settings anew
     uvicorn.run(
         "cds_service.app:create_app",
         factory=True,
@@ -113,6 +127,14 @@ def _check(settings: Settings) -> int:
         f"rule set {knowledge.manifest.name} {knowledge.version}: {len(knowledge.rules)} rules, "
         f"{len(knowledge.value_sets)} value sets ok ({codes} codes)"
     )
+    return 0
+
+
+def _store(settings: Settings, action: str) -> int:
+    store = Store(settings.database_url)  # opening it migrates
+    if action == "purge":
+        deleted = store.purge(settings.audit_retention_days, settings.feedback_retention_days)
+        print(json.dumps(deleted))
     return 0
 
 

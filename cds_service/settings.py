@@ -91,6 +91,20 @@ class Settings(BaseSettings):
         [],
         description="Origins that may frame the review and playground pages (JSON list).",
     )
+    audit_retention_days: float = Field(
+        365, description="Evaluations and their cards older than this are purged (days)."
+    )
+    feedback_retention_days: float = Field(
+        1095, description="Feedback older than this is purged (days)."
+    )
+    purge_interval_seconds: float = Field(
+        3600, description="How often the service purges what is past retention (0: never)."
+    )
+    migrate_on_start: bool = Field(
+        True,
+        description="Run the store's migrations when the app starts; `cds-service serve` runs "
+        "them once before starting its workers and turns this off for them.",
+    )
     review_ttl_hours: float = Field(
         24, description="How long a card's referral-review link opens the card (hours)."
     )

@@ -129,15 +129,18 @@ def _available(
 class Store:
     """The service's database; every method is synchronous (call it off the event loop)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, migrate: bool = True) -> None:
+        """Open the store; with `migrate`, create or upgrade its schema first."""
         self.failing = False
         """The last operation could not reach or write the database (readiness reads it)."""
         self.engine: Engine = sa.create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._migrate()
+        if migrate:
+            self.migrate()
 
-    def _migrate(self) -> None:
+    def migrate(self) -> None:
+        """Create or upgrade the schema (Alembic migrations): run once, before the workers."""
         config = Config()
         config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         with self.engine.begin() as connection:
@@ -236,6 +239,38 @@ class Store:
         if not hmac.compare_digest(row.capability_hash, _sha256(secret)):
             return None
         return row.content if isinstance(row.content, dict) else None
+
+    @_available
+    def purge(self, audit_days: float, feedback_days: float) -> dict[str, int]:
+        """Delete feedback older than `feedback_days`, evaluations older than `audit_days` with
+        their cards (a card that still has feedback stays as long as its feedback, for the
+        committee's reports), and expired JWT ids; returns how many rows of each."""
+        now = datetime.now(UTC)
+        old_audit = now - timedelta(days=audit_days)
+        old_feedback = now - timedelta(days=feedback_days)
+        expired = sa.select(evaluations.c.id).where(evaluations.c.created_at < old_audit)
+        with_feedback = sa.select(feedback.c.card_uuid)
+        with self.engine.begin() as connection:
+            deleted = {
+                "feedback": connection.execute(
+                    feedback.delete().where(feedback.c.received_at < old_feedback)
+                ).rowcount,
+                "cards": connection.execute(
+                    cards.delete().where(
+                        cards.c.evaluation_id.in_(expired), cards.c.uuid.not_in(with_feedback)
+                    )
+                ).rowcount,
+                "evaluations": connection.execute(
+                    evaluations.delete().where(
+                        evaluations.c.created_at < old_audit,
+                        evaluations.c.id.not_in(sa.select(cards.c.evaluation_id)),
+                    )
+                ).rowcount,
+                "jwt_ids": connection.execute(
+                    jwt_ids.delete().where(jwt_ids.c.expires_at < now)
+                ).rowcount,
+            }
+        return deleted
 
     @_available
     def record_feedback(self, service: str, items: list[dict[str, Any]]) -> None:

@@ -84,3 +84,11 @@ def test_openapi_command_prints_only_the_committed_document() -> None:
     assert result.returncode == 0, result.stderr
     committed = json.loads((EXAMPLES.parent / "openapi" / "openapi.json").read_text())
     assert json.loads(result.stdout) == committed
+
+
+def test_store_migrate_then_purge(tmp_path: Path) -> None:
+    env = {**ENV, "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
+    assert run("store", "migrate", env=env).returncode == 0
+    purged = run("store", "purge", env=env)
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(purged.stdout) == {"cards": 0, "evaluations": 0, "feedback": 0, "jwt_ids": 0}

@@ -19,6 +19,7 @@ from cds_service.auth import Authenticator, IssuerTrust
 from cds_service.errors import Unavailable
 from cds_service.knowledge import Knowledge
 from cds_service.settings import Settings
+from cds_service.storage import Store
 from tests.conftest import app_settings, load_example
 from tests.postgres import postgres_server
 
@@ -265,3 +266,17 @@ def test_the_replay_check_without_a_database_is_503_not_401() -> None:
     authenticator = Authenticator(issuers, 30, unreachable)
     with pytest.raises(Unavailable):  # not the 401 of a refused token: the app answers 503
         anyio.run(authenticator.verify, f"Bearer {token}", "x")
+
+
+def test_the_store_stays_bounded_under_retention(client: TestClient, settings: Settings) -> None:
+    card = _card(client)
+    assert client.post("/cds-services/patient-view/feedback", json=_accepted(card)).status_code
+    store = Store(settings.database_url)
+    kept = store.purge(audit_days=1, feedback_days=1)  # all of it is minutes old
+    assert kept == {"cards": 0, "evaluations": 0, "feedback": 0, "jwt_ids": 0}
+    deleted = store.purge(audit_days=0, feedback_days=0)
+    assert deleted["evaluations"] == 1
+    assert deleted["cards"] == 1
+    assert deleted["feedback"] == 1
+    store.engine.dispose()
+    assert _rows(settings, "evaluations") == _rows(settings, "cards") == []
