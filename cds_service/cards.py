@@ -107,6 +107,7 @@ class CardBuilder:
         cautions = (self._caution(c.say, c.if_, outcome, facts) for c in spec.cautions)
         notes = [note for note in cautions if note is not None]
         notes += [self._partial_note()] if self._partial else []
+        notes += [_implausible_note(facts.implausible)] if facts.implausible else []
         suggestions = self._suggestions(rule, spec, evidence, facts.referred, notes)
         guideline = self._knowledge.guidelines[rule.guideline]
         own = self._knowledge.manifest.own_code_system
@@ -261,6 +262,11 @@ class CardBuilder:
             f"{self._knowledge.version}._",
         ]
         return "\n".join(lines)
+
+
+def _implausible_note(results: list[Evidence]) -> str:
+    shown = "; ".join(map(describe, results))
+    return f"**Ignored as implausible** (a unit or entry error?): {shown}."
 
 
 def _delete(reference: str, display: str) -> Action:

@@ -61,6 +61,8 @@ class FactSet:
     evidence: dict[str, tuple[Evidence, ...]] = field(default_factory=dict)
     referred: dict[str, list["Referred"]] = field(default_factory=dict)
     """Per specialty, the draft orders and open referrals that already send the patient there."""
+    implausible: list[Evidence] = field(default_factory=list)
+    """Results ignored because their value is outside the plausible range (a unit mix-up)."""
 
     def add(self, fact: dict[str, Any], evidence: list[Evidence]) -> None:
         fact_id = f"f{len(self.facts)}"
@@ -284,10 +286,20 @@ def _add_observations(
             if (today - when).days > knowledge.config.lookback_days[concept]:
                 continue
             result = _result(knowledge, concept, observation)
-            if result is not None:
-                fact, shown = result
-                evidence = _evidence(knowledge, entry, concept, coding, when, shown)
-                facts.add({"type": "observation", "concept": concept, **fact}, [evidence])
+            if result is None:
+                continue
+            fact, shown = result
+            evidence = _evidence(knowledge, entry, concept, coding, when, shown)
+            if _implausible(knowledge, concept, fact.get("value")):
+                facts.implausible.append(evidence)  # never a trigger; the cards say so
+                continue
+            facts.add({"type": "observation", "concept": concept, **fact}, [evidence])
+
+
+def _implausible(knowledge: Knowledge, concept: str, value: float | None) -> bool:
+    """Outside the concept's plausible range (config `plausible`, canonical unit)."""
+    bounds = knowledge.config.plausible.get(concept)
+    return value is not None and bounds is not None and not bounds[0] <= value <= bounds[1]
 
 
 def _result(

@@ -287,6 +287,8 @@ class Config(Strict):
     thresholds: dict[str, float]
     lookback_days: dict[str, int]
     override_reasons: list[OverrideReason]
+    plausible: dict[str, tuple[float, float]] = {}
+    """Per observation concept, the range of values (canonical unit) a result can really have."""
 
 
 class CodeSystem(Strict):
@@ -432,9 +434,9 @@ def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) 
     for threshold in _REQUIRED_THRESHOLDS:
         if threshold not in config.thresholds:
             raise KnowledgeError(config_path, f"threshold {threshold!r} is missing")
-    for concept in knowledge.config.lookback_days:
+    for concept in [*knowledge.config.lookback_days, *knowledge.config.plausible]:
         if concept not in knowledge.value_sets:
-            raise KnowledgeError(config_path, f"lookback for unknown concept {concept!r}")
+            raise KnowledgeError(config_path, f"lookback or range for unknown concept {concept!r}")
     for concept, value_set in knowledge.value_sets.items():
         if value_set.fact == "observation" and concept not in knowledge.config.lookback_days:
             raise KnowledgeError(config_path, f"observation concept {concept!r} has no lookback")
