@@ -14,7 +14,7 @@ sys.path.insert(0, 'bench')
 from bench import realistic_request
 json.dump(realistic_request(), open('$work/request.json', 'w'))
 "
-for workers in 1 2; do
+for workers in ${WORKERS:-1 2}; do
   port=$((18000 + workers))
   CDS_AUTH_DISABLED=true CDS_TODAY=2026-11-01 CDS_LOG_LEVEL=warning \
     CDS_DATABASE_URL="sqlite:///$work/load-$workers.db" \

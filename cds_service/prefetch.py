@@ -1,5 +1,6 @@
 """Prefetch: the patient's record, read and checked from the request's prefetch and context."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -71,8 +72,14 @@ def read_context(request: HookRequest, hook: HookName) -> PatientViewContext:
         raise CDSError(400, validation_issues(exc, "context")) from exc
 
 
-def read_record(request: HookRequest, hook: HookName) -> PatientRecord:
-    """Read the record from the request; 400 for invalid FHIR, 412 for data that is missing."""
+def read_record(
+    request: HookRequest, hook: HookName, read: Callable[[Any], bool] = lambda _: True
+) -> PatientRecord:
+    """Read the record from the request; 400 for invalid FHIR, 412 for data that is missing.
+
+    Search-Bundle entries whose resource `read` declines are skipped before validation (see
+    `relevance.py`): only what the rules can read is validated, strictly.
+    """
     context = read_context(request, hook)
     record = PatientRecord(patient_id=context.patientId, hook=hook)
     prefetch = request.prefetch or {}
@@ -93,7 +100,7 @@ def read_record(request: HookRequest, hook: HookName) -> PatientRecord:
         # Absent (an optional key the client could not fill) or null (no data): nothing to read.
         if not absent(prefetch, key) and prefetch[key] is not None:
             path = f"prefetch.{key}"
-            value = _parse(prefetch[key], path)
+            value = _parse(_readable(prefetch[key], read, _template_type(template)), path)
             _collect(record, value, path, _template_type(template))
             if isinstance(value, Bundle) and any(link.relation == "next" for link in value.link):
                 record.partial.append(key)
@@ -108,6 +115,25 @@ def read_record(request: HookRequest, hook: HookName) -> PatientRecord:
             if isinstance(resource, ServiceRequest)
         ]
     return record
+
+
+def _readable(value: Any, read: Callable[[Any], bool], expected: str) -> Any:
+    """A search Bundle with the entries `read` declines emptied (positions kept for paths).
+
+    A resource of another type than the prefetch template's is kept, for its 400.
+    """
+    entries = value.get("entry") if isinstance(value, dict) else None
+    if not isinstance(entries, list):
+        return value
+    kept = [entry if _keep(entry, read, expected) else {} for entry in entries]
+    return {**value, "entry": kept}
+
+
+def _keep(entry: Any, read: Callable[[Any], bool], expected: str) -> bool:
+    resource = entry.get("resource") if isinstance(entry, dict) else None
+    if not isinstance(resource, dict) or resource.get("resourceType") != expected:
+        return True
+    return read(resource)
 
 
 def absent(prefetch: dict[str, Any], key: str) -> bool:

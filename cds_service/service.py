@@ -9,6 +9,7 @@ from cds_service.facts import build_facts
 from cds_service.knowledge import HOOKS, HookName, Knowledge
 from cds_service.models import CDSResponse, HookRequest, ServiceDescriptor
 from cds_service.prefetch import PREFETCH, read_record
+from cds_service.relevance import relevance
 
 _DESCRIPTIONS: dict[HookName, tuple[str, str]] = {
     "patient-view": (
@@ -40,6 +41,7 @@ class Triage:
 
     def __init__(self, knowledge: Knowledge) -> None:
         self.knowledge = knowledge
+        self.read = relevance(knowledge)
         self.engines = {
             hook: Engine(knowledge, (r for r in knowledge.rules.values() if hook in r.hooks), hook)
             for hook in HOOKS
@@ -74,7 +76,7 @@ class Triage:
         self, request: HookRequest, hook: HookName, today: date, review_url: str | None = None
     ) -> Evaluation:
         """`evaluate`, also telling which rules fired (for the audit record)."""
-        record = read_record(request, hook)
+        record = read_record(request, hook, self.read)
         if record.patient is not None and record.patient.deceased:
             return Evaluation(CDSResponse(cards=[]), [])  # no triage, no referral for the dead
         facts = build_facts(record, self.knowledge, today)

@@ -90,10 +90,25 @@ def test_invalid_date_names_the_path(client: TestClient, request_body: dict[str,
 
 
 def test_unknown_status_code_is_rejected(client: TestClient, request_body: dict[str, Any]) -> None:
-    request_body["prefetch"]["observations"]["entry"][0]["resource"]["status"] = "bogus"
+    observation = request_body["prefetch"]["observations"]["entry"][0]["resource"]
+    observation["code"] = {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]}
+    observation["status"] = "bogus"
     response = client.post("/cds-services/patient-view", json=request_body)
     assert response.status_code == 400
     assert _expressions(response) == ["prefetch.observations.entry[0].resource.status"]
+
+
+def test_a_resource_no_rule_reads_is_skipped_unvalidated(
+    client: TestClient, request_body: dict[str, Any]
+) -> None:
+    """Only what the rules can read is validated: an Observation coded outside every value set
+    is passed over, whatever else it holds (the validation contract in the README)."""
+    observation = request_body["prefetch"]["observations"]["entry"][0]["resource"]
+    observation["code"] = {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}
+    observation["status"] = "bogus"
+    observation["subject"] = {"reference": "Patient/someone-else"}
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 200, response.text
 
 
 def test_resource_of_another_patient_is_400(
