@@ -29,7 +29,7 @@ from cds_service.errors import (
 from cds_service.fhir_client import FetchPolicy, complete_prefetch
 from cds_service.headers import SecurityHeaders
 from cds_service.knowledge import HookName, load_knowledge
-from cds_service.limits import RequestLimits
+from cds_service.limits import Admission, RequestLimits
 from cds_service.logs import RequestLog, configure_logging
 from cds_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cds_service.metrics import Metrics
@@ -118,6 +118,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestLimits,
         max_body_bytes=settings.max_body_bytes,
+        prefix="/cds-services/",
+        on_reject=metrics.error,
+    )
+    app.add_middleware(
+        Admission,
+        in_flight=settings.max_in_flight,
+        queued=settings.max_queued,
         prefix="/cds-services/",
         on_reject=metrics.error,
     )

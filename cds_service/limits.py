@@ -1,5 +1,5 @@
-"""Request limits as ASGI middleware: 415 for a body that is not JSON, 413 for one too large,
-400 for one whose text is not valid Unicode.
+"""Request limits as ASGI middleware: admission (a bounded number of calls inside the app), 415
+for a body that is not JSON, 413 for one too large, 400 for one whose text is not valid Unicode.
 
 Checked before the body is parsed: a declared Content-Length over the limit is refused unread,
 and a streamed body is buffered only up to the limit. JSON may escape half of a UTF-16 surrogate
@@ -10,6 +10,7 @@ refused here, before anything reads it.
 import re
 from collections.abc import Awaitable, Callable
 
+import anyio
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -104,3 +105,45 @@ def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
+
+
+class Admission:
+    """For POSTs under `prefix`: at most `in_flight` inside the app per worker; the rest wait
+    before their body is read or parsed (so memory and garbage stay flat under load), and past
+    `queued` waiting get 503 with Retry-After."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        in_flight: int,
+        queued: int,
+        prefix: str,
+        on_reject: Callable[[int], None] = lambda status: None,
+    ) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.queued = queued
+        self.on_reject = on_reject
+        self._slots = anyio.Semaphore(in_flight)
+        self._waiting = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        calls = scope["type"] == "http" and scope["method"] == "POST"
+        if not (calls and scope["path"].startswith(self.prefix)):
+            await self.app(scope, receive, send)
+            return
+        if self._slots.value == 0 and self._waiting >= self.queued:
+            self.on_reject(503)
+            outcome = operation_outcome(503, [Issue("the service is busy; retry shortly")])
+            busy = JSONResponse(outcome, status_code=503, headers={"Retry-After": "1"})
+            await busy(scope, receive, send)
+            return
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._slots.release()

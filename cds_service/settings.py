@@ -49,6 +49,13 @@ class Settings(BaseSettings):
         "sqlite:///spine-cds.db",
         description="SQLAlchemy URL of the store: SQLite file (default) or postgresql+psycopg://...",
     )
+    max_in_flight: int = Field(
+        2,
+        description="CDS Hooks calls inside the app at once per worker; the rest wait unread.",
+    )
+    max_queued: int = Field(
+        200, description="Calls waiting per worker before more get 503 with Retry-After."
+    )
     max_body_bytes: int = Field(
         5_000_000, description="Largest request body accepted; larger ones get 413."
     )
