@@ -13,8 +13,6 @@ import uuid
 from datetime import date
 from typing import Any
 
-from fhir.resources.R4B.servicerequest import ServiceRequest
-
 from cds_service.engine import Firing, Outcome, derived_id
 from cds_service.facts import Evidence, FactSet, Referred
 from cds_service.knowledge import CardSpec, Knowledge, Referral, Rule
@@ -310,7 +308,12 @@ def service_request(
     evidence: list[Evidence],
     replaces: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A draft R4 ServiceRequest for the referral, validated with fhir.resources (R4B)."""
+    """A draft R4 ServiceRequest for the referral.
+
+    Built from the knowledge base's codes and checked FHIR ids and URIs from the record; its
+    validity is checked by the tests with fhir.resources (R4B) over every example and over
+    generated inputs, not on each request (it cost 0.4 ms of a 4 ms evaluation).
+    """
     specialty = knowledge.specialties[referral.specialty]
     reasons = dict.fromkeys(
         e.reference for e in evidence if e.resource_type in _REASON_TYPES and e.reference
@@ -339,5 +342,4 @@ def service_request(
         resource["reasonReference"] = [{"reference": ref} for ref in reasons]
     if replaces:
         resource["replaces"] = [{"reference": ref} for ref in replaces]
-    validated = ServiceRequest.model_validate(resource)
-    return validated.model_dump(mode="json", exclude_none=True)
+    return resource

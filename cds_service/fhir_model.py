@@ -82,9 +82,14 @@ class Period(Element):
     end: FhirDate | None = None
 
 
+FhirId = Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
+"""A FHIR id: cards echo it in references, so it is checked."""
+FhirUri = Annotated[str, Field(pattern=r"^\S+$")]
+
+
 class Resource(Element):
     resourceType: str
-    id: str | None = None
+    id: FhirId | None = None
 
 
 class Patient(Resource):
@@ -298,7 +303,7 @@ class BundleSearch(Element):
 
 
 class BundleEntry(Element):
-    fullUrl: str | None = None
+    fullUrl: FhirUri | None = None
     resource: AnyResource | None = None
     search: BundleSearch | None = None
 

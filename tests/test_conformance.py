@@ -1,12 +1,18 @@
 """CDS Hooks 2.0 response rules, checked on every example's response over HTTP."""
 
 import re
+from datetime import date
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.servicerequest import ServiceRequest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from cds_service.cards import service_request
+from cds_service.facts import Evidence
+from cds_service.knowledge import Referral, load_knowledge
 from tests.conftest import example_names, load_example
 
 TOKEN = re.compile(r"\{\{([^}]*)\}\}")
@@ -68,3 +74,35 @@ def test_cards_conform(client: TestClient, name: str) -> None:
                     assert action["resource"]["status"] == "draft"
         assert isinstance(card["extension"], dict)
     assert len(uuids) == len(set(uuids))
+
+
+KNOWLEDGE = load_knowledge()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    specialty=st.sampled_from(sorted(KNOWLEDGE.specialties)),
+    priority=st.sampled_from(["routine", "urgent", "stat"]),
+    patient=st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True),
+    references=st.lists(
+        st.from_regex(r"(Condition|Observation)/[A-Za-z0-9\-.]{1,64}", fullmatch=True)
+        | st.from_regex(r"urn:uuid:\S{1,60}", fullmatch=True),
+        max_size=4,
+    ),
+    replaced=st.lists(st.from_regex(r"ServiceRequest/[A-Za-z0-9\-.]{1,64}", fullmatch=True)),
+)
+def test_every_referral_the_service_builds_is_a_valid_r4_service_request(
+    specialty: str, priority: str, patient: str, references: list[str], replaced: list[str]
+) -> None:
+    """What each request no longer validates: any referral, any checked ids from the record."""
+    evidence = [Evidence("Condition", ref, "x", "", "") for ref in references]
+    resource = service_request(
+        KNOWLEDGE,
+        Referral(specialty=specialty, priority=priority),
+        patient,
+        date(2026, 11, 1),
+        "Refer.",
+        evidence,
+        replaced,
+    )
+    ServiceRequest.model_validate(resource)

@@ -117,20 +117,19 @@ def test_record_text_in_a_card_renders_as_text_in_a_markdown_html_renderer(
 ) -> None:
     """As the CDS Hooks sandbox shows `detail`: CommonMark with raw HTML allowed (markdown-it).
 
-    Markup goes into every record text a card echoes: a Condition's display and id, an
-    Observation's display and unit, a medicine's free text and an entry's fullUrl.
+    Markup goes into every record text a card echoes: a Condition's display, an Observation's
+    display and unit, a medicine's free text and an entry's fullUrl (ids are FHIR ids, checked).
     """
     request, _ = load_example("red-flag-spinal-infection-suspected--tacrolimus-raised-crp")
     prefetch = request["prefetch"]
     condition = prefetch["conditions"]["entry"][0]["resource"]
-    condition["id"] = "c1<b>x</b>"
     condition["code"]["coding"][0]["display"] = f"{MARKUP} **bold** [x](http://evil.example)"
     crp = prefetch["observations"]["entry"][0]["resource"]
     crp["code"]["coding"][0]["display"] = MARKUP
     crp["valueQuantity"]["unit"] = "<i>mg/L</i>"
     entry = prefetch["medications"]["entry"][0]
     entry["resource"].pop("id")
-    entry["fullUrl"] = "urn:uuid:<img src=x>"
+    entry["fullUrl"] = "urn:uuid:<img/src=x>"
     entry["resource"]["medicationCodeableConcept"]["text"] = f"{MARKUP} tacrolimus 1 mg"
     body = HookRequest.model_validate(request)
     (card,) = dump(triage.evaluate(body, "patient-view", EXAMPLE_TODAY))["cards"]
@@ -140,6 +139,6 @@ def test_record_text_in_a_card_renders_as_text_in_a_markdown_html_renderer(
     assert page.locator("img, a, i, b").count() == 0
     assert page.locator("strong", has_text="bold").count() == 0
     text = page.locator("body").inner_text()
-    for shown in (MARKUP, "[x](http://evil.example)", "<i>mg/L</i>", "urn:uuid:<img src=x>"):
+    for shown in (MARKUP, "[x](http://evil.example)", "<i>mg/L</i>", "urn:uuid:<img/src=x>"):
         assert shown in text
     page.close()
