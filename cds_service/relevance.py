@@ -23,21 +23,24 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
     names = [name for vs in knowledge.value_sets.values() for name in vs.names]
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b", re.IGNORECASE)
 
+    exact, icd10cm = knowledge.codes.exact, knowledge.codes.icd10cm
+
     def coded(concept: Any) -> bool | None:
         """True/False whether a CodeableConcept's codings hit a value set; None: malformed."""
         if concept is None:
             return False
-        codings = concept.get("coding", []) if isinstance(concept, dict) else None
-        if not isinstance(codings, list):
+        codings: Any = concept.get("coding", ()) if type(concept) is dict else None
+        if type(codings) not in (list, tuple):
             return None
-        for coding in codings:
-            if not isinstance(coding, dict):
-                return None
-            system, code = coding.get("system"), coding.get("code")
-            if not isinstance(system, str | None) or not isinstance(code, str | None):
-                return None
-            if knowledge.concepts(system, code):
-                return True
+        try:
+            for coding in codings:
+                system, code = coding.get("system"), coding.get("code")
+                if (system, code) in exact:
+                    return True
+                if system == icd10cm and type(code) is str and knowledge.concepts(system, code):
+                    return True
+        except (AttributeError, TypeError):  # a coding that is not an object, an unhashable code
+            return None
         return False
 
     def named(resource: dict[str, Any]) -> bool:
