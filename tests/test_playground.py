@@ -1,5 +1,6 @@
 """The playground page in a real headless Chromium, against the real service on loopback."""
 
+import re
 import shutil
 from collections.abc import Iterator
 from urllib.parse import urlencode
@@ -7,7 +8,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from markdown_it import MarkdownIt
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from cds_service.models import HookRequest, dump
 from cds_service.service import Triage
@@ -47,7 +48,7 @@ def test_playground_renders_a_critical_card(service: str, browser: Browser) -> N
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{service}/playground")
     page.select_option("#example", "red-flag-cauda-equina--retention-snomed-synthea")
-    page.wait_for_function("document.getElementById('body').value.includes('267064002')")
+    expect(page.locator("#body")).to_have_value(re.compile("267064002"))
     page.click("#send")
     card = page.locator(".card.critical")
     card.wait_for()
@@ -68,7 +69,7 @@ def test_playground_shows_errors_with_their_path(service: str, browser: Browser)
     page.goto(f"{service}/playground")
     page.fill("#body", '{"hook": "patient-view", "hookInstance": "x", "context": {}}')
     page.click("#send")
-    page.wait_for_function("document.getElementById('status').textContent.includes('HTTP 400')")
+    expect(page.locator("#status")).to_contain_text("HTTP 400")
     assert "context.patientId" in page.locator("#status").inner_text()
     assert page.locator(".card").count() == 0
     page.close()
@@ -105,7 +106,8 @@ def test_smart_link_opens_the_referral_review(service: str, browser: Browser) ->
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "referral-review.png"), full_page=True)
     page.goto(f"{link['url']}?{query}&appContext=not-a-card")
-    page.wait_for_function("document.getElementById('status').textContent.includes('404')")
+    # (a locator, not wait_for_function: the pages' CSP forbids the eval it would need)
+    expect(page.locator("#status")).to_contain_text("404")
     page.close()
 
 
