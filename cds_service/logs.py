@@ -45,6 +45,8 @@ def configure_logging(level: str, stream: TextIO = sys.stdout) -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # Alembic narrates every migration step at info; its warnings and errors still show.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 class RequestLog:

@@ -1,5 +1,6 @@
 """Operations: Prometheus metrics, probes, structured logs."""
 
+import io
 import json
 import logging
 
@@ -8,7 +9,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from cds_service.app import create_app
-from cds_service.logs import JsonFormatter
+from cds_service.logs import JsonFormatter, configure_logging
 from tests.conftest import app_settings, load_example
 
 
@@ -96,3 +97,17 @@ def test_a_production_deployment_serves_no_playground_docs_or_open_metrics() -> 
         assert client.get("/metrics", headers={"Authorization": "Bearer s3"}).status_code == 200
     with TestClient(create_app(app_settings(auth_disabled=False, demo_pages=True))) as client:
         assert client.get("/playground").status_code == 200
+
+
+def test_start_up_logs_no_migration_narrative() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("alembic").level
+    stream = io.StringIO()
+    try:
+        configure_logging("info", stream)
+        create_app(app_settings())
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        logging.getLogger("alembic").setLevel(saved[2])
+    assert "rule set" in stream.getvalue()
+    assert "alembic" not in stream.getvalue()
