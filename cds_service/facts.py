@@ -5,12 +5,9 @@ Codes become clinical concepts through the value sets in `rules/`. Findings are 
 combination of concepts, not once per duplicate Condition.
 """
 
-import re
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date
-from functools import cache
 from typing import Any
 
 from cds_service.fhir_model import (
@@ -75,10 +72,10 @@ def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> Fac
     facts = FactSet()
     birth = record.patient.birthDate if record.patient else None
     confirmed = [entry for entry in record.conditions if not refuted(entry.resource)]
-    active = [entry for entry in confirmed if is_active(entry.resource, today)]
+    sources = _finding_sources(knowledge, record, confirmed, birth, today)
     _add_patient(facts, record, today)
-    _add_findings(facts, knowledge, _finding_sources(record, confirmed, birth, today), today)
-    _add_episode(facts, knowledge, active, birth, today)
+    _add_findings(facts, knowledge, sources, today)
+    _add_episode(facts, knowledge, [s for s in sources if s.condition and s.active], birth, today)
     _add_observations(facts, knowledge, record, today)
     _add_treatments(facts, knowledge, record, today)
     _add_medications(facts, knowledge, record, today)
@@ -178,24 +175,37 @@ def onset(condition: Condition, birth: date | None) -> date | None:
 
 @dataclass(frozen=True)
 class _Finding:
-    """A coded entry that may be a finding: a Condition, or a Procedure that was done."""
+    """A coded entry that may be a finding (a Condition, or a Procedure that was done), with
+    the finding concepts its codes match, matched once for the findings and the episode."""
 
     entry: Entry[Any]
-    code: CodeableConcept | None
+    found: list[tuple[str, Coding]]
     when: date | None
     active: bool
+    condition: bool
 
 
 def _finding_sources(
-    record: PatientRecord, conditions: list[Entry[Condition]], birth: date | None, today: date
+    knowledge: Knowledge,
+    record: PatientRecord,
+    conditions: list[Entry[Condition]],
+    birth: date | None,
+    today: date,
 ) -> list[_Finding]:
     found = [
-        _Finding(e, e.resource.code, onset(e.resource, birth), is_active(e.resource, today))
+        _Finding(
+            e,
+            _matches(knowledge, e.resource.code, "finding"),
+            onset(e.resource, birth),
+            is_active(e.resource, today),
+            True,
+        )
         for e in conditions
     ]
     for entry in record.procedures:
         if entry.resource.status in _PROCEDURE_DONE:
-            found.append(_Finding(entry, entry.resource.code, _performed(entry), True))
+            matched = _matches(knowledge, entry.resource.code, "finding")
+            found.append(_Finding(entry, matched, _performed(entry), True, False))
     return found
 
 
@@ -210,7 +220,7 @@ def _add_findings(
     window = knowledge.config.thresholds["new_finding_days"]
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
     for source in sources:
-        for concept, coding in _matches(knowledge, source.code, "finding"):
+        for concept, coding in source.found:
             if source.active or knowledge.value_sets[concept].counts_when_inactive:
                 found = _evidence(knowledge, source.entry, concept, coding, source.when)
                 by_concept[concept].append(found)
@@ -222,7 +232,7 @@ def _add_findings(
 def _add_episode(
     facts: FactSet,
     knowledge: Knowledge,
-    conditions: list[Entry[Condition]],
+    conditions: list[_Finding],
     birth: date | None,
     today: date,
 ) -> None:
@@ -233,16 +243,14 @@ def _add_episode(
     """
     config = knowledge.config
     episode, qualified = set(config.episode_concepts), set(config.qualified_episode_concepts)
-    matched = [(entry, _matches(knowledge, entry.resource.code, "finding")) for entry in conditions]
-    beside = any(concept in episode for _, found in matched for concept, _ in found)
+    beside = any(concept in episode for source in conditions for concept, _ in source.found)
     starts: list[tuple[date, Evidence]] = []
-    for entry, found in matched:
-        start = onset(entry.resource, birth)
-        at_back = _at_back(knowledge, entry.resource)
-        for concept, coding in found:
+    for source in conditions:
+        start, at_back = source.when, _at_back(knowledge, source.entry.resource)
+        for concept, coding in source.found:
             counts = concept in episode or (concept in qualified and (beside or at_back))
             if start is not None and counts:
-                starts.append((start, _evidence(knowledge, entry, concept, coding, start)))
+                starts.append((start, _evidence(knowledge, source.entry, concept, coding, start)))
     if starts:
         start, first = min(starts, key=lambda item: item[0])
         weeks = round((today - start).days / 7, 2)
@@ -397,7 +405,10 @@ def _add_medications(
             evidence = _evidence(knowledge, entry, concept, coding, exposure.start)
             by_concept[concept].append((evidence, exposure))
         text = _medication_text(medication)
-        for concept, name in _by_name(knowledge, text, {concept for concept, _ in coded}):
+        by_code = {concept for concept, _ in coded}
+        for concept, name in knowledge.medicines_named(text) if text else ():
+            if concept in by_code:
+                continue
             shown = f"{text} (matched by the ingredient name '{name}', not by code)"
             evidence = Evidence(
                 entry.resource.resourceType, entry.reference, shown, "", "", exposure.start
@@ -444,22 +455,6 @@ def _medication_text(medication: MedicationRequest | MedicationStatement) -> str
     parts = [code.text if code else None, *(c.display for c in (code.coding if code else ()))]
     parts.append(reference.display if reference else None)
     return "; ".join(dict.fromkeys(part for part in parts if part))
-
-
-def _by_name(knowledge: Knowledge, text: str, coded: set[str]) -> Iterable[tuple[str, str]]:
-    """(concept, ingredient name) for each medicine set not `coded` whose name is in `text`."""
-    if not text:
-        return
-    for concept, value_set in knowledge.value_sets.items():
-        if value_set.names and concept not in coded:
-            found = _names_pattern(tuple(value_set.names)).search(text)
-            if found:
-                yield concept, found.group(0).lower()
-
-
-@cache
-def _names_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b", re.IGNORECASE)
 
 
 def _add_orders(facts: FactSet, knowledge: Knowledge, record: PatientRecord) -> None:

@@ -5,6 +5,7 @@ specialty, guideline and derived fact a rule names must exist), so a broken file
 with a message naming the file and the problem.
 """
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,6 +318,13 @@ class Knowledge:
     codes: CodeIndex
     positive_results: dict[str, frozenset[tuple[str, str]]]
     """Per observation concept, the (system URI, code) results that mean positive."""
+    name_patterns: dict[str, re.Pattern[str]]
+    """Per medicine concept, its ingredient `names` as one whole-word, case-blind pattern."""
+
+    def medicines_named(self, text: str) -> list[tuple[str, str]]:
+        """(concept, ingredient name) for each medicine value set whose name `text` holds."""
+        found = ((concept, p.search(text)) for concept, p in self.name_patterns.items())
+        return [(concept, match.group(0).lower()) for concept, match in found if match]
 
     @property
     def version(self) -> str:
@@ -419,6 +427,11 @@ def load_knowledge(root: Path = DEFAULT_RULES_DIR) -> Knowledge:
         rules,
         codes,
         positive_results,
+        {
+            concept: re.compile(r"\b(" + "|".join(map(re.escape, vs.names)) + r")\b", re.IGNORECASE)
+            for concept, vs in value_sets.items()
+            if vs.names
+        },
     )
     _cross_check(knowledge, {rule.id: path for path, rule in rule_files.items()}, root)
     return knowledge

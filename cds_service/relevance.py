@@ -8,7 +8,6 @@ ServiceRequest).
 Anything malformed where the codes should be is read, so validation names the path.
 """
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +19,6 @@ _MEDICINES = {"MedicationRequest", "MedicationStatement"}
 
 def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
     """A predicate on a raw resource (parsed JSON): True when the triage must read it."""
-    names = [name for vs in knowledge.value_sets.values() for name in vs.names]
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b", re.IGNORECASE)
-
     exact, icd10cm = knowledge.codes.exact, knowledge.codes.icd10cm
 
     def coded(concept: Any) -> bool | None:
@@ -52,7 +48,7 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
         ]
         for coding in concept.get("coding", []) if isinstance(concept, dict) else []:
             texts.append(coding.get("display") if isinstance(coding, dict) else None)
-        return any(isinstance(text, str) and pattern.search(text) for text in texts)
+        return any(isinstance(text, str) and knowledge.medicines_named(text) for text in texts)
 
     def read(resource: Any) -> bool:
         if not isinstance(resource, dict):
@@ -62,7 +58,7 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
             return coded(resource.get("code")) is not False
         if kind in _MEDICINES:
             hit = coded(resource.get("medicationCodeableConcept"))
-            return hit is not False or (bool(names) and named(resource))
+            return hit is not False or named(resource)
         return True  # Patient, ServiceRequest, and types the triage only passes over
 
     return read
