@@ -28,6 +28,12 @@ def unpaired_surrogate(json_text: bytes) -> bool:
     return b"\\u" in json_text and _UNPAIRED_SURROGATE.search(json_text) is not None
 
 
+def _is_call(scope: Scope, prefix: str) -> bool:
+    """A POST under `prefix`: a CDS Hooks call or its feedback."""
+    post: bool = scope["type"] == "http" and scope["method"] == "POST"
+    return post and str(scope["path"]).startswith(prefix)
+
+
 class RequestLimits:
     """For POSTs under `prefix`: 415 unless the body is JSON, 413 past `max_body_bytes`."""
 
@@ -44,8 +50,7 @@ class RequestLimits:
         self.on_reject = on_reject  # told the status of each refusal (for the metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        calls = scope["type"] == "http" and scope["method"] == "POST"
-        if not (calls and scope["path"].startswith(self.prefix)):
+        if not _is_call(scope, self.prefix):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -128,8 +133,7 @@ class Admission:
         self._waiting = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        calls = scope["type"] == "http" and scope["method"] == "POST"
-        if not (calls and scope["path"].startswith(self.prefix)):
+        if not _is_call(scope, self.prefix):
             await self.app(scope, receive, send)
             return
         if self._slots.value == 0 and self._waiting >= self.queued:

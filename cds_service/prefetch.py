@@ -99,9 +99,9 @@ def read_record(
     for key, template in PREFETCH.items():
         # Absent (an optional key the client could not fill) or null (no data): nothing to read.
         if not absent(prefetch, key) and prefetch[key] is not None:
-            path = f"prefetch.{key}"
-            value = _parse(_readable(prefetch[key], read, _template_type(template)), path)
-            _collect(record, value, path, _template_type(template))
+            path, expected = f"prefetch.{key}", _template_type(template)
+            value = _parse(_readable(prefetch[key], read, expected), path)
+            _collect(record, value, path, expected)
             if isinstance(value, Bundle) and any(link.relation == "next" for link in value.link):
                 record.partial.append(key)
     draft_orders = getattr(context, "draftOrders", None)
