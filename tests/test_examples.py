@@ -9,34 +9,12 @@ from fastapi.testclient import TestClient
 from cds_service.models import HookRequest, dump
 from cds_service.service import Triage
 from tests.conftest import EXAMPLE_TODAY, example_names, load_example
+from tests.synthea.convert import summarise
 
 
 def rendered(detail: str) -> str:
     """The detail as a Markdown renderer shows it: record text has its punctuation escaped."""
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", detail)
-
-
-def _summarise(card: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a card an expectation pins down."""
-    summary: dict[str, Any] = {
-        "rule": card["extension"]["org.spine-cds.rule"]["id"],
-        "indicator": card["indicator"],
-    }
-    actions = [a for s in card.get("suggestions", []) for a in s["actions"]]
-    creates = [a["resource"] for a in actions if a["type"] == "create"]
-    if creates:
-        first, *others = creates
-        summary["specialty_nucc"] = first["performerType"]["coding"][0]["code"]
-        summary["priority"] = first["priority"]
-        summary["reasons"] = [r["reference"] for r in first.get("reasonReference", [])]
-        if others:
-            summary["or"] = [r["performerType"]["coding"][0]["code"] for r in others]
-    else:
-        summary["reasons"] = []
-    deletes = [f"delete {a['resourceId']}" for a in actions if a["type"] == "delete"]
-    if deletes:
-        summary["actions"] = deletes
-    return summary
 
 
 def _expected(card: dict[str, Any], triage: Triage) -> dict[str, Any]:
@@ -59,7 +37,7 @@ def test_example_gives_expected_cards(name: str, triage: Triage) -> None:
     body = HookRequest.model_validate(request)
     cards = dump(triage.evaluate(body, request["hook"], EXAMPLE_TODAY))["cards"]
 
-    assert [_summarise(c) for c in cards] == [_expected(c, triage) for c in expected["cards"]]
+    assert [summarise(c) for c in cards] == [_expected(c, triage) for c in expected["cards"]]
     for card, wanted in zip(cards, expected["cards"], strict=True):
         for text in wanted["mentions"]:
             assert text in rendered(card["detail"]), f"{text!r} missing from the card detail"

@@ -574,7 +574,8 @@ def load_request(out: Path, patient_id: str) -> Json:
 
 
 def summarise(card: Json) -> Json:
-    """The parts of a card expected.json pins down (as tests/test_examples.py does)."""
+    """The parts of a card an expectation pins down (expected.json here, and the examples'
+    expectation files in tests/test_examples.py)."""
     summary: Json = {
         "rule": card["extension"]["org.spine-cds.rule"]["id"],
         "indicator": card["indicator"],
