@@ -53,12 +53,6 @@ class FetchPolicy:
     """The largest answer (one search page or resource) read from the fhirServer."""
 
 
-@dataclass(frozen=True)
-class _Limits:
-    max_pages: int
-    max_answer_bytes: int
-
-
 async def complete_prefetch(
     request: HookRequest, patient_id: str, policy: FetchPolicy
 ) -> dict[str, Any]:
@@ -85,18 +79,17 @@ async def complete_prefetch(
         issue = "the fhirAuthorization access_token is not a valid HTTP header value"
         raise CDSError.of(400, issue, "fhirAuthorization.access_token") from None
     issues: list[Issue] = []
-    limits = _Limits(policy.max_pages, policy.max_answer_bytes)
 
     async def complete(key: str, client: httpx.AsyncClient) -> None:
         try:
-            prefetch[key] = await _complete(client, base, prefetch[key], limits)
+            prefetch[key] = await _complete(client, base, prefetch[key], policy)
         except FetchError as exc:
             log.warning("prefetch %s stays partial (first page only): %s", key, exc)
 
     async def fetch(key: str, client: httpx.AsyncClient) -> None:
         query = PREFETCH[key].replace("{{context.patientId}}", patient_id)
         try:
-            prefetch[key] = await _fetch(client, base, query, limits)
+            prefetch[key] = await _fetch(client, base, query, policy)
         except FetchError as exc:
             log.warning("prefetch %s (%s) not fetched: %s", key, query, exc)
             if key in REQUIRED_KEYS:
@@ -152,28 +145,28 @@ async def _private(host: str) -> bool:
     return any(not address.is_global for address in addresses)
 
 
-async def _fetch(client: httpx.AsyncClient, base: str, query: str, limits: _Limits) -> Any:
+async def _fetch(client: httpx.AsyncClient, base: str, query: str, policy: FetchPolicy) -> Any:
     """The resource, or the search Bundle with every page's entries merged into one."""
-    page = await _get(client, urljoin(base, query), limits.max_answer_bytes)
+    page = await _get(client, urljoin(base, query), policy.max_answer_bytes)
     if page.get("resourceType") != "Bundle":
         return page
-    return await _complete(client, base, page, limits)
+    return await _complete(client, base, page, policy)
 
 
 async def _complete(
-    client: httpx.AsyncClient, base: str, first: dict[str, Any], limits: _Limits
+    client: httpx.AsyncClient, base: str, first: dict[str, Any], policy: FetchPolicy
 ) -> dict[str, Any]:
     """The search Bundle `first` with the entries of every following page merged into it."""
     page, entries = first, _page_entries(first)
-    for _ in range(limits.max_pages - 1):
+    for _ in range(policy.max_pages - 1):
         next_url = _next_link(page, base)
         if next_url is None:
             break
-        page = await _get(client, next_url, limits.max_answer_bytes)
+        page = await _get(client, next_url, policy.max_answer_bytes)
         entries += _page_entries(page)
     else:
         if _next_link(page, base) is not None:
-            message = f"more than {limits.max_pages} pages of results"
+            message = f"more than {policy.max_pages} pages of results"
             raise FetchError(message, public=message)
     return {**first, "entry": entries, "link": []}
 
