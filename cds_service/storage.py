@@ -23,49 +23,53 @@ from cds_service.errors import Unavailable
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_metadata = sa.MetaData()
+metadata = sa.MetaData()
+"""The schema, the one source: the migrations build it and a test fails when they drift apart."""
+
 evaluations = sa.Table(
     "evaluations",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("hook_instance", sa.String),
-    sa.Column("service", sa.String),
-    sa.Column("ruleset_version", sa.String),
-    sa.Column("rules_fired", sa.JSON),
-    sa.Column("duration_ms", sa.Float),
-    sa.Column("created_at", sa.DateTime(timezone=True)),
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("hook_instance", sa.String(200), nullable=False),
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.Column("ruleset_version", sa.String(32), nullable=False),
+    sa.Column("rules_fired", sa.JSON, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("evaluations_created_at", "created_at"),
 )
 cards = sa.Table(
     "cards",
-    _metadata,
-    sa.Column("uuid", sa.String, primary_key=True),
-    sa.Column("evaluation_id", sa.Integer),
-    sa.Column("rule_id", sa.String),
-    sa.Column("indicator", sa.String),
-    sa.Column("summary", sa.String),
-    sa.Column("content", sa.JSON),
-    sa.Column("capability_hash", sa.String),
+    metadata,
+    sa.Column("uuid", sa.String(64), primary_key=True),
+    sa.Column("evaluation_id", sa.Integer, sa.ForeignKey("evaluations.id"), nullable=False),
+    sa.Column("rule_id", sa.String(100), nullable=False),
+    sa.Column("indicator", sa.String(16), nullable=False),
+    sa.Column("summary", sa.String(200), nullable=False),
+    sa.Column("content", sa.JSON, nullable=True),
+    sa.Column("capability_hash", sa.String(64), nullable=True),
+    sa.Column("silent", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("cards_evaluation_id", "evaluation_id"),
 )
 feedback = sa.Table(
     "feedback",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("card_uuid", sa.String),
-    sa.Column("service", sa.String),
-    sa.Column("outcome", sa.String),
-    sa.Column("outcome_timestamp", sa.DateTime(timezone=True)),
-    sa.Column("accepted_suggestions", sa.JSON),
-    sa.Column("override_reason", sa.JSON),
-    sa.Column("received_at", sa.DateTime(timezone=True)),
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("card_uuid", sa.String(64), sa.ForeignKey("cards.uuid"), nullable=False),
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("outcome_timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("accepted_suggestions", sa.JSON, nullable=True),
+    sa.Column("override_reason", sa.JSON, nullable=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("card_uuid", "outcome", "outcome_timestamp", name="feedback_once"),
 )
-
-
 jwt_ids = sa.Table(
     "jwt_ids",
-    _metadata,
-    sa.Column("issuer", sa.String, primary_key=True),
-    sa.Column("jti", sa.String, primary_key=True),
-    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    metadata,
+    sa.Column("issuer", sa.String(300), primary_key=True),
+    sa.Column("jti", sa.String(300), primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
 

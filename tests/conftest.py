@@ -14,6 +14,7 @@ from cds_service.app import create_app
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.service import Triage
 from cds_service.settings import Settings
+from tests.postgres import postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "fhir_examples"
@@ -56,3 +57,10 @@ def triage(knowledge: Knowledge) -> Triage:
 def client() -> Iterator[TestClient]:
     with TestClient(create_app(app_settings())) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One real PostgreSQL server for the whole run (tests drop their tables afterwards)."""
+    with postgres_server() as url:
+        yield url

@@ -26,12 +26,6 @@ from tests.postgres import postgres_server
 EXAMPLE = "neurology-radiculopathy--seven-weeks"
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
     """Every test here runs on SQLite (the default) and on a real PostgreSQL server."""
