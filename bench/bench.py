@@ -23,7 +23,7 @@ from typing import Any
 
 from cds_service.knowledge import load_knowledge
 from cds_service.models import HookRequest, dump
-from cds_service.service import Triage
+from cds_service.triage import Triage
 
 ROOT = Path(__file__).resolve().parent.parent
 TODAY = date(2026, 11, 1)

@@ -1,60 +1,107 @@
-"""The HTTP service: a FastAPI app built from settings by `create_app`."""
+"""The HTTP service: `create_app` builds the objects from settings and wires them to the routes.
+
+No route here: they live in `routes/`, and call the objects `deps` hands them.
+"""
 
 import gc
-import hmac
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import orjson
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from cds_service import __version__
 from cds_service.auth import Authenticator
-from cds_service.errors import (
-    CDSError,
-    Issue,
-    OperationOutcome,
-    Unavailable,
-    format_path,
-    operation_outcome,
-)
-from cds_service.fhir_client import FetchPolicy, complete_prefetch
+from cds_service.deps import Wiring
+from cds_service.errors import CDSError, Issue, Unavailable, outcome_response, validation_issues
+from cds_service.fhir_client import FetchPolicy
 from cds_service.headers import SecurityHeaders
-from cds_service.knowledge import HookName, load_knowledge
+from cds_service.hooks import HOOKS, HookRegistry
+from cds_service.knowledge import load_knowledge
 from cds_service.limits import Admission, RequestLimits
 from cds_service.logs import RequestLog, configure_logging
-from cds_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cds_service.metrics import Metrics
-from cds_service.models import CDSResponse, Discovery, FeedbackRequest, HookRequest, dump
-from cds_service.pages import add_pages
-from cds_service.prefetch import read_context
-from cds_service.service import Triage, today_utc
+from cds_service.routes import cds_hooks, operations, pages
+from cds_service.service import CDSService
 from cds_service.settings import Settings
-from cds_service.storage import Store, UnknownCards
+from cds_service.storage import Store
+from cds_service.triage import Triage
 
 log = logging.getLogger("cds_service")
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": OperationOutcome, "description": description}
-    for status, description in (
-        (400, "Malformed JSON, missing fields or invalid FHIR; the issue names the path"),
-        (401, "Missing or invalid JWT (no details given)"),
-        (404, "Unknown service"),
-        (412, "Required prefetch data is missing and cannot be obtained"),
-        (413, "Request body too large"),
-        (415, "Request body is not JSON"),
+RETRY_AFTER_SECONDS = 30
+
+
+def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) -> FastAPI:
+    """Build the app: load and compile the knowledge base (a broken rule file stops here)."""
+    settings = settings or Settings()
+    if not logging.getLogger().handlers:  # a uvicorn worker process: set up the JSON logs
+        configure_logging(settings.log_level)
+    wiring = _wire(settings, hooks)
+    _log_trust(settings)
+    knowledge = wiring.service.triage.knowledge
+    log.info("rule set %s %s loaded", knowledge.manifest.name, knowledge.version)
+
+    app = FastAPI(
+        title="spine-cds",
+        version=__version__,
+        summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
+        docs_url="/docs" if settings.pages_on else None,
+        redoc_url="/redoc" if settings.pages_on else None,
+        lifespan=_purging(wiring.store, settings),
     )
-}
+    app.state.wiring = wiring
+    app.router.route_class = _OrjsonRoute
+    _add_middleware(app, settings, wiring.metrics)
+    _add_error_handlers(app, wiring.metrics)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
+    app.include_router(cds_hooks.router)
+    app.include_router(operations.router)
+    if settings.metrics_token or settings.auth_disabled:
+        app.include_router(operations.metrics_router)
+    else:
+        log.info("/metrics is not served: set CDS_METRICS_TOKEN to have Prometheus scrape it")
+    app.include_router(pages.router)
+    if settings.pages_on:
+        app.include_router(pages.playground_router)
+    app.openapi = lambda: openapi_document(app, hooks)  # type: ignore[method-assign]
+    # Move the start-up objects (modules, knowledge base, validators) out of the collector's
+    # reach: full collections then scan only per-request garbage, which keeps p99 down.
+    gc.freeze()
+    # A 6 MB record allocates ~10^6 objects; with the default threshold (700) the collector ran
+    # hundreds of times per request, over all of them. Measured on 20,000 Observations: parse and
+    # triage 330 ms -> 197 ms with this threshold (docs/performance.md).
+    gc.set_threshold(100_000, 50, 100)
+    return app
+
+
+def _wire(settings: Settings, hooks: HookRegistry) -> Wiring:
+    """The objects of one app, from its settings."""
+    knowledge = load_knowledge(settings.rules_dir, hooks)
+    triage = Triage(knowledge, hooks, settings.rule_modes)
+    store = Store(settings.database_url, migrate=settings.migrate_on_start)
+    metrics = Metrics()
+    fetch = FetchPolicy(
+        fhir_servers=[],  # set per caller, from its issuer
+        timeout=settings.fhir_timeout_seconds,
+        max_pages=settings.fhir_max_pages,
+        allow_private=settings.fhir_allow_private,
+        deadline=settings.fhir_deadline_seconds,
+        max_answer_bytes=settings.fhir_max_answer_bytes,
+    )
+    service = CDSService(triage, store, store, metrics, fetch, settings.today)
+    authenticator = Authenticator(settings.issuers(), settings.jwt_leeway_seconds, store.first_use)
+    return Wiring(settings, service, store, metrics, authenticator)
 
 
 def _log_trust(settings: Settings) -> None:
@@ -74,50 +121,8 @@ def _log_trust(settings: Settings) -> None:
         )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app: load and compile the knowledge base (a broken rule file stops here)."""
-    settings = settings or Settings()
-    if not logging.getLogger().handlers:  # a uvicorn worker process: set up the JSON logs
-        configure_logging(settings.log_level)
-    triage = Triage(load_knowledge(settings.rules_dir))
-    store = Store(settings.database_url, migrate=settings.migrate_on_start)
-    issuers = settings.issuers()
-    authenticator = Authenticator(issuers, settings.jwt_leeway_seconds, store.first_use)
-    _log_trust(settings)
-
-    def public_base(request: Request) -> str:
-        """The base URL clients call this service at (behind a proxy: the configured one)."""
-        return (settings.public_base_url or str(request.base_url)).rstrip("/")
-
-    async def authenticate(request: Request) -> list[str]:
-        """Every CDS Hooks endpoint needs a valid JWT (CDS Hooks 2.0, trusting clients).
-
-        Returns the fhirServer prefixes this caller may send the service to (its issuer's).
-        """
-        if settings.auth_disabled:
-            return settings.fhir_servers
-        audience = public_base(request) + request.url.path
-        claims = await authenticator.verify(request.headers.get("authorization"), audience)
-        return issuers[claims["iss"]].fhir_servers
-
-    secured = [Depends(authenticate)]
-    metrics = Metrics()
-
-    # One evaluation at a time per process: threads add no throughput under the GIL and would
-    # only lengthen the tail (engine-notes 7); scale out with worker processes instead.
-    limiter = anyio.CapacityLimiter(1)
-    log.info("rule set %s %s loaded", triage.knowledge.manifest.name, triage.knowledge.version)
-
-    app = FastAPI(
-        title="spine-cds",
-        version=__version__,
-        summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
-        docs_url="/docs" if settings.pages_on else None,
-        redoc_url="/redoc" if settings.pages_on else None,
-        lifespan=_purging(store, settings),
-    )
-    app.router.route_class = _OrjsonRoute
-    _add_error_handlers(app, metrics)
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Outermost last: CORS, request log, security headers, admission, body limits."""
     app.add_middleware(
         RequestLimits,
         max_body_bytes=settings.max_body_bytes,
@@ -141,148 +146,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=600,
     )
 
-    add_operations(app, triage, store, metrics, _metrics_access(settings))
-    add_pages(
-        app,
-        settings.examples_dir if settings.pages_on else None,
-        store,
-        settings.review_ttl_hours * 3600,
-    )
 
-    @app.get(
-        "/cds-services",
-        response_model=Discovery,
-        response_model_exclude_none=True,
-        dependencies=secured,
-        responses={401: _ERRORS[401]},
-    )
-    async def discovery() -> Discovery:
-        """CDS Hooks discovery: one service per hook."""
-        return Discovery(services=triage.services())
-
-    @app.post(
-        "/cds-services/{service_id}",
-        response_model=CDSResponse,
-        response_model_exclude_none=True,
-        responses=_ERRORS,
-    )
-    async def call(
-        service_id: HookName,
-        body: HookRequest,
-        request: Request,
-        fhir_servers: Annotated[list[str], Depends(authenticate)],
-    ) -> JSONResponse:
-        """Evaluate a CDS Hooks request and answer with cards."""
-        started = time.perf_counter()
-        if body.hook != service_id:
-            raise CDSError.of(
-                400, f"hook {body.hook!r} does not match service {service_id!r}", "hook"
-            )
-        context = read_context(body, service_id)  # 400 before any fetch
-        prefetch = await complete_prefetch(
-            body,
-            context.patientId,
-            FetchPolicy(
-                fhir_servers,
-                settings.fhir_timeout_seconds,
-                settings.fhir_max_pages,
-                settings.fhir_allow_private,
-                settings.fhir_deadline_seconds,
-                settings.fhir_max_answer_bytes,
-            ),
-        )
-        body = body.model_copy(update={"prefetch": prefetch})
-        today = settings.today or today_utc()
-        review_url = f"{public_base(request)}/review"
-        evaluation = await anyio.to_thread.run_sync(
-            triage.run, body, service_id, today, review_url, limiter=limiter
-        )
-        duration_ms = (time.perf_counter() - started) * 1000
-        metrics.observe(service_id, duration_ms / 1000, evaluation.response, evaluation.rules_fired)
-        response = dump(evaluation.response)
-        try:
-            await anyio.to_thread.run_sync(
-                store.record_evaluation,
-                body.hookInstance,
-                service_id,
-                triage.knowledge.version,
-                evaluation.rules_fired,
-                response["cards"],
-                duration_ms,
-            )
-        except Unavailable as exc:
-            # A documented choice: the clinician gets the cards; the audit gap is logged,
-            # counted, and /ready turns 503 so traffic moves to a healthy replica.
-            log.error("audit write failed (%s): cards sent without an audit record", exc)
-            metrics.audit_failures.inc()
-        return JSONResponse(response)  # already checked by the models: no second validation
-
-    @app.post(
-        "/cds-services/{service_id}/feedback",
-        responses={**_ERRORS, 200: {"description": "Feedback stored (repeats are no-ops)"}},
-        dependencies=secured,
-    )
-    async def feedback(service_id: HookName, body: FeedbackRequest) -> dict[str, int]:
-        """Store the outcome of cards this service issued (CDS Hooks feedback)."""
-        rows = [item.row() for item in body.feedback]
-        try:
-            await anyio.to_thread.run_sync(store.record_feedback, service_id, rows)
-        except UnknownCards as exc:
-            raise CDSError.of(400, f"unknown card uuid: {exc}", "feedback.card") from exc
-        return {"received": len(rows)}
-
-    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
-    # Move the start-up objects (modules, knowledge base, validators) out of the collector's
-    # reach: full collections then scan only per-request garbage, which keeps p99 down.
-    gc.freeze()
-    # A 6 MB record allocates ~10^6 objects; with the default threshold (700) the collector ran
-    # hundreds of times per request, over all of them. Measured on 20,000 Observations: parse and
-    # triage 330 ms -> 197 ms with this threshold (docs/performance.md).
-    gc.set_threshold(100_000, 50, 100)
-    return app
-
-
-def _metrics_access(settings: Settings) -> str | None:
-    """The token /metrics requires: "" (open) in try-it mode, None when it is not served."""
-    if settings.metrics_token:
-        return settings.metrics_token
-    if settings.auth_disabled:
-        return ""
-    log.info("/metrics is not served: set CDS_METRICS_TOKEN to have Prometheus scrape it")
-    return None
-
-
-def add_operations(
-    app: FastAPI, triage: Triage, store: Store, metrics: Metrics, access: str | None
-) -> None:
-    """Probes, open to the orchestrator (no JWT); metrics as `access` says (see
-    `_metrics_access`)."""
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        """Liveness: the process is up and its rule set compiled."""
-        return {"status": "ok", "ruleset": triage.knowledge.version}
-
-    @app.get("/ready", responses={503: {"model": OperationOutcome, "description": "Not ready"}})
-    async def ready() -> dict[str, str]:
-        """Readiness: rules compiled and the database reachable."""
-        if not await anyio.to_thread.run_sync(store.ping):
-            raise CDSError.of(503, "the database is not reachable")
-        return {"status": "ready", "ruleset": triage.knowledge.version}
-
-    if access is None:
-        return
-
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus(authorization: Annotated[str | None, Header()] = None) -> Response:
-        """Prometheus metrics: latency per service, cards by indicator, rules fired, errors."""
-        if access and not hmac.compare_digest(authorization or "", f"Bearer {access}"):
-            raise CDSError.of(401, "metrics need the configured bearer token")
-        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
-
-
-def openapi_document(app: FastAPI) -> dict[str, Any]:
-    """The app's OpenAPI, without FastAPI's 422 responses: validation errors here are 400s."""
+def openapi_document(app: FastAPI, hooks: HookRegistry = HOOKS) -> dict[str, Any]:
+    """The app's OpenAPI: validation errors are 400s here (no 422), and the service ids are
+    the registry's hooks."""
     if app.openapi_schema is None:
         document = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
@@ -290,19 +157,13 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         for path in document["paths"].values():
             for operation in path.values():
                 operation["responses"].pop("422", None)
+                for parameter in operation.get("parameters", []):
+                    if parameter["name"] == "service_id":
+                        parameter["schema"]["enum"] = list(hooks)
         for name in ("HTTPValidationError", "ValidationError"):
             document["components"]["schemas"].pop(name, None)
         app.openapi_schema = document
     return app.openapi_schema
-
-
-def _outcome(
-    status: int, issues: list[Issue], headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(operation_outcome(status, issues), status_code=status, headers=headers)
-
-
-RETRY_AFTER_SECONDS = 30
 
 
 class _OrjsonRequest(Request):
@@ -353,36 +214,29 @@ def _purging(
 
 
 def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    """Every error answers with an OperationOutcome, and is counted."""
+
     def outcome(
         status: int, issues: list[Issue], headers: Mapping[str, str] | None = None
-    ) -> JSONResponse:
+    ) -> Response:
         metrics.error(status)
-        return _outcome(status, issues, headers)
+        return outcome_response(status, issues, headers)
 
     @app.exception_handler(CDSError)
-    async def cds_error(_: Request, exc: CDSError) -> JSONResponse:
+    async def cds_error(_: Request, exc: CDSError) -> Response:
         return outcome(exc.status, list(exc.issues))
 
     @app.exception_handler(Unavailable)
-    async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+    async def unavailable(_: Request, exc: Unavailable) -> Response:
         log.error("database unavailable: %s", exc)
         issue = Issue("the database is unavailable; retry later")
         return outcome(503, [issue], {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        if any(err["loc"][:1] == ("path",) for err in errors):
-            return outcome(404, [Issue("no such CDS service; see GET /cds-services")])
-        return outcome(400, [_request_issue(err) for err in errors])
+    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        errors = [{**error, "loc": tuple(error["loc"])[1:]} for error in exc.errors()]
+        return outcome(400, validation_issues(errors))
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(_: Request, exc: HTTPException) -> Response:
         return outcome(exc.status_code, [Issue(str(exc.detail))], exc.headers)
-
-
-def _request_issue(error: dict[str, Any]) -> Issue:
-    loc = tuple(error["loc"])
-    if error["type"] == "json_invalid":
-        return Issue(f"malformed JSON: {error.get('ctx', {}).get('error', error['msg'])}")
-    return Issue(error["msg"], format_path("", loc[1:]) or None)

@@ -145,6 +145,11 @@ class Authenticator:
             log.warning("JWT refused: %s while verifying", type(exc).__name__)
         raise CDSError.of(401, "authentication failed")
 
+    async def fhir_servers(self, authorization: str | None, audience: str) -> list[str]:
+        """Verify the token; the fhirServer prefixes its issuer may send the service to."""
+        claims = await self.verify(authorization, audience)
+        return self._issuers[claims["iss"]].fhir_servers
+
     async def _verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:

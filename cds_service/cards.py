@@ -10,6 +10,7 @@ draft order) by the more urgent referral the card suggests.
 import re
 import secrets
 import uuid
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
@@ -36,12 +37,19 @@ def _display_order(rule: Rule, card: CardSpec) -> tuple[int, int, str]:
     return indicator, priority, rule_id
 
 
-def arbitrate(outcome: Outcome, rules: dict[str, Rule]) -> list[tuple[Rule, CardSpec, Firing]]:
-    """The winning (rule, card, firing) of each problem, most urgent first."""
-    winners: dict[str, tuple[Rule, CardSpec, Firing]] = {}
+Winner = tuple[Rule, CardSpec, Firing]
+
+
+def arbitrate(outcome: Outcome, rules: Mapping[str, Rule]) -> list[Winner]:
+    """The winning (rule, card, firing) of each problem among `rules`, most urgent first.
+
+    Firings of rules not in `rules` are left out: arbitrating only the active rules gives the
+    answer as if silent rules did not exist.
+    """
+    winners: dict[str, Winner] = {}
     for firing in outcome.firings:
-        rule = rules[firing.rule_id]
-        if rule.card is None or any(outcome.holds(name) for name in rule.unless):
+        rule = rules.get(firing.rule_id)
+        if rule is None or rule.card is None or any(outcome.holds(n) for n in rule.unless):
             continue
         problem = rule.problem or rule.id
         current = winners.get(problem)
@@ -88,10 +96,11 @@ class CardBuilder:
         self._review_url = review_url  # the SMART referral-review app; None: no link
         self._partial = partial or []  # prefetch keys that hold only a first page
 
-    def build(self, outcome: Outcome, facts: FactSet, rules: dict[str, Rule]) -> list[Card]:
+    def build(self, winners: list[Winner], outcome: Outcome, facts: FactSet) -> list[Card]:
+        """One card per winner of the arbitration, in its order."""
         return [
             self._card(rule, spec, evidence_of(firing.fact_ids, outcome, facts), facts, outcome)
-            for rule, spec, firing in arbitrate(outcome, rules)
+            for rule, spec, firing in winners
         ]
 
     def _card(

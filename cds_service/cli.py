@@ -14,9 +14,9 @@ from cds_service.knowledge import KnowledgeError, load_knowledge
 from cds_service.logs import configure_logging
 from cds_service.models import HookRequest, dump
 from cds_service.rules_table import rules_table
-from cds_service.service import Triage, today_utc
 from cds_service.settings import Settings
 from cds_service.storage import Store
+from cds_service.triage import Triage, today_utc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +109,7 @@ def _evaluate(settings: Settings, source: str) -> int:
         print(f"cds-service: cannot read {source}: {exc}", file=sys.stderr)
         return 1
     except ValidationError as exc:
-        for issue in validation_issues(exc):
+        for issue in validation_issues(exc.errors(include_url=False)):
             print(f"cds-service: {issue.expression}: {issue.message}", file=sys.stderr)
         return 1
     except CDSError as exc:

@@ -1,9 +1,10 @@
 """Errors as FHIR OperationOutcomes, with the path of what was wrong."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+from starlette.responses import JSONResponse
 
 # OperationOutcome.issue.code (http://hl7.org/fhir/issue-type) by HTTP status.
 _ISSUE_CODES = {
@@ -64,6 +65,13 @@ class OperationOutcome(BaseModel):
     issue: list[OutcomeIssue]
 
 
+def outcome_response(
+    status: int, issues: Iterable[Issue], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The HTTP answer for an error: its OperationOutcome, at `status`."""
+    return JSONResponse(operation_outcome(status, issues), status_code=status, headers=headers)
+
+
 def operation_outcome(status: int, issues: Iterable[Issue]) -> dict[str, Any]:
     code = _ISSUE_CODES.get(status, "processing")
     outcome = OperationOutcome(
@@ -96,8 +104,13 @@ def format_path(prefix: str, loc: Iterable[int | str]) -> str:
     return path
 
 
-def validation_issues(error: ValidationError, prefix: str = "") -> list[Issue]:
-    return [
-        Issue(err["msg"], format_path(prefix, err["loc"]) or None)
-        for err in error.errors(include_url=False)
-    ]
+def validation_issues(errors: Iterable[Mapping[str, Any]], prefix: str = "") -> list[Issue]:
+    """One issue per pydantic error (`ValidationError.errors()`, or FastAPI's request errors
+    with their leading `body`/`header` dropped), at its path under `prefix`."""
+    return [_validation_issue(error, prefix) for error in errors]
+
+
+def _validation_issue(error: Mapping[str, Any], prefix: str) -> Issue:
+    if error["type"] == "json_invalid":
+        return Issue(f"malformed JSON: {error.get('ctx', {}).get('error', error['msg'])}")
+    return Issue(error["msg"], format_path(prefix, error["loc"]) or None)

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -54,15 +55,18 @@ class FetchPolicy:
 
 
 async def complete_prefetch(
-    request: HookRequest, patient_id: str, policy: FetchPolicy
+    request: HookRequest,
+    patient_id: str,
+    policy: FetchPolicy,
+    templates: Mapping[str, str] = PREFETCH,
 ) -> dict[str, Any]:
     """The request's prefetch with every absent or OperationOutcome key fetched.
 
     `patient_id` is the validated context.patientId (a FHIR id: nothing else goes into a URL).
     """
     prefetch = dict(request.prefetch or {})
-    missing = [key for key in PREFETCH if absent(prefetch, key)]
-    paged = [key for key in PREFETCH if key not in missing and _has_next(prefetch.get(key))]
+    missing = [key for key in templates if absent(prefetch, key)]
+    paged = [key for key in templates if key not in missing and _has_next(prefetch.get(key))]
     if not (missing or paged) or request.fhirServer is None:
         return prefetch
     base = str(request.fhirServer).rstrip("/") + "/"
@@ -87,7 +91,7 @@ async def complete_prefetch(
             log.warning("prefetch %s stays partial (first page only): %s", key, exc)
 
     async def fetch(key: str, client: httpx.AsyncClient) -> None:
-        query = PREFETCH[key].replace("{{context.patientId}}", patient_id)
+        query = templates[key].replace("{{context.patientId}}", patient_id)
         try:
             prefetch[key] = await _fetch(client, base, query, policy)
         except FetchError as exc:

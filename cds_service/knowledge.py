@@ -6,7 +6,7 @@ with a message naming the file and the problem.
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cds_service.codes import CodeIndex
 
-HookName = Literal["patient-view", "order-select", "order-sign"]
-HOOKS: tuple[HookName, ...] = ("patient-view", "order-select", "order-sign")
 FactKind = Literal["finding", "observation", "order", "treatment", "medication"]
 Indicator = Literal["info", "warning", "critical"]
 Priority = Literal["routine", "urgent", "stat"]
+Mode = Literal["active", "silent"]
+"""A silent (shadow) rule is evaluated and audited like an active one; its card is not shown."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,7 +33,6 @@ class KnowledgeError(Exception):
     def __init__(self, path: Path, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
-        self.problem = problem
 
 
 class Strict(BaseModel):
@@ -223,7 +222,8 @@ class Rule(Strict):
     when: str
     then: str
     guideline: str
-    hooks: list[HookName] = list(HOOKS)
+    hooks: list[str] = Field(min_length=1)
+    mode: Mode = "active"
     problem: str | None = None
     match: list[list[Clause]] = Field(min_length=1)
     derive: list[str] = []
@@ -236,6 +236,8 @@ class Rule(Strict):
             raise ValueError("a rule needs a `card`, a `derive` list, or both")
         if self.card is not None and self.problem is None:
             raise ValueError("a rule with a card needs a `problem` (cards are one per problem)")
+        if self.mode == "silent" and self.card is None:
+            raise ValueError("only a rule with a card can be silent (its card is what is held)")
         if any(not alternative for alternative in self.match):
             raise ValueError("each `match` alternative needs at least one clause")
         return self
@@ -381,8 +383,11 @@ def _load_dir(model: type[M], folder: Path) -> dict[Path, M]:
     return {path: _parse(model, path, _read_yaml(path)) for path in sorted(folder.glob("*.yaml"))}
 
 
-def load_knowledge(root: Path = DEFAULT_RULES_DIR) -> Knowledge:
-    """Load and cross-check the knowledge base in `root`."""
+def load_knowledge(
+    root: Path = DEFAULT_RULES_DIR, hooks: Collection[str] | None = None
+) -> Knowledge:
+    """Load and cross-check the knowledge base in `root`; with `hooks`, every hook a rule names
+    must be one of them."""
     manifest = _parse(Manifest, root / "ruleset.yaml", _read_yaml(root / "ruleset.yaml"))
     config = _parse(Config, root / "config.yaml", _read_yaml(root / "config.yaml"))
     specialties = _parse_map(Specialty, root / "specialties.yaml")
@@ -433,7 +438,14 @@ def load_knowledge(root: Path = DEFAULT_RULES_DIR) -> Knowledge:
             if vs.names
         },
     )
-    _cross_check(knowledge, {rule.id: path for path, rule in rule_files.items()}, root)
+    rule_paths = {rule.id: path for path, rule in rule_files.items()}
+    _cross_check(knowledge, rule_paths, root)
+    for rule in rules.values():
+        unknown = sorted(set(rule.hooks) - set(hooks)) if hooks is not None else []
+        if unknown:
+            raise KnowledgeError(
+                rule_paths[rule.id], f"unknown hooks {unknown}: not {list(hooks or [])}"
+            )
     return knowledge
 
 

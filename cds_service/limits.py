@@ -11,10 +11,9 @@ import re
 from collections.abc import Awaitable, Callable
 
 import anyio
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cds_service.errors import Issue, operation_outcome
+from cds_service.errors import Issue, outcome_response
 
 _JSON_TYPES = ("application/json", "application/fhir+json")
 _UNPAIRED_SURROGATE = re.compile(
@@ -77,8 +76,7 @@ class RequestLimits:
         self, status: int, message: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
         self.on_reject(status)
-        response = JSONResponse(operation_outcome(status, [Issue(message)]), status_code=status)
-        await response(scope, receive, send)
+        await outcome_response(status, [Issue(message)])(scope, receive, send)
 
     def _too_large(self) -> str:
         return f"request body is larger than {self.max_body_bytes} bytes"
@@ -138,9 +136,8 @@ class Admission:
             return
         if self._slots.value == 0 and self._waiting >= self.queued:
             self.on_reject(503)
-            outcome = operation_outcome(503, [Issue("the service is busy; retry shortly")])
-            busy = JSONResponse(outcome, status_code=503, headers={"Retry-After": "1"})
-            await busy(scope, receive, send)
+            busy = [Issue("the service is busy; retry shortly")]
+            await outcome_response(503, busy, {"Retry-After": "1"})(scope, receive, send)
             return
         self._waiting += 1
         try:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from cds_service.knowledge import HookName, Indicator
+from cds_service.knowledge import Indicator
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
@@ -39,7 +39,7 @@ class HookRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    hook: HookName
+    hook: NonEmpty
     hookInstance: Identifier
     context: dict[str, Any]
     fhirServer: AnyHttpUrl | None = None
@@ -61,13 +61,6 @@ class OrderSignContext(PatientViewContext):
 
 class OrderSelectContext(OrderSignContext):
     selections: list[NonEmpty]
-
-
-CONTEXTS: dict[HookName, type[PatientViewContext]] = {
-    "patient-view": PatientViewContext,
-    "order-select": OrderSelectContext,
-    "order-sign": OrderSignContext,
-}
 
 
 # --- Response -------------------------------------------------------------------------------
@@ -143,7 +136,7 @@ class CDSResponse(Model):
 
 class ServiceDescriptor(Model):
     id: NonEmpty
-    hook: HookName
+    hook: NonEmpty
     title: NonEmpty
     description: NonEmpty
     prefetch: dict[str, str]

@@ -1,6 +1,6 @@
 """Prefetch: the patient's record, read and checked from the request's prefetch and context."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -21,8 +21,7 @@ from cds_service.fhir_model import (
     Resource,
     ServiceRequest,
 )
-from cds_service.knowledge import HookName
-from cds_service.models import CONTEXTS, HookRequest, PatientViewContext
+from cds_service.models import HookRequest, PatientViewContext
 
 _PATIENT = "{{context.patientId}}"
 PREFETCH: dict[str, str] = {
@@ -38,6 +37,7 @@ REQUIRED_KEYS = ("patient", "conditions", "observations")
 
 _prefetch_value: TypeAdapter[Any] = TypeAdapter(PrefetchValue)
 R = TypeVar("R", bound=Resource)
+C = TypeVar("C", bound=PatientViewContext)
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,6 @@ class PatientRecord:
     """Everything the triage may read about one patient at this hook."""
 
     patient_id: str
-    hook: HookName
     patient: Patient | None = None
     conditions: list[Entry[Condition]] = field(default_factory=list)
     observations: list[Entry[Observation]] = field(default_factory=list)
@@ -65,23 +64,27 @@ class PatientRecord:
     """Prefetch keys holding only the first page of a search (a `next` link not followed)."""
 
 
-def read_context(request: HookRequest, hook: HookName) -> PatientViewContext:
+def read_context(request: HookRequest, model: type[C]) -> C:
+    """The request's context as the hook's `model` says; 400 naming the path otherwise."""
     try:
-        return CONTEXTS[hook].model_validate(request.context)
+        return model.model_validate(request.context)
     except ValidationError as exc:
-        raise CDSError(400, validation_issues(exc, "context")) from exc
+        raise CDSError(400, validation_issues(exc.errors(include_url=False), "context")) from exc
 
 
 def read_record(
-    request: HookRequest, hook: HookName, read: Callable[[Any], bool] = lambda _: True
+    request: HookRequest,
+    context: PatientViewContext,
+    templates: Mapping[str, str] = PREFETCH,
+    read: Callable[[Any], bool] = lambda _: True,
 ) -> PatientRecord:
-    """Read the record from the request; 400 for invalid FHIR, 412 for data that is missing.
+    """Read the record from the request (the keys of the hook's prefetch `templates`); 400 for
+    invalid FHIR, 412 for data that is missing.
 
     Search-Bundle entries whose resource `read` declines are skipped before validation (see
     `relevance.py`): only what the rules can read is validated, strictly.
     """
-    context = read_context(request, hook)
-    record = PatientRecord(patient_id=context.patientId, hook=hook)
+    record = PatientRecord(patient_id=context.patientId)
     prefetch = request.prefetch or {}
     missing = [key for key in REQUIRED_KEYS if absent(prefetch, key)]
     if missing:
@@ -89,14 +92,14 @@ def read_record(
             412,
             [
                 Issue(
-                    f"prefetch `{key}` ({PREFETCH[key]}) is missing or an OperationOutcome, "
+                    f"prefetch `{key}` ({templates[key]}) is missing or an OperationOutcome, "
                     "and could not be fetched (no fhirServer, not allowed, or unavailable)",
                     f"prefetch.{key}",
                 )
                 for key in missing
             ],
         )
-    for key, template in PREFETCH.items():
+    for key, template in templates.items():
         # Absent (an optional key the client could not fill) or null (no data): nothing to read.
         if not absent(prefetch, key) and prefetch[key] is not None:
             path, expected = f"prefetch.{key}", _template_type(template)
@@ -151,7 +154,7 @@ def _parse(value: Any, path: str) -> Resource:
     try:
         parsed: Resource = _prefetch_value.validate_python(value)
     except ValidationError as exc:
-        raise CDSError(400, validation_issues(exc, path)) from exc
+        raise CDSError(400, validation_issues(exc.errors(include_url=False), path)) from exc
     return parsed
 
 

@@ -1,92 +1,156 @@
-"""The triage: request -> prefetch -> facts -> engine -> cards -> response, for each hook."""
+"""The CDS Hooks use case behind the routes: discovery, evaluation and feedback.
 
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+An evaluation: check the hook, read the context (400 before any fetch), complete the prefetch
+from the fhirServer the caller may send us to, run the triage off the event loop (one at a time
+per process), count it, audit it, answer.
+"""
 
-from cds_service.cards import CardBuilder
-from cds_service.engine import Engine
-from cds_service.facts import build_facts
-from cds_service.knowledge import HOOKS, HookName, Knowledge
-from cds_service.models import CDSResponse, HookRequest, ServiceDescriptor
-from cds_service.prefetch import PREFETCH, read_record
-from cds_service.relevance import relevance
+import logging
+import time
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Any
 
-_DESCRIPTIONS: dict[HookName, tuple[str, str]] = {
-    "patient-view": (
-        "Back pain triage on chart open",
-        "Escalates back-pain red flags and suggests the right specialist referral, as a draft "
-        "FHIR ServiceRequest, when the patient's chart is opened.",
-    ),
-    "order-select": (
-        "Back pain triage while ordering",
-        "Checks lumbar imaging and spine referral orders as they are selected against the "
-        "back-pain guidelines, escalates red flags and suggests the fitting referral.",
-    ),
-    "order-sign": (
-        "Back pain triage before signing",
-        "Checks the draft orders being signed against the back-pain guidelines: inappropriate "
-        "early imaging, red flags that need escalation, and the fitting referral.",
-    ),
-}
+import anyio
+
+from cds_service.errors import CDSError, Unavailable
+from cds_service.fhir_client import FetchPolicy, complete_prefetch
+from cds_service.hooks import Hook
+from cds_service.metrics import Metrics
+from cds_service.models import (
+    Discovery,
+    FeedbackRequest,
+    HookRequest,
+    ServiceDescriptor,
+    dump,
+)
+from cds_service.prefetch import read_context
+from cds_service.storage import AuditStore, FeedbackStore, IssuedCard, UnknownCards
+from cds_service.triage import Evaluation, Triage, today_utc
+
+log = logging.getLogger("cds_service")
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    response: CDSResponse
-    rules_fired: list[str]
+class Caller:
+    """Who called: the fhirServer prefixes their issuer allows, and the URL they called us at."""
+
+    fhir_servers: list[str]
+    base_url: str
 
 
-class Triage:
-    """One engine per hook (each with the rules that apply to it), built once at start-up."""
+class CDSService:
+    """The service every CDS Hooks route calls (one per process)."""
 
-    def __init__(self, knowledge: Knowledge) -> None:
-        self.knowledge = knowledge
-        self.read = relevance(knowledge)
-        self.engines = {
-            hook: Engine(knowledge, (r for r in knowledge.rules.values() if hook in r.hooks), hook)
-            for hook in HOOKS
-        }
+    def __init__(
+        self,
+        triage: Triage,
+        audit: AuditStore,
+        feedback: FeedbackStore,
+        metrics: Metrics,
+        fetch: FetchPolicy,
+        today: date | None = None,
+    ) -> None:
+        """`fetch` is the policy for every request, its `fhir_servers` set per caller; `today`
+        fixes the evaluation date (demos, tests)."""
+        self.triage = triage
+        self._audit = audit
+        self._feedback = feedback
+        self._metrics = metrics
+        self._fetch = fetch
+        self._today = today
+        # One evaluation at a time per process: threads add no throughput under the GIL and
+        # only lengthen the tail (docs/performance.md); scale out with worker processes.
+        self._limiter = anyio.CapacityLimiter(1)
 
-    def services(self) -> list[ServiceDescriptor]:
-        manifest = self.knowledge.manifest
-        return [
-            ServiceDescriptor(
-                id=hook,
-                hook=hook,
-                title=_DESCRIPTIONS[hook][0],
-                description=_DESCRIPTIONS[hook][1],
-                prefetch=PREFETCH,
-                extension={
-                    "org.spine-cds.ruleset": {"name": manifest.name, "version": manifest.version}
-                },
-            )
-            for hook in HOOKS
+    def hook(self, service_id: str) -> Hook:
+        """The hook a service id answers; 404 for an unknown one."""
+        hook = self.triage.hooks.get(service_id)
+        if hook is None:
+            raise CDSError.of(404, "no such CDS service; see GET /cds-services")
+        return hook
+
+    def discovery(self) -> Discovery:
+        manifest = self.triage.knowledge.manifest
+        ruleset = {"name": manifest.name, "version": manifest.version}
+        silent = self.triage.silent_rules
+        return Discovery(
+            services=[
+                ServiceDescriptor(
+                    id=hook.id,
+                    hook=hook.id,
+                    title=hook.title,
+                    description=hook.description,
+                    prefetch=dict(hook.prefetch),
+                    extension={
+                        "org.spine-cds.ruleset": ruleset | ({"silent": silent} if silent else {})
+                    },
+                )
+                for hook in self.triage.hooks.values()
+            ]
+        )
+
+    async def evaluate(self, hook: Hook, body: HookRequest, caller: Caller) -> dict[str, Any]:
+        """The CDS Hooks response (JSON) to `body` at `hook`."""
+        started = time.perf_counter()
+        if body.hook != hook.id:
+            raise CDSError.of(400, f"hook {body.hook!r} does not match service {hook.id!r}", "hook")
+        context = read_context(body, hook.context)
+        policy = replace(self._fetch, fhir_servers=caller.fhir_servers)
+        prefetch = await complete_prefetch(body, context.patientId, policy, hook.prefetch)
+        body = body.model_copy(update={"prefetch": prefetch})
+        today = self._today or today_utc()
+        evaluation = await anyio.to_thread.run_sync(
+            self.triage.run,
+            body,
+            context,
+            hook,
+            today,
+            f"{caller.base_url}/review",
+            limiter=self._limiter,
+        )
+        duration_ms = (time.perf_counter() - started) * 1000
+        self._metrics.observe(
+            hook.id, duration_ms / 1000, evaluation.response, evaluation.rules_fired
+        )
+        response = dump(evaluation.response)
+        await self._record(body.hookInstance, hook.id, evaluation, response, duration_ms)
+        return response
+
+    async def _record(
+        self,
+        hook_instance: str,
+        service: str,
+        evaluation: Evaluation,
+        response: dict[str, Any],
+        duration_ms: float,
+    ) -> None:
+        """Audit the evaluation. A documented choice: when the write fails the clinician still
+        gets the cards; the gap is logged, counted, and /ready turns 503 so traffic moves."""
+        issued = [
+            IssuedCard(rule, card)
+            for rule, card in zip(evaluation.card_rules, response["cards"], strict=True)
         ]
+        issued += [IssuedCard(rule, dump(card), True) for rule, card in evaluation.silent_cards]
+        try:
+            await anyio.to_thread.run_sync(
+                self._audit.record_evaluation,
+                hook_instance,
+                service,
+                self.triage.knowledge.version,
+                evaluation.rules_fired,
+                issued,
+                duration_ms,
+            )
+        except Unavailable as exc:
+            log.error("audit write failed (%s): cards sent without an audit record", exc)
+            self._metrics.audit_failures.inc()
 
-    def evaluate(
-        self, request: HookRequest, hook: HookName, today: date, review_url: str | None = None
-    ) -> CDSResponse:
-        """Cards for `request` at `hook`, as of `today`; raises CDSError for unusable input.
-
-        With `review_url`, referral cards link to the SMART referral-review page there.
-        """
-        return self.run(request, hook, today, review_url).response
-
-    def run(
-        self, request: HookRequest, hook: HookName, today: date, review_url: str | None = None
-    ) -> Evaluation:
-        """`evaluate`, also telling which rules fired (for the audit record)."""
-        record = read_record(request, hook, self.read)
-        if record.patient is not None and record.patient.deceased:
-            return Evaluation(CDSResponse(cards=[]), [])  # no triage, no referral for the dead
-        facts = build_facts(record, self.knowledge, today)
-        engine = self.engines[hook]
-        outcome = engine.evaluate(facts.facts)
-        builder = CardBuilder(self.knowledge, record.patient_id, today, review_url, record.partial)
-        response = CDSResponse(cards=builder.build(outcome, facts, engine.rules))
-        return Evaluation(response, [firing.rule_id for firing in outcome.firings])
-
-
-def today_utc() -> date:
-    """The evaluation date when none is configured."""
-    return datetime.now(UTC).date()
+    async def feedback(self, hook: Hook, body: FeedbackRequest) -> int:
+        """Store the outcomes of cards this service issued; how many items were received."""
+        rows = [item.row() for item in body.feedback]
+        try:
+            await anyio.to_thread.run_sync(self._feedback.record_feedback, hook.id, rows)
+        except UnknownCards as exc:
+            raise CDSError.of(400, f"unknown card uuid: {exc}", "feedback.card") from exc
+        return len(rows)

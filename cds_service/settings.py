@@ -7,7 +7,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.auth import IssuerTrust
-from cds_service.knowledge import DEFAULT_RULES_DIR
+from cds_service.knowledge import DEFAULT_RULES_DIR, Mode
 
 SANDBOX = "https://sandbox.cds-hooks.org"
 SANDBOX_TRUST = IssuerTrust(
@@ -114,6 +114,16 @@ class Settings(BaseSettings):
     )
     review_ttl_hours: float = Field(
         24, description="How long a card's referral-review link opens the card (hours)."
+    )
+    rule_modes: dict[str, Mode] = Field(
+        {},
+        description='Per rule id, "active" or "silent" (JSON), over the rule files\' `mode`: a '
+        "silent rule is evaluated and audited, its card not shown.",
+    )
+    admin_token: str | None = Field(
+        None,
+        description="Bearer token of the committee's read API and dashboard (/admin); none: "
+        "they are not served. Never a CDS client's JWT.",
     )
     today: date | None = Field(
         None,

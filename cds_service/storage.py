@@ -7,10 +7,11 @@ rule set version, the rules that fired, the cards issued and its duration.
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -76,9 +77,47 @@ jwt_ids = sa.Table(
 class UnknownCards(Exception):
     """Feedback names cards this service never issued (or no longer holds)."""
 
-    def __init__(self, uuids: Sequence[str]) -> None:
-        super().__init__(", ".join(uuids))
-        self.uuids = uuids
+
+@dataclass(frozen=True)
+class IssuedCard:
+    """A card as the audit keeps it: the rule behind it, and whether it was held back."""
+
+    rule_id: str
+    card: dict[str, Any]
+    """The card's JSON as answered (or, silent, as it would have been)."""
+    silent: bool = False
+
+
+class AuditStore(Protocol):
+    """Where evaluations and the cards they issued are kept (and purged past retention)."""
+
+    def record_evaluation(
+        self,
+        hook_instance: str,
+        service: str,
+        ruleset_version: str,
+        rules_fired: list[str],
+        issued: list[IssuedCard],
+        duration_ms: float,
+    ) -> None: ...
+
+    def reviewed_card(self, capability: str, max_age_seconds: float) -> dict[str, Any] | None: ...
+
+    def purge(self, audit_days: float, feedback_days: float) -> dict[str, int]: ...
+
+    def ping(self) -> bool: ...
+
+
+class FeedbackStore(Protocol):
+    """Where card outcomes are kept; a repeat is a no-op, an unknown card UnknownCards."""
+
+    def record_feedback(self, service: str, items: list[dict[str, Any]]) -> None: ...
+
+
+class ReplayCache(Protocol):
+    """JWT ids seen, across every worker: `first_use` is False for a replay."""
+
+    def first_use(self, issuer: str, jti: str, expires: float) -> bool: ...
 
 
 def _sha256(text: str) -> str:
@@ -130,8 +169,8 @@ def _available(
     return call
 
 
-class Store:
-    """The service's database; every method is synchronous (call it off the event loop)."""
+class Store(AuditStore, FeedbackStore, ReplayCache):
+    """The service's SQL database; every method is synchronous (call it off the event loop)."""
 
     def __init__(self, url: str, migrate: bool = True) -> None:
         """Open the store; with `migrate`, create or upgrade its schema first."""
@@ -172,10 +211,11 @@ class Store:
         service: str,
         ruleset_version: str,
         rules_fired: list[str],
-        issued: list[dict[str, Any]],
+        issued: list[IssuedCard],
         duration_ms: float,
     ) -> None:
-        """Audit one evaluation and keep the cards it issued (their JSON, for review)."""
+        """Audit one evaluation and keep the cards it issued (their JSON, for review) and the
+        would-be cards of silent rules."""
         with self.engine.begin() as connection:
             inserted = connection.execute(
                 evaluations.insert().values(
@@ -194,15 +234,18 @@ class Store:
                     cards.insert(),
                     [
                         {
-                            "uuid": card["uuid"],
+                            "uuid": entry.card["uuid"],
                             "evaluation_id": evaluation_id,
-                            "rule_id": card["extension"]["org.spine-cds.rule"]["id"],
-                            "indicator": card["indicator"],
-                            "summary": card["summary"],
-                            "content": _without_secrets(card),
-                            "capability_hash": _capability_hash(card),
+                            "rule_id": entry.rule_id,
+                            "indicator": entry.card["indicator"],
+                            "summary": entry.card["summary"],
+                            "content": _without_secrets(entry.card),
+                            "capability_hash": None
+                            if entry.silent
+                            else _capability_hash(entry.card),
+                            "silent": entry.silent,
                         }
-                        for card in issued
+                        for entry in issued
                     ],
                 )
 
@@ -284,12 +327,12 @@ class Store:
         with self.engine.begin() as connection:
             known = set(
                 connection.execute(
-                    sa.select(cards.c.uuid).where(cards.c.uuid.in_(wanted))
+                    sa.select(cards.c.uuid).where(cards.c.uuid.in_(wanted), ~cards.c.silent)
                 ).scalars()
             )
             missing = [uuid for uuid in wanted if uuid not in known]
             if missing:
-                raise UnknownCards(missing)
+                raise UnknownCards(", ".join(missing))
             insert = (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert
             statement = insert(feedback).on_conflict_do_nothing(
                 index_elements=["card_uuid", "outcome", "outcome_timestamp"]

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
 from cds_service.knowledge import Knowledge, load_knowledge
-from cds_service.service import Triage
 from cds_service.settings import Settings
+from cds_service.triage import Triage
 from tests.postgres import postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -45,7 +45,8 @@ def test_discovery_lists_one_service_per_hook_with_prefetch_and_version(
 
 
 def test_health(client: TestClient, knowledge: Knowledge) -> None:
-    assert client.get("/health").json() == {"status": "ok", "ruleset": knowledge.version}
+    health = {"status": "ok", "ruleset": knowledge.version, "silent_rules": []}
+    assert client.get("/health").json() == health
 
 
 def test_malformed_json_is_400(client: TestClient) -> None:

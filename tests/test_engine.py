@@ -7,7 +7,7 @@ from typing import Any
 from cds_service.engine import Engine, compile_ruleset
 from cds_service.knowledge import Knowledge
 from cds_service.models import HookRequest, dump
-from cds_service.service import Triage
+from cds_service.triage import Triage
 from tests.conftest import EXAMPLE_TODAY, example_names, load_example
 from tests.test_examples import without_uuids
 

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_service.models import HookRequest, dump
-from cds_service.service import Triage
+from cds_service.triage import Triage
 from tests.conftest import EXAMPLE_TODAY, example_names, load_example
 from tests.synthea.convert import summarise
 

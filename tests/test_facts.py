@@ -42,9 +42,7 @@ def _request(status: str, authored: str, **medication: Any) -> Entry[MedicationR
 
 
 def _facts(knowledge: Knowledge, **record: Any) -> FactSet:
-    return build_facts(
-        PatientRecord(patient_id="p", hook="patient-view", **record), knowledge, TODAY
-    )
+    return build_facts(PatientRecord(patient_id="p", **record), knowledge, TODAY)
 
 
 def _of(facts: FactSet, kind: str, concept: str) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ import pytest
 from cds_service.knowledge import Knowledge, KnowledgeError, load_knowledge
 from cds_service.models import HookRequest, dump
 from cds_service.rules_table import rules_table
-from cds_service.service import Triage
+from cds_service.triage import Triage
 from tests.conftest import EXAMPLE_TODAY, ROOT, load_example
 
 
@@ -97,6 +97,7 @@ EXTRA_RULE = """
 id: test-neurology-early
 version: 0.0.1
 title: Radiculopathy at any duration (test rule)
+hooks: [patient-view]
 guideline: nice-ng59
 problem: radicular-pain-test
 when: Any radiculopathy.

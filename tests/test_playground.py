@@ -11,7 +11,7 @@ from markdown_it import MarkdownIt
 from playwright.sync_api import Browser, expect, sync_playwright
 
 from cds_service.models import HookRequest, dump
-from cds_service.service import Triage
+from cds_service.triage import Triage
 from tests.conftest import EXAMPLE_TODAY, ROOT, load_example
 from tests.test_server import running_service
 

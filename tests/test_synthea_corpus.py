@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
 from cds_service.errors import CDSError
-from cds_service.service import Triage
+from cds_service.triage import Triage
 from tests.conftest import EXAMPLES, app_settings
 from tests.synthea.convert import evaluate, load_corpus, load_request, patient_date
 

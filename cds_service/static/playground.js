@@ -41,6 +41,8 @@ async function loadExample(name) {
 }
 
 async function start() {
+  const hooks = await (await fetch("/playground/hooks")).json();
+  for (const hook of hooks) $("hook").append(new Option(hook, hook));
   const names = await (await fetch("/playground/examples")).json();
   for (const name of names) $("example").append(new Option(name, name));
   $("example").addEventListener("change", (event) => loadExample(event.target.value));

@@ -58,9 +58,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds_service.errors import CDSError, validation_issues
-from cds_service.knowledge import HookName, Knowledge, load_knowledge
+from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.models import HookRequest, dump
-from cds_service.service import Triage
+from cds_service.triage import Triage
 
 Json = dict[str, Any]
 
@@ -123,7 +123,7 @@ SOURCES: dict[str, Source] = {
 }
 DEFAULT_SOURCE = "smart-r4"
 
-HOOK: HookName = "patient-view"
+HOOK = "patient-view"
 USER_ID = "Practitioner/synthea-corpus"
 
 PREFETCH_TYPES: dict[str, tuple[str, ...]] = {
@@ -602,7 +602,7 @@ def evaluate(triage: Triage, request: Json, today: date) -> list[Json]:
     try:
         body = HookRequest.model_validate(request)
     except ValidationError as exc:
-        raise CDSError(400, validation_issues(exc)) from exc
+        raise CDSError(400, validation_issues(exc.errors(include_url=False))) from exc
     cards: list[Json] = dump(triage.evaluate(body, HOOK, today))["cards"]
     return [summarise(card) for card in cards]
 

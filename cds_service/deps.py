@@ -1,0 +1,63 @@
+"""What routes get through `Depends`: the wiring `create_app` put on the app, the caller."""
+
+from dataclasses import dataclass
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+
+from cds_service.auth import Authenticator
+from cds_service.hooks import Hook
+from cds_service.metrics import Metrics
+from cds_service.service import Caller, CDSService
+from cds_service.settings import Settings
+from cds_service.storage import Store
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """The objects of one app, built once by `create_app` (kept in `app.state.wiring`)."""
+
+    settings: Settings
+    service: CDSService
+    store: Store
+    metrics: Metrics
+    authenticator: Authenticator
+
+
+def wiring(request: Request) -> Wiring:
+    return cast(Wiring, request.app.state.wiring)
+
+
+Wired = Annotated[Wiring, Depends(wiring)]
+
+
+def cds_service(request: Request) -> CDSService:
+    return wiring(request).service
+
+
+CDS = Annotated[CDSService, Depends(cds_service)]
+
+
+async def caller(request: Request, wired: Wired) -> Caller:
+    """The authenticated CDS client (a signed JWT on every call, CDS Hooks 2.0); 401 otherwise.
+
+    With authentication off (try-it mode) everyone is a caller with the configured fhirServers.
+    """
+    settings = wired.settings
+    base = (settings.public_base_url or str(request.base_url)).rstrip("/")
+    if settings.auth_disabled:
+        return Caller(settings.fhir_servers, base)
+    authorization = request.headers.get("authorization")
+    servers = await wired.authenticator.fhir_servers(authorization, base + request.url.path)
+    return Caller(servers, base)
+
+
+Client = Annotated[Caller, Depends(caller)]
+
+
+def known_hook(service_id: str, service: CDS) -> Hook:
+    """The hook the path's service id answers; 404 for an unknown one."""
+    return service.hook(service_id)
+
+
+ServiceHook = Annotated[Hook, Depends(known_hook)]

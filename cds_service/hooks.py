@@ -1,0 +1,82 @@
+"""The hooks this service answers: each declared once, with its context model and its service.
+
+Discovery, routing, the OpenAPI document, the playground and the rule files all derive from the
+registry: adding a hook is one `Hook` entry here, plus the rules that name it and their examples
+(see docs/architecture.md).
+"""
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from cds_service.models import (
+    OrderSelectContext,
+    OrderSignContext,
+    PatientViewContext,
+)
+from cds_service.prefetch import PREFETCH
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A CDS Hooks hook and the service (same id) that answers it."""
+
+    id: str
+    context: type[PatientViewContext]
+    """The pydantic model of the hook's context (400 naming the path when it does not fit)."""
+    title: str
+    description: str
+    prefetch: Mapping[str, str] = field(default_factory=lambda: dict(PREFETCH))
+
+
+class HookRegistry(Mapping[str, Hook]):
+    """Hooks by id, in the order discovery lists them."""
+
+    def __init__(self, hooks: Iterable[Hook]) -> None:
+        self._hooks = {hook.id: hook for hook in hooks}
+
+    def __getitem__(self, hook_id: str) -> Hook:
+        return self._hooks[hook_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._hooks)
+
+    def __len__(self) -> int:
+        return len(self._hooks)
+
+    def with_hook(self, hook: Hook) -> "HookRegistry":
+        """This registry plus `hook`."""
+        return HookRegistry([*self._hooks.values(), hook])
+
+
+HOOKS = HookRegistry(
+    [
+        Hook(
+            id="patient-view",
+            context=PatientViewContext,
+            title="Back pain triage on chart open",
+            description=(
+                "Escalates back-pain red flags and suggests the right specialist referral, as a "
+                "draft FHIR ServiceRequest, when the patient's chart is opened."
+            ),
+        ),
+        Hook(
+            id="order-select",
+            context=OrderSelectContext,
+            title="Back pain triage while ordering",
+            description=(
+                "Checks lumbar imaging and spine referral orders as they are selected against "
+                "the back-pain guidelines, escalates red flags and suggests the fitting referral."
+            ),
+        ),
+        Hook(
+            id="order-sign",
+            context=OrderSignContext,
+            title="Back pain triage before signing",
+            description=(
+                "Checks the draft orders being signed against the back-pain guidelines: "
+                "inappropriate early imaging, red flags that need escalation, and the fitting "
+                "referral."
+            ),
+        ),
+    ]
+)

@@ -1,0 +1,1 @@
+"""The HTTP routes, one module per audience; each calls the objects `deps` hands it."""
