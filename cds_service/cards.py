@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from cds_service.engine import Firing, Outcome, derived_id
-from cds_service.facts import Evidence, FactSet, Referred
+from cds_service.engine import Firing, Outcome
+from cds_service.facts import Evidence, FactSet, Referred, derived_id, record_fact_order
 from cds_service.knowledge import CardSpec, Knowledge, Referral, Rule
 from cds_service.models import Action, Card, Coding, Link, Source, Suggestion
 
@@ -68,7 +68,7 @@ def evidence_of(fact_ids: frozenset[str], outcome: Outcome, facts: FactSet) -> l
             continue
         seen.add(fact_id)
         pending.extend(outcome.derived.get(fact_id, ()))
-    ordered = sorted((f for f in seen if f in facts.evidence), key=lambda f: int(f[1:]))
+    ordered = sorted((f for f in seen if f in facts.evidence), key=record_fact_order)
     # One line per entry and code: a Condition that is both a finding and the start of the
     # episode shows once, with the episode's duration, where it first appears.
     lines: dict[tuple[str | None, str, str], Evidence] = {}

@@ -1,6 +1,6 @@
 """The durable-rules engine: rule files compiled to a ruleset, one isolated session per evaluation.
 
-durable-rules is driven through its C binding only (see `reference/engine-notes.md`): the
+durable-rules is driven through its C binding only (docs/architecture.md, "The engine"): the
 `durable.lang` Host starts background dispatcher threads that grab actions from other sessions and
 crash under threads. Every evaluation gets its own session id, asserts its facts in one batch, runs
 the agenda to a fixpoint (derived facts are asserted back: forward chaining) and always deletes
@@ -23,12 +23,17 @@ from typing import Any
 import durable_rules_engine as dre
 import orjson
 
+from cds_service.facts import FIELDS, Fact, derived_fact, derived_id
 from cds_service.knowledge import Clause, Knowledge, Rule
 
 SENTINEL = "__sentinel__"
 _OPERATORS = {"gte": "$gte", "gt": "$gt", "lte": "$lte", "lt": "$lt"}
 _ALTERNATIVE = "#"
-_SINGLETONS = {"episode_weeks", "onset_age", "age"}  # clauses on the one episode / patient fact
+_SINGLETONS = {  # clauses on the one episode or patient fact: (fact type, field)
+    "episode_weeks": ("episode", "weeks"),
+    "onset_age": ("episode", "onset_age"),
+    "age": ("patient", "age"),
+}
 
 
 @dataclass(frozen=True)
@@ -50,30 +55,32 @@ class Outcome:
         return derived_id(name) in self.derived
 
 
-def derived_id(name: str) -> str:
-    return f"derived:{name}"
+def _field(fact_type: str, name: str) -> str:
+    """`name`, checked to be a field of `fact_type` facts (facts.py's contract)."""
+    if name not in FIELDS[fact_type]:
+        raise ValueError(f"a pattern tests {name!r}, which {fact_type} facts do not have")
+    return name
 
 
 def _pattern(clause: Clause, knowledge: Knowledge) -> dict[str, Any]:
     kind = clause.kind
     terms: list[dict[str, Any]]
-    if kind == "episode_weeks":
-        terms, field_name, comparison = [{"type": "episode"}], "weeks", clause.episode_weeks
-    elif kind == "onset_age":
-        terms, field_name, comparison = [{"type": "episode"}], "onset_age", clause.onset_age
-    elif kind == "age":
-        terms, field_name, comparison = [{"type": "patient"}], "age", clause.age
+    if kind in _SINGLETONS:
+        fact_type, field_name = _SINGLETONS[kind]
+        comparison = getattr(clause, kind)
+        terms = [{"type": fact_type}]
     else:
-        terms = [{"type": kind}, {"concept": getattr(clause, kind)}]
-        field_name = "value" if kind == "observation" else "weeks"
+        fact_type, field_name = kind, ("value" if kind == "observation" else "weeks")
         comparison = clause.value if kind == "observation" else clause.weeks
+        terms = [{"type": kind}, {_field(kind, "concept"): getattr(clause, kind)}]
     for flag in ("positive", "current", "new"):
         if getattr(clause, flag) is not None:
-            terms.append({flag: getattr(clause, flag)})
+            terms.append({_field(fact_type, flag): getattr(clause, flag)})
     for op, bound in comparison.items() if comparison else ():
-        terms.append({_OPERATORS[op]: {field_name: knowledge.threshold(bound)}})
+        terms.append({_OPERATORS[op]: {_field(fact_type, field_name): knowledge.threshold(bound)}})
     for op, bound in clause.span_weeks.items() if clause.span_weeks else ():
-        terms.append({_OPERATORS[op]: {"span_weeks": knowledge.threshold(bound)}})
+        span = _field(fact_type, "span_weeks")
+        terms.append({_OPERATORS[op]: {span: knowledge.threshold(bound)}})
     return {"$and": terms}
 
 
@@ -123,8 +130,8 @@ class Engine:
     def rules(self) -> dict[str, Rule]:
         return self._rules
 
-    def evaluate(self, facts: list[dict[str, Any]]) -> Outcome:
-        """Run the rules over `facts` (flat dicts with a unique `id`) in a fresh session."""
+    def evaluate(self, facts: list[Fact]) -> Outcome:
+        """Run the rules over `facts` (each with a unique `id`) in a fresh session."""
         sid = f"s{os.getpid()}-{next(self._sessions)}"
         batch = [{**fact, "sid": sid} for fact in facts]
         batch.append({"id": SENTINEL, "type": SENTINEL, "sid": sid})
@@ -157,5 +164,5 @@ class Engine:
             known = outcome.derived.get(fact_id)
             outcome.derived[fact_id] = (known or frozenset()) | ids
             if known is None:
-                fact = {"id": fact_id, "type": "derived", "concept": name, "sid": sid}
+                fact = {**derived_fact(name), "sid": sid}
                 dre.assert_fact(self._handle, orjson.dumps(fact).decode())

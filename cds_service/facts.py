@@ -8,7 +8,7 @@ combination of concepts, not once per duplicate Condition.
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict, get_args, get_type_hints
 
 from cds_service.fhir_model import (
     CodeableConcept,
@@ -28,6 +28,108 @@ _PROCEDURE_DONE = {"completed", "in-progress"}
 _MEDICATION_TAKEN = {"active", "completed", "stopped", "on-hold"}
 _MEDICATION_CURRENT = {"active", "on-hold"}
 _REFERRAL_OPEN = {"draft", "active", "on-hold"}
+
+
+# --- The fact contract: what the engine's patterns test (engine.py) and cards cite ----------
+
+
+class PatientFact(TypedDict):
+    id: str
+    type: Literal["patient"]
+    age: int
+
+
+class EpisodeFact(TypedDict):
+    """The back-pain episode: weeks since its onset, and the age it started at."""
+
+    id: str
+    type: Literal["episode"]
+    weeks: float
+    onset_age: NotRequired[int]
+
+
+class FindingFact(TypedDict):
+    """A finding concept (Conditions, procedures done); `new` within `new_finding_days`."""
+
+    id: str
+    type: Literal["finding"]
+    concept: str
+    new: bool
+
+
+class ObservationFact(TypedDict):
+    """A result: a value in the concept's canonical unit, or a coded positive/negative."""
+
+    id: str
+    type: Literal["observation"]
+    concept: str
+    value: NotRequired[float]
+    positive: NotRequired[bool]
+
+
+class TreatmentFact(TypedDict):
+    id: str
+    type: Literal["treatment"]
+    concept: str
+    weeks: float
+
+
+class MedicationFact(TypedDict):
+    id: str
+    type: Literal["medication"]
+    concept: str
+    weeks: float
+    span_weeks: float
+    current: bool
+
+
+class OrderFact(TypedDict):
+    id: str
+    type: Literal["order"]
+    concept: str
+
+
+class DerivedFact(TypedDict):
+    """Asserted by the engine when a rule `derive`s `concept` (forward chaining)."""
+
+    id: str
+    type: Literal["derived"]
+    concept: str
+
+
+Fact = (
+    PatientFact
+    | EpisodeFact
+    | FindingFact
+    | ObservationFact
+    | TreatmentFact
+    | MedicationFact
+    | OrderFact
+    | DerivedFact
+)
+FIELDS: dict[str, frozenset[str]] = {
+    get_args(get_type_hints(typed)["type"])[0]: frozenset(get_type_hints(typed))
+    for typed in get_args(Fact)
+}
+"""The fields of each fact type, by its `type`: the engine compiles patterns only on these."""
+
+
+def record_fact_id(index: int) -> str:
+    """The id of the record's `index`-th fact (ids order the evidence lines in a card)."""
+    return f"f{index}"
+
+
+def record_fact_order(fact_id: str) -> int:
+    """The index of a record fact's id (not a derived fact's)."""
+    return int(fact_id.removeprefix("f"))
+
+
+def derived_id(name: str) -> str:
+    return f"derived:{name}"
+
+
+def derived_fact(name: str) -> DerivedFact:
+    return DerivedFact(id=derived_id(name), type="derived", concept=name)
 
 
 @dataclass(frozen=True)
@@ -54,17 +156,21 @@ class Referred:
 
 @dataclass
 class FactSet:
-    facts: list[dict[str, Any]] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
     evidence: dict[str, tuple[Evidence, ...]] = field(default_factory=dict)
     referred: dict[str, list["Referred"]] = field(default_factory=dict)
     """Per specialty, the draft orders and open referrals that already send the patient there."""
     implausible: list[Evidence] = field(default_factory=list)
     """Results ignored because their value is outside the plausible range (a unit mix-up)."""
 
-    def add(self, fact: dict[str, Any], evidence: list[Evidence]) -> None:
-        fact_id = f"f{len(self.facts)}"
-        self.facts.append({"id": fact_id, **fact})
-        self.evidence[fact_id] = tuple(evidence)
+    def next_id(self) -> str:
+        """The id the next fact added gets."""
+        return record_fact_id(len(self.facts))
+
+    def add(self, fact: Fact, evidence: list[Evidence]) -> None:
+        """Add `fact` (its id from `next_id`) with the record entries behind it."""
+        self.facts.append(fact)
+        self.evidence[fact["id"]] = tuple(evidence)
 
 
 def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> FactSet:
@@ -157,7 +263,7 @@ def _add_patient(facts: FactSet, record: PatientRecord, today: date) -> None:
             when=patient.birthDate,
             value=f"{age} years",
         )
-        facts.add({"type": "patient", "age": age}, [evidence])
+        facts.add(PatientFact(id=facts.next_id(), type="patient", age=age), [evidence])
 
 
 def onset(condition: Condition, birth: date | None) -> date | None:
@@ -226,7 +332,8 @@ def _add_findings(
                 by_concept[concept].append(found)
     for concept, evidence in by_concept.items():
         new = any(e.when is None or (today - e.when).days <= window for e in evidence)
-        facts.add({"type": "finding", "concept": concept, "new": new}, evidence)
+        fact = FindingFact(id=facts.next_id(), type="finding", concept=concept, new=new)
+        facts.add(fact, evidence)
 
 
 def _add_episode(
@@ -236,7 +343,7 @@ def _add_episode(
     birth: date | None,
     today: date,
 ) -> None:
-    """The back-pain episode, from the earliest active back-pain Condition's onset (SPEC 4).
+    """The back-pain episode, from the earliest active back-pain Condition's onset (docs/rules.md).
 
     A generic code (`qualified_episode_concepts`, e.g. "Chronic pain") counts only beside
     another back-pain Condition or with a back body site: alone it may be a knee or a migraine.
@@ -254,7 +361,7 @@ def _add_episode(
     if starts:
         start, first = min(starts, key=lambda item: item[0])
         weeks = round((today - start).days / 7, 2)
-        fact: dict[str, Any] = {"type": "episode", "weeks": weeks}
+        fact = EpisodeFact(id=facts.next_id(), type="episode", weeks=weeks)
         shown = f"back pain for {weeks:.0f} weeks"
         if birth is not None:
             fact["onset_age"] = years_between(birth, start)
@@ -296,12 +403,17 @@ def _add_observations(
             result = _result(knowledge, concept, observation)
             if result is None:
                 continue
-            fact, shown = result
+            value, positive, shown = result
             evidence = _evidence(knowledge, entry, concept, coding, when, shown)
-            if _implausible(knowledge, concept, fact.get("value")):
+            if _implausible(knowledge, concept, value):
                 facts.implausible.append(evidence)  # never a trigger; the cards say so
                 continue
-            facts.add({"type": "observation", "concept": concept, **fact}, [evidence])
+            fact = ObservationFact(id=facts.next_id(), type="observation", concept=concept)
+            if value is not None:
+                fact["value"] = value
+            if positive is not None:
+                fact["positive"] = positive
+            facts.add(fact, [evidence])
 
 
 def _implausible(knowledge: Knowledge, concept: str, value: float | None) -> bool:
@@ -312,8 +424,8 @@ def _implausible(knowledge: Knowledge, concept: str, value: float | None) -> boo
 
 def _result(
     knowledge: Knowledge, concept: str, observation: Observation
-) -> tuple[dict[str, Any], str] | None:
-    """The fact members of a result (value in the canonical unit, or positive) and its text."""
+) -> tuple[float | None, bool | None, str] | None:
+    """A result's value in the canonical unit or whether it is positive, and its text."""
     quantity, coded = observation.valueQuantity, observation.valueCodeableConcept
     if quantity is not None and quantity.value is not None:
         unit = quantity.code or quantity.unit or ""
@@ -321,11 +433,11 @@ def _result(
         if conversion is None:
             return None  # a unit we cannot convert: never guess
         value = round(quantity.value * conversion.factor + conversion.offset, 3)
-        return {"value": value}, f"{quantity.value:g} {quantity.unit or unit}"
+        return value, None, f"{quantity.value:g} {quantity.unit or unit}"
     if coded is not None and coded.coding:
         positives = knowledge.positive_results[concept]
         positive = any((c.system, c.code) in positives for c in coded.coding)
-        return {"positive": positive}, coded.coding[0].display or coded.text or "coded result"
+        return None, positive, coded.coding[0].display or coded.text or "coded result"
     return None
 
 
@@ -343,7 +455,8 @@ def _add_treatments(
     for concept, evidence in by_concept.items():
         first = min(e.when for e in evidence if e.when is not None)
         weeks = round((today - first).days / 7, 2)
-        facts.add({"type": "treatment", "concept": concept, "weeks": weeks}, evidence)
+        fact = TreatmentFact(id=facts.next_id(), type="treatment", concept=concept, weeks=weeks)
+        facts.add(fact, evidence)
 
 
 def _performed(entry: Entry[Any]) -> date | None:
@@ -419,13 +532,14 @@ def _add_medications(
         current_now = any(exposure.current for _, exposure in taken)
         last = today if current_now else max(exposure.end for _, exposure in taken)
         current = current_now or (today - last).days <= thresholds["current_medication_days"]
-        fact = {
-            "type": "medication",
-            "concept": concept,
-            "weeks": round((today - first).days / 7, 2),
-            "span_weeks": round((last - first).days / 7, 2),
-            "current": current,
-        }
+        fact = MedicationFact(
+            id=facts.next_id(),
+            type="medication",
+            concept=concept,
+            weeks=round((today - first).days / 7, 2),
+            span_weeks=round((last - first).days / 7, 2),
+            current=current,
+        )
         facts.add(fact, _medicine_lines(taken, current))
 
 
@@ -472,7 +586,7 @@ def _add_orders(facts: FactSet, knowledge: Knowledge, record: PatientRecord) -> 
                 _evidence(knowledge, entry, concept, coding, entry.resource.authoredOn)
             )
     for concept, evidence in by_concept.items():
-        facts.add({"type": "order", "concept": concept}, evidence)
+        facts.add(OrderFact(id=facts.next_id(), type="order", concept=concept), evidence)
 
 
 def _referred(knowledge: Knowledge, record: PatientRecord) -> dict[str, list[Referred]]:

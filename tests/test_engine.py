@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cds_service.engine import Engine, compile_ruleset
+from cds_service.facts import Fact, FindingFact, ObservationFact
 from cds_service.knowledge import Knowledge
 from cds_service.models import HookRequest, dump
 from cds_service.triage import Triage
@@ -60,7 +61,7 @@ def test_concurrent_evaluations_match_sequential_ones(triage: Triage) -> None:
 def test_sessions_are_deleted_past_the_engine_limit(knowledge: Knowledge) -> None:
     """durable-rules allows 1,024 live sessions per ruleset; 3,000 evaluations need deletion."""
     engine = Engine(knowledge, knowledge.rules.values(), "limit-test")
-    facts = [{"id": "f0", "type": "finding", "concept": "cauda-equina", "new": True}]
+    facts: list[Fact] = [FindingFact(id="f0", type="finding", concept="cauda-equina", new=True)]
     for _ in range(3000):
         outcome = engine.evaluate(facts)
         assert [f.rule_id for f in outcome.firings] == ["red-flag-cauda-equina"]
@@ -68,7 +69,7 @@ def test_sessions_are_deleted_past_the_engine_limit(knowledge: Knowledge) -> Non
 
 def test_evaluation_that_fires_nothing_survives(knowledge: Knowledge) -> None:
     engine = Engine(knowledge, knowledge.rules.values(), "empty-test")
-    nothing: list[list[dict[str, Any]]] = [[], [{"id": "f0", "type": "finding", "concept": "x"}]]
+    nothing: list[list[Fact]] = [[], [FindingFact(id="f0", type="finding", concept="x", new=True)]]
     for facts in nothing:
         outcome = engine.evaluate(facts)
         assert outcome.firings == []
@@ -77,10 +78,10 @@ def test_evaluation_that_fires_nothing_survives(knowledge: Knowledge) -> None:
 
 def test_forward_chaining_derives_facts_for_later_rules(knowledge: Knowledge) -> None:
     engine = Engine(knowledge, knowledge.rules.values(), "chain-test")
-    facts: list[dict[str, Any]] = [
-        {"id": "f0", "type": "finding", "concept": "back-pain"},
-        {"id": "f1", "type": "observation", "concept": "body-temperature", "value": 38.6},
-        {"id": "f2", "type": "finding", "concept": "iv-drug-use"},
+    facts: list[Fact] = [
+        FindingFact(id="f0", type="finding", concept="back-pain", new=False),
+        ObservationFact(id="f1", type="observation", concept="body-temperature", value=38.6),
+        FindingFact(id="f2", type="finding", concept="iv-drug-use", new=False),
     ]
     outcome = engine.evaluate(facts)
     fired = {f.rule_id for f in outcome.firings}

@@ -46,8 +46,9 @@ def _facts(knowledge: Knowledge, **record: Any) -> FactSet:
 
 
 def _of(facts: FactSet, kind: str, concept: str) -> dict[str, Any] | None:
+    """The fact of `kind` about `concept`, as a plain dict (any fact type's fields)."""
     found = [f for f in facts.facts if f["type"] == kind and f.get("concept") == concept]
-    return found[0] if found else None
+    return dict(found[0]) if found else None
 
 
 def test_abatement_ends_a_condition_marked_active(knowledge: Knowledge) -> None:
