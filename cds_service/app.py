@@ -31,7 +31,7 @@ from cds_service.knowledge import load_knowledge
 from cds_service.limits import Admission, RequestLimits
 from cds_service.logs import RequestLog, configure_logging
 from cds_service.metrics import Metrics
-from cds_service.routes import cds_hooks, operations, pages
+from cds_service.routes import admin, cds_hooks, operations, pages
 from cds_service.service import CDSService
 from cds_service.settings import Settings
 from cds_service.storage import Store
@@ -72,6 +72,8 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
     else:
         log.info("/metrics is not served: set CDS_METRICS_TOKEN to have Prometheus scrape it")
     app.include_router(pages.router)
+    app.include_router(admin.router)
+    app.include_router(admin.page_router)
     if settings.pages_on:
         app.include_router(pages.playground_router)
     app.openapi = lambda: openapi_document(app, hooks)  # type: ignore[method-assign]
