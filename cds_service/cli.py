@@ -1,15 +1,20 @@
-"""The `cds-service` command: serve, evaluate a request offline, check the rules, tend the store."""
+"""The `cds-service` command: serve, evaluate offline, check the rules, tend the store, report."""
 
 import argparse
 import json
 import os
 import sys
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import httpx
 from pydantic import ValidationError
 
+from cds_service import demo
+from cds_service.analytics import render, report
 from cds_service.errors import CDSError, validation_issues
+from cds_service.hooks import HOOKS
 from cds_service.knowledge import KnowledgeError, load_knowledge
 from cds_service.logs import configure_logging
 from cds_service.models import HookRequest, dump
@@ -40,6 +45,21 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("openapi", help="print the service's OpenAPI document (JSON)")
 
+    reporting = commands.add_parser(
+        "report", help="the CDS committee's report from the store (settings: CDS_* variables)"
+    )
+    reporting.add_argument("--since", type=date.fromisoformat, help="first day included (UTC)")
+    reporting.add_argument("--until", type=date.fromisoformat, help="first day not included (UTC)")
+    reporting.add_argument("--format", choices=["table", "json", "csv"], default="table")
+
+    demo_traffic = commands.add_parser(
+        "demo-traffic",
+        help="replay the example requests, with feedback, against a running try-it service",
+    )
+    demo_traffic.add_argument("--url", default="http://127.0.0.1:8000")
+    demo_traffic.add_argument("--rounds", type=int, default=3)
+    demo_traffic.add_argument("--seed", type=int, default=0)
+
     store = commands.add_parser("store", help="database tools (settings: CDS_* variables)")
     store.add_argument(
         "action",
@@ -66,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             return _openapi(settings)
         if args.command == "store":
             return _store(settings, args.action)
+        if args.command == "report":
+            return _report(settings, args.since, args.until, args.format)
+        if args.command == "demo-traffic":
+            return _demo(settings, args.url, args.rounds, args.seed)
         if args.action == "table":
             print(rules_table(load_knowledge(settings.rules_dir)), end="")
             return 0
@@ -103,7 +127,7 @@ def _read(source: str) -> Any:
 def _evaluate(settings: Settings, source: str) -> int:
     try:
         request = HookRequest.model_validate(_read(source))
-        triage = Triage(load_knowledge(settings.rules_dir))
+        triage = Triage(load_knowledge(settings.rules_dir, HOOKS), HOOKS, settings.rule_modes)
         response = triage.evaluate(request, request.hook, settings.today or today_utc())
     except (OSError, json.JSONDecodeError) as exc:
         print(f"cds-service: cannot read {source}: {exc}", file=sys.stderr)
@@ -120,8 +144,8 @@ def _evaluate(settings: Settings, source: str) -> int:
 
 
 def _check(settings: Settings) -> int:
-    knowledge = load_knowledge(settings.rules_dir)
-    Triage(knowledge)  # compiles every hook's ruleset
+    knowledge = load_knowledge(settings.rules_dir, HOOKS)
+    Triage(knowledge, HOOKS, settings.rule_modes)  # compiles every hook's ruleset
     codes = sum(len(vs.codes) for vs in knowledge.value_sets.values())
     print(
         f"rule set {knowledge.manifest.name} {knowledge.version}: {len(knowledge.rules)} rules, "
@@ -136,6 +160,25 @@ def _store(settings: Settings, action: str) -> int:
         deleted = store.purge(settings.audit_retention_days, settings.feedback_retention_days)
         print(json.dumps(deleted))
     return 0
+
+
+def _report(
+    settings: Settings, since: date | None, until: date | None, fmt: Literal["table", "json", "csv"]
+) -> int:
+    store = Store(settings.database_url, migrate=False)
+    triage = Triage(load_knowledge(settings.rules_dir, HOOKS), HOOKS, settings.rule_modes)
+    print(render(report(store.engine, since, until, triage.modes), fmt), end="")
+    return 0
+
+
+def _demo(settings: Settings, url: str, rounds: int, seed: int) -> int:
+    try:
+        summary = demo.run(url, settings.examples_dir, rounds, seed)
+    except httpx.TransportError as exc:
+        print(f"cds-service: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    print(demo.format_summary(summary))
+    return 1 if summary.errors else 0
 
 
 def _openapi(settings: Settings) -> int:

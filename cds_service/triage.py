@@ -1,17 +1,18 @@
 """The triage: request -> facts -> engine -> cards, for each hook, in-process and synchronous.
 
-Silent (shadow) rules are evaluated like active ones; the answer is arbitrated as if they did not
-exist, and the would-be cards they win in an arbitration over every rule are kept for the audit,
-so switching a rule on shows beforehand what it would have changed.
+Silent (shadow) rules are evaluated and audited like active ones, but the answer comes from an
+engine without them, exactly as if they did not exist (what a silent rule derives cannot change
+it either). A second engine with every rule gives the would-be cards the silent rules win in
+that arbitration, kept for the audit: switching a rule on shows beforehand what it would change.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
 from cds_service.cards import CardBuilder, arbitrate
 from cds_service.engine import Engine
-from cds_service.facts import build_facts
+from cds_service.facts import FactSet, build_facts
 from cds_service.hooks import HOOKS, Hook, HookRegistry
 from cds_service.knowledge import Knowledge, Mode
 from cds_service.models import Card, CDSResponse, HookRequest, PatientViewContext
@@ -50,11 +51,22 @@ class Triage:
         self.modes: dict[str, Mode] = {
             rule.id: (modes or {}).get(rule.id, rule.mode) for rule in knowledge.rules.values()
         }
+        cardless = sorted(
+            r for r, mode in self.modes.items() if mode == "silent" and not knowledge.rules[r].card
+        )
+        if cardless:
+            raise ValueError(f"only rules with a card can be silent: {', '.join(cardless)}")
         self.read = relevance(knowledge)
-        self.engines = {
-            hook: Engine(knowledge, (r for r in knowledge.rules.values() if hook in r.hooks), hook)
-            for hook in hooks
-        }
+        self.engines: dict[str, Engine] = {}
+        """Per hook, the engine that answers: its rules minus the silent ones."""
+        self.shadows: dict[str, Engine] = {}
+        """Per hook with silent rules, the engine with every rule (for would-be cards)."""
+        for hook in hooks:
+            rules = [rule for rule in knowledge.rules.values() if hook in rule.hooks]
+            active = [rule for rule in rules if self.modes[rule.id] == "active"]
+            self.engines[hook] = Engine(knowledge, active, hook)
+            if len(active) < len(rules):
+                self.shadows[hook] = Engine(knowledge, rules, f"{hook}-shadow")
 
     @property
     def silent_rules(self) -> list[str]:
@@ -83,21 +95,34 @@ class Triage:
         if record.patient is not None and record.patient.deceased:
             return Evaluation(CDSResponse(cards=[]), [], [], [])  # no triage for the dead
         facts = build_facts(record, self.knowledge, today)
+        builder = CardBuilder(self.knowledge, record.patient_id, today, review_url, record.partial)
         engine = self.engines[hook.id]
         outcome = engine.evaluate(facts.facts)
-        builder = CardBuilder(self.knowledge, record.patient_id, today, review_url, record.partial)
-        active = {i: r for i, r in engine.rules.items() if self.modes[i] == "active"}
-        answered = arbitrate(outcome, active)
-        would_be = [won for won in arbitrate(outcome, engine.rules) if won[0].id not in active]
-        return Evaluation(
+        answered = arbitrate(outcome, engine.rules)
+        evaluation = Evaluation(
             response=CDSResponse(cards=builder.build(answered, outcome, facts)),
             card_rules=[rule.id for rule, _, _ in answered],
             rules_fired=[firing.rule_id for firing in outcome.firings],
+            silent_cards=[],
+        )
+        shadow = self.shadows.get(hook.id)
+        return evaluation if shadow is None else self._silent(evaluation, shadow, facts, builder)
+
+    def _silent(
+        self, evaluation: Evaluation, shadow: Engine, facts: FactSet, builder: CardBuilder
+    ) -> Evaluation:
+        """`evaluation` with what the silent rules did: the rules that fire with every rule
+        on, and the cards silent rules win in that arbitration (would-be cards)."""
+        outcome = shadow.evaluate(facts.facts)
+        would_be = [
+            won for won in arbitrate(outcome, shadow.rules) if self.modes[won[0].id] == "silent"
+        ]
+        cards = builder.build(would_be, outcome, facts)
+        return replace(
+            evaluation,
+            rules_fired=[firing.rule_id for firing in outcome.firings],
             silent_cards=[
-                (rule.id, card)
-                for (rule, _, _), card in zip(
-                    would_be, builder.build(would_be, outcome, facts), strict=True
-                )
+                (rule.id, card) for (rule, _, _), card in zip(would_be, cards, strict=True)
             ],
         )
 
