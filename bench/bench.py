@@ -1,4 +1,4 @@
-"""In-process latency and memory benchmark of the triage (SPEC 6).
+"""In-process latency and memory benchmark of the triage (figures in docs/performance.md).
 
 Measures the whole path from request bytes to response bytes (parse, prefetch, facts, engine,
 cards, JSON) for a small request (a fhir_examples case) and a realistic one (1 Patient,

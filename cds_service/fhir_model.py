@@ -1,10 +1,10 @@
 """Slim FHIR R4 input models: only the elements the triage reads, each validated.
 
-Full `fhir.resources` validation of a 550-entry bundle costs ~60 ms (see
-`reference/engine-notes.md`), forty times the whole evaluation budget, so requests are read
-through these models instead: every element we use is type- and format-checked (a bad one is a
-400 naming its path); elements we do not use are ignored, not stored. Outgoing resources are
-built and validated with `fhir.resources.R4B` (see `cards.py`).
+Full `fhir.resources` validation of a 550-entry bundle costs ~60 ms (docs/architecture.md, "FHIR
+input"), forty times the whole evaluation budget, so requests are read through these models
+instead: every element we use is type- and format-checked (a bad one is a 400 naming its path);
+elements we do not use are ignored, not stored. Outgoing resources are built to the
+`fhir.resources.R4B` model and validated by the tests (see `cards.py`).
 """
 
 import re

@@ -1,7 +1,7 @@
 """CDS Hooks 2.0 request and response models, enforcing the spec's rules on what we send.
 
 Responses are serialised without `None` members, and every list or string that is present must be
-non-empty, so no card ever carries a null or empty member (SPEC 2).
+non-empty, so no card ever carries a null or empty member (docs/architecture.md, "Contracts").
 """
 
 from datetime import UTC

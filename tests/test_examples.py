@@ -82,7 +82,7 @@ def test_every_specialty_is_reached_by_an_example(triage: Triage) -> None:
         key for c in _expected_cards() for key in c.get("or", [])
     }
     if any(c["rule"] == "primary-care-acute-nonspecific" for c in _expected_cards()):
-        reached.add("primary-care")  # primary care is advice, not a referral (SPEC 2)
+        reached.add("primary-care")  # primary care is advice, not a referral
     assert set(triage.knowledge.specialties) <= reached
 
 

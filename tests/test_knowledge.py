@@ -19,7 +19,7 @@ def rules_copy(tmp_path: Path) -> Path:
     return target
 
 
-SPEC_TABLE = {  # SPEC 2: specialty key -> (NUCC performerType, SNOMED CT referral code)
+SPECIALTIES = {  # specialty key -> (NUCC performerType, SNOMED CT referral code)
     "emergency": ("207P00000X", "183866009"),
     "neurosurgery": ("207T00000X", "308482002"),
     "orthopedic-spine": ("207XS0117X", "308481009"),
@@ -39,7 +39,7 @@ def test_specialties_follow_the_spec_table(knowledge: Knowledge) -> None:
         key: (s.nucc.code, s.referral.code if s.referral else None)
         for key, s in knowledge.specialties.items()
     }
-    assert table == SPEC_TABLE
+    assert table == SPECIALTIES
 
 
 def test_both_icd10_and_snomed_map_cauda_equina(knowledge: Knowledge) -> None:
@@ -111,6 +111,7 @@ card:
 """
 
 
+@pytest.mark.slow  # loads a copy of the knowledge base and compiles its rules
 def test_an_extra_rule_file_adds_a_card_without_python_changes(rules_copy: Path) -> None:
     (rules_copy / "rules" / "test-neurology-early.yaml").write_text(EXTRA_RULE)
     triage = Triage(load_knowledge(rules_copy))
