@@ -13,10 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Try-it mode: authentication off (logged at start-up) so curl works without a JWT.
-# In production run `cds-service serve` without CDS_AUTH_DISABLED.
+# Try-it mode: authentication off (logged at start-up) so curl works without a JWT, and the
+# committee dashboard (/admin) opens with the token `try-it`. In production run
+# `cds-service serve` without CDS_AUTH_DISABLED, with a secret CDS_ADMIN_TOKEN.
 serve: $(STAMP)
-	CDS_AUTH_DISABLED=true $(BIN)/cds-service serve --host 127.0.0.1 --port 8000
+	CDS_AUTH_DISABLED=true CDS_ADMIN_TOKEN=$${CDS_ADMIN_TOKEN:-try-it} \
+		$(BIN)/cds-service serve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

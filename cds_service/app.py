@@ -71,6 +71,8 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
         app.include_router(operations.metrics_router)
     else:
         log.info("/metrics is not served: set CDS_METRICS_TOKEN to have Prometheus scrape it")
+    if not settings.admin_token:
+        log.info("the committee API (/admin/report) refuses every call: set CDS_ADMIN_TOKEN")
     app.include_router(pages.router)
     app.include_router(admin.router)
     app.include_router(admin.page_router)
