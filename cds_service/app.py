@@ -103,7 +103,9 @@ def _wire(settings: Settings, hooks: HookRegistry) -> Wiring:
         deadline=settings.fhir_deadline_seconds,
         max_answer_bytes=settings.fhir_max_answer_bytes,
     )
-    service = CDSService(triage, store, store, metrics, fetch, settings.today)
+    service = CDSService(
+        triage, store, store, metrics, fetch, settings.max_record_entries, settings.today
+    )
     authenticator = Authenticator(settings.issuers(), settings.jwt_leeway_seconds, store.first_use)
     return Wiring(settings, service, store, metrics, authenticator)
 

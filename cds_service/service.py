@@ -24,7 +24,7 @@ from cds_service.models import (
     ServiceDescriptor,
     dump,
 )
-from cds_service.prefetch import read_context
+from cds_service.prefetch import check_size, read_context
 from cds_service.storage import AuditStore, FeedbackStore, IssuedCard, UnknownCards
 from cds_service.triage import Evaluation, Triage, today_utc
 
@@ -49,15 +49,18 @@ class CDSService:
         feedback: FeedbackStore,
         metrics: Metrics,
         fetch: FetchPolicy,
+        max_entries: int,
         today: date | None = None,
     ) -> None:
-        """`fetch` is the policy for every request, its `fhir_servers` set per caller; `today`
-        fixes the evaluation date (demos, tests)."""
+        """`fetch` is the policy for every request, its `fhir_servers` set per caller;
+        `max_entries` the evaluation-size budget (`check_size`); `today` fixes the evaluation
+        date (demos, tests)."""
         self.triage = triage
         self._audit = audit
         self._feedback = feedback
         self._metrics = metrics
         self._fetch = fetch
+        self._max_entries = max_entries
         self._today = today
         # One evaluation at a time per process: threads add no throughput under the GIL and
         # only lengthen the tail (docs/performance.md); scale out with worker processes.
@@ -99,6 +102,7 @@ class CDSService:
         policy = replace(self._fetch, fhir_servers=caller.fhir_servers)
         prefetch = await complete_prefetch(body, context.patientId, policy, hook.prefetch)
         body = body.model_copy(update={"prefetch": prefetch})
+        check_size(body, self._max_entries)
         today = self._today or today_utc()
         evaluation = await anyio.to_thread.run_sync(
             self.triage.run,

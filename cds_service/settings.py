@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     max_queued: int = Field(
         200, description="Calls waiting per worker before more get 503 with Retry-After."
     )
+    max_record_entries: int = Field(
+        50_000,
+        description="Most entries (prefetch Bundles and draftOrders, fetched ones included) one "
+        "evaluation reads; a larger record gets 413, so none holds a worker for seconds.",
+    )
     max_body_bytes: int = Field(
         5_000_000, description="Largest request body accepted; larger ones get 413."
     )

@@ -16,7 +16,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "Missing or invalid JWT (no details given)"),
         (404, "Unknown service"),
         (412, "Required prefetch data is missing and cannot be obtained"),
-        (413, "Request body too large"),
+        (413, "Request body too large, or the record over the evaluation-size budget"),
         (415, "Request body is not JSON"),
         (503, "Busy or the database is unavailable; retry after Retry-After seconds"),
     )
