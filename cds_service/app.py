@@ -134,6 +134,7 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
         max_body_bytes=settings.max_body_bytes,
         prefix="/cds-services/",
         on_reject=metrics.error,
+        body_timeout=settings.body_timeout_seconds,
     )
     app.add_middleware(
         Admission,

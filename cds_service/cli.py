@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
     import uvicorn
 
+    from cds_service.protocol import HeaderTimeoutProtocol
+
     load_knowledge(settings.rules_dir)  # fail fast, before uvicorn starts its workers
     configure_logging(settings.log_level)
     if settings.migrate_on_start:  # once, here, not once per worker at the same time
@@ -115,6 +117,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
         workers=workers,
         log_config=None,  # keep the JSON logging configured here
         access_log=False,  # RequestLog writes the access lines, with request ids
+        http=HeaderTimeoutProtocol,  # httptools, closing connections whose headers are late
     )
     return 0
 

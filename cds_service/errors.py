@@ -12,6 +12,7 @@ _ISSUE_CODES = {
     401: "login",
     404: "not-found",
     405: "not-supported",
+    408: "timeout",
     412: "incomplete",
     413: "too-costly",
     415: "not-supported",

@@ -49,6 +49,11 @@ def configure_logging(level: str, stream: TextIO = sys.stdout) -> None:
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+CLIENT_CLOSED = 499
+"""Logged for a call that ended without a response: the client left and the call was cancelled
+(nginx's convention)."""
+
+
 class RequestLog:
     """ASGI middleware: request id in context and response, and one access line per request."""
 
@@ -62,7 +67,7 @@ class RequestLog:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         rid = given if _ACCEPTED_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id.set(rid)
-        started, status = time.perf_counter(), 500
+        started, status = time.perf_counter(), CLIENT_CLOSED
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -73,6 +78,9 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            status = 500 if status == CLIENT_CLOSED else status
+            raise
         finally:
             access.info(
                 "%s %s %s",

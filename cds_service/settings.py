@@ -64,6 +64,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         5_000_000, description="Largest request body accepted; larger ones get 413."
     )
+    body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Time a CDS Hooks call's whole body has to arrive once the service reads it "
+        "(after admission); a body still incomplete then gets 408 and the connection is closed.",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Time a connection has to send its request headers, from opening (or, kept "
+        "alive, from the first byte of its next request); late ones are closed.",
+    )
     cors_origins: list[str] = Field(
         ["https://sandbox.cds-hooks.org"],
         description='Browser origins allowed to call the service (JSON list; ["*"] for any).',
