@@ -80,13 +80,18 @@ def operation_outcome(status: int, issues: Iterable[Issue]) -> dict[str, Any]:
             OutcomeIssue(
                 severity="error",
                 code=code,
-                diagnostics=issue.message,
-                expression=[issue.expression] if issue.expression else None,
+                diagnostics=_encodable(issue.message),
+                expression=[_encodable(issue.expression)] if issue.expression else None,
             )
             for issue in issues
         ]
     )
     return outcome.model_dump(exclude_none=True)
+
+
+def _encodable(text: str) -> str:
+    """`text` with what UTF-8 cannot carry (lone surrogates echoed from input) as `?`."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def format_path(prefix: str, loc: Iterable[int | str]) -> str:

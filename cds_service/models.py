@@ -4,10 +4,18 @@ Responses are serialised without `None` members, and every list or string that i
 non-empty, so no card ever carries a null or empty member (docs/architecture.md, "Contracts").
 """
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from cds_service.knowledge import Indicator
 
@@ -180,6 +188,14 @@ class AcceptedSuggestion(BaseModel):
     id: NonEmpty
 
 
+def _in_utc(moment: datetime) -> datetime:
+    """The instant in UTC; one whose UTC date falls outside years 1-9999 is invalid."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the timestamp's UTC instant is outside years 1-9999") from None
+
+
 class FeedbackItem(BaseModel):
     """One card's outcome (CDS Hooks 2.0 feedback)."""
 
@@ -189,7 +205,7 @@ class FeedbackItem(BaseModel):
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: Annotated[list[AcceptedSuggestion], Field(min_length=1)] | None = None
     overrideReason: OverrideReason | None = None
-    outcomeTimestamp: AwareDatetime
+    outcomeTimestamp: Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
     def row(self) -> dict[str, Any]:
         """The feedback as a store row: the members CDS Hooks defines (others are dropped by
@@ -199,7 +215,7 @@ class FeedbackItem(BaseModel):
         return {
             "card_uuid": self.card,
             "outcome": self.outcome,
-            "outcome_timestamp": self.outcomeTimestamp.astimezone(UTC),
+            "outcome_timestamp": self.outcomeTimestamp,
             "accepted_suggestions": accepted or None,
             "override_reason": reason.model_dump(exclude_none=True) if reason else None,
         }

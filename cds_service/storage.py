@@ -144,6 +144,18 @@ def _without_secrets(card: dict[str, Any]) -> dict[str, Any]:
     return {**card, "links": links}
 
 
+def _probe_row() -> dict[str, Any]:
+    """An evaluation row of 8 KB, for the readiness probe's write (never committed)."""
+    return {
+        "hook_instance": "readiness-probe",
+        "service": "-",
+        "ruleset_version": "-",
+        "rules_fired": ["x" * 8192],
+        "duration_ms": 0.0,
+        "created_at": datetime.now(UTC),
+    }
+
+
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
@@ -191,14 +203,17 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
             command.upgrade(config, "head")
 
     def ping(self) -> bool:
-        """True when the database answers, and takes a write once the last one failed."""
+        """True when the database answers and, once a write failed, takes one again: a probe
+        row larger than a page (it needs new space, as audit writes do), always rolled back."""
         try:
-            with self.engine.begin() as connection:
-                connection.execute(sa.text("SELECT 1"))
-                if self.failing:  # a real write, rolled back: can the store take one again?
-                    connection.execute(
-                        sa.text("UPDATE alembic_version SET version_num = version_num")
-                    )
+            with self.engine.connect() as connection:
+                transaction = connection.begin()
+                try:
+                    connection.execute(sa.text("SELECT 1"))
+                    if self.failing:
+                        connection.execute(evaluations.insert().values(_probe_row()))
+                finally:
+                    transaction.rollback()
         except sa.exc.SQLAlchemyError:
             return False
         self.failing = False

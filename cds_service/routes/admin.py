@@ -56,7 +56,7 @@ async def feedback_export(
     since: Since = None,
     until: Until = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> list[FeedbackRow]:
     """The feedback received on cards issued in the period, newest first (paged)."""
     return await anyio.to_thread.run_sync(

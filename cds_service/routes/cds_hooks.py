@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from cds_service.deps import CDS, Client, ServiceHook
 from cds_service.errors import OperationOutcome
 from cds_service.models import CDSResponse, Discovery, FeedbackRequest, HookRequest
+from cds_service.routes import OrjsonRoute
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": OperationOutcome, "description": description}
@@ -22,7 +23,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     )
 }
 
-router = APIRouter(prefix="/cds-services", tags=["CDS Hooks"])
+router = APIRouter(prefix="/cds-services", tags=["CDS Hooks"], route_class=OrjsonRoute)
 
 
 @router.get(
