@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench postgres chromium
+.PHONY: serve test fast lint bench postgres chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ chromium:
 
 test: lint postgres chromium
 	$(BIN)/pytest
+
+fast: $(STAMP)
+	$(BIN)/pytest -m "not slow" -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py

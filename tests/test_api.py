@@ -202,6 +202,7 @@ def test_body_that_is_not_json_is_415(client: TestClient) -> None:
     assert "application/json" in _issues(response)[0]["diagnostics"]
 
 
+@pytest.mark.slow  # builds an app of its own (~1 s)
 def test_body_too_large_is_413(request_body: dict[str, Any]) -> None:
     small = create_app(app_settings(max_body_bytes=500))
     with TestClient(small) as limited:

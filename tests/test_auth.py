@@ -29,14 +29,6 @@ EC_KEY = ec.generate_private_key(ec.SECP384R1())
 SERVICE = "http://testserver/cds-services/patient-view"
 DATA = ROOT / "tests" / "data"
 SANDBOX_JWKS = f"{SANDBOX}/.well-known/jwks.json"
-FUZZ_CLIENT = TestClient(
-    create_app(
-        app_settings(
-            auth_disabled=False,
-            trusted_issuers={ISSUER: IssuerTrust(jwks_url="http://127.0.0.1:9/jwks.json")},
-        )
-    )
-)
 
 
 def _jwk(key: Any, kid: str, alg: str) -> dict[str, Any]:
@@ -97,20 +89,24 @@ def _unsigned(jwks: FhirServer, alg: str) -> str:
     )
 
 
+@pytest.mark.slow  # a loopback JWKS server and an app of its own (~1 s)
 def test_valid_rs384_token_is_accepted(client: TestClient, jwks: FhirServer) -> None:
     response = call(client, token(jwks))
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.slow  # a loopback JWKS server and an app of its own (~1 s)
 def test_valid_es384_token_is_accepted(client: TestClient, jwks: FhirServer) -> None:
     response = call(client, token(jwks, kid="ec-1", alg="ES384", key=EC_KEY))
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.slow  # a loopback JWKS server and an app of its own (~1 s)
 def test_audience_may_be_a_list(client: TestClient, jwks: FhirServer) -> None:
     assert call(client, token(jwks, aud=["https://other.example", SERVICE])).status_code == 200
 
 
+@pytest.mark.slow  # a loopback JWKS server and an app of its own (~1 s)
 @pytest.mark.parametrize(
     "make",
     [
@@ -161,6 +157,7 @@ def test_replayed_jti_is_refused(client: TestClient, jwks: FhirServer) -> None:
     assert call(client, once).status_code == 401
 
 
+@pytest.mark.slow  # a loopback JWKS server and an app of its own (~1 s)
 def test_discovery_and_feedback_need_a_token_too(client: TestClient, jwks: FhirServer) -> None:
     assert client.get("/cds-services").status_code == 401
     discovery = token(jwks, aud="http://testserver/cds-services")
@@ -173,12 +170,14 @@ def test_discovery_and_feedback_need_a_token_too(client: TestClient, jwks: FhirS
     assert client.get("/health").status_code == 200  # probes stay open
 
 
+@pytest.mark.slow  # a loopback JWKS server and an app of its own (~1 s)
 def test_keys_are_cached(client: TestClient, jwks: FhirServer) -> None:
     for _ in range(3):
         assert call(client, token(jwks)).status_code == 200
     assert [path for path, _ in jwks.requests].count("jwks.json") == 1
 
 
+@pytest.mark.slow  # a loopback JWKS server and an app of its own (~1 s)
 def test_tokens_never_reach_the_log(
     client: TestClient, jwks: FhirServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -190,6 +189,7 @@ def test_tokens_never_reach_the_log(
     assert bad.split(".")[1] not in caplog.text
 
 
+@pytest.mark.slow  # a loopback JWKS server and an app of its own (~1 s)
 def test_public_base_url_sets_the_audience(jwks: FhirServer) -> None:
     trust = {ISSUER: IssuerTrust(jku=[f"{jwks.base}/"])}
     settings = app_settings(
@@ -212,6 +212,7 @@ def _sandbox_token(audience: str) -> tuple[str, dict[str, Any]]:
     return jwt.encode(claims, key, algorithm="ES384", headers=header), jwks
 
 
+@pytest.mark.slow  # builds an app of its own (~1 s)
 def test_a_default_deployment_trusts_no_issuer() -> None:
     assert Settings().issuers() == {}
     forged, _ = _sandbox_token(SERVICE)
@@ -238,6 +239,7 @@ def test_trusting_the_sandbox_is_an_explicit_opt_in() -> None:
     assert verify(Settings(trust_sandbox=True))["iss"] == SANDBOX
 
 
+@pytest.mark.slow  # builds an app of its own (~1 s)
 def test_trusting_the_sandbox_is_logged_as_insecure(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     with TestClient(create_app(app_settings(auth_disabled=False, trust_sandbox=True))):
@@ -245,6 +247,7 @@ def test_trusting_the_sandbox_is_logged_as_insecure(caplog: pytest.LogCaptureFix
     assert "INSECURE: trusting the public CDS Hooks sandbox" in caplog.text
 
 
+@pytest.mark.slow  # builds an app of its own (~1 s)
 def test_no_issuer_logs_how_to_configure_one(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     with TestClient(create_app(app_settings(auth_disabled=False))):
@@ -252,6 +255,7 @@ def test_no_issuer_logs_how_to_configure_one(caplog: pytest.LogCaptureFixture) -
     assert "CDS_TRUSTED_ISSUERS" in caplog.text
 
 
+@pytest.mark.slow  # a loopback JWKS server and an app of its own (~1 s)
 def test_an_algorithm_that_does_not_fit_the_key_is_401(
     client: TestClient, jwks: FhirServer
 ) -> None:
@@ -283,6 +287,14 @@ def test_jku_is_compared_by_url_parts_not_string_prefix(jku: str, allowed: bool)
     assert url_within(jku, "https://ehr.test/keys") is allowed
 
 
+@pytest.fixture(scope="module")
+def fuzz_client() -> TestClient:
+    """An app that trusts an issuer whose keys cannot be fetched (built when first used)."""
+    trust = {ISSUER: IssuerTrust(jwks_url="http://127.0.0.1:9/jwks.json")}
+    return TestClient(create_app(app_settings(auth_disabled=False, trusted_issuers=trust)))
+
+
+@pytest.mark.slow  # 300 generated tokens, three requests each
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     authorization=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200),
@@ -297,19 +309,20 @@ def test_jku_is_compared_by_url_parts_not_string_prefix(jku: str, allowed: bool)
     claims=st.dictionaries(st.text(max_size=5), st.text(max_size=20) | st.integers()),
 )
 def test_any_header_or_token_gets_200_or_401(
-    authorization: str, header: dict[str, Any], claims: dict[str, Any]
+    fuzz_client: TestClient, authorization: str, header: dict[str, Any], claims: dict[str, Any]
 ) -> None:
     forged = ".".join(
         base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
         for part in (header, claims)
     )
     for value in (authorization, f"Bearer {forged}.AAAA", f"Bearer {forged}"):
-        response = FUZZ_CLIENT.post(
+        response = fuzz_client.post(
             "/cds-services/patient-view", json={}, headers={"Authorization": value}
         )
         assert response.status_code == 401
 
 
+@pytest.mark.slow  # a loopback JWKS server and an app of its own (~1 s)
 def test_replay_is_refused_across_workers_sharing_the_store(jwks: FhirServer) -> None:
     trust = {ISSUER: IssuerTrust(jku=[f"{jwks.base}/"])}
     settings = app_settings(auth_disabled=False, trusted_issuers=trust)

@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import EXAMPLE_TODAY, EXAMPLES
+
+pytestmark = pytest.mark.slow  # every test runs the CLI as a subprocess
 
 ENV = {**os.environ, "CDS_TODAY": EXAMPLE_TODAY.isoformat()}
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cds_service.cards import service_request
 from cds_service.facts import Evidence
-from cds_service.knowledge import Referral, load_knowledge
+from cds_service.knowledge import Knowledge, Referral
 from tests.conftest import example_names, load_example
 
 TOKEN = re.compile(r"\{\{([^}]*)\}\}")
@@ -76,12 +76,10 @@ def test_cards_conform(client: TestClient, name: str) -> None:
     assert len(uuids) == len(set(uuids))
 
 
-KNOWLEDGE = load_knowledge()
-
-
+@pytest.mark.slow  # 150 generated referrals, each validated with fhir.resources
 @settings(max_examples=150, deadline=None)
 @given(
-    specialty=st.sampled_from(sorted(KNOWLEDGE.specialties)),
+    data=st.data(),
     priority=st.sampled_from(["routine", "urgent", "stat"]),
     patient=st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True),
     references=st.lists(
@@ -92,12 +90,18 @@ KNOWLEDGE = load_knowledge()
     replaced=st.lists(st.from_regex(r"ServiceRequest/[A-Za-z0-9\-.]{1,64}", fullmatch=True)),
 )
 def test_every_referral_the_service_builds_is_a_valid_r4_service_request(
-    specialty: str, priority: str, patient: str, references: list[str], replaced: list[str]
+    knowledge: Knowledge,
+    data: st.DataObject,
+    priority: str,
+    patient: str,
+    references: list[str],
+    replaced: list[str],
 ) -> None:
     """What each request no longer validates: any referral, any checked ids from the record."""
+    specialty = data.draw(st.sampled_from(sorted(knowledge.specialties)))
     evidence = [Evidence("Condition", ref, "x", "", "") for ref in references]
     resource = service_request(
-        KNOWLEDGE,
+        knowledge,
         Referral(specialty=specialty, priority=priority),
         patient,
         date(2026, 11, 1),

@@ -4,6 +4,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
+
 from cds_service.engine import Engine, compile_ruleset
 from cds_service.facts import Fact, FindingFact, ObservationFact
 from cds_service.knowledge import Knowledge
@@ -31,6 +33,7 @@ def _evaluate(triage: Triage, request: dict[str, Any]) -> Any:
     return without_uuids(dump(triage.evaluate(body, request["hook"], EXAMPLE_TODAY)))
 
 
+@pytest.mark.slow  # 16 threads, 8,000 evaluations: ~20 s
 def test_concurrent_evaluations_match_sequential_ones(triage: Triage) -> None:
     templates = [load_example(name)[0] for name in example_names()]
     requests = [

@@ -5,6 +5,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cds_service.codes import CodeIndex
 from cds_service.facts import FactSet, build_facts
 from cds_service.fhir_model import Condition, MedicationRequest, MedicationStatement, Procedure
@@ -170,6 +172,7 @@ def test_icd10cm_subtrees_match_by_prefix_and_block_range() -> None:
     assert index.concepts("other", "C50") == ()
 
 
+@pytest.mark.slow  # loads a copy of the knowledge base (~1 s)
 def test_a_site_can_qualify_generic_pain_by_a_back_body_site(tmp_path: Path) -> None:
     """`back_body_site` in config.yaml names a value set a site adds (none ships verified)."""
     rules = tmp_path / "rules"

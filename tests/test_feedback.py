@@ -26,7 +26,7 @@ from tests.postgres import postgres_server
 EXAMPLE = "neurology-radiculopathy--seven-weeks"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
     """Every test here runs on SQLite (the default) and on a real PostgreSQL server."""
     if request.param == "sqlite":
@@ -88,6 +88,7 @@ def test_feedback_is_stored_once_however_often_it_is_sent(
     assert row["outcome"] == "accepted"
 
 
+@pytest.mark.slow  # builds its own app per test (~1 s)
 def test_override_with_reason_is_stored(client: TestClient, settings: Settings) -> None:
     card = _card(client)
     body = {
@@ -109,6 +110,7 @@ def test_override_with_reason_is_stored(client: TestClient, settings: Settings) 
     assert "seen by neurology" in str(row["override_reason"])
 
 
+@pytest.mark.slow  # builds its own app per test (~1 s)
 @pytest.mark.parametrize(
     ("change", "path"),
     [
@@ -152,6 +154,7 @@ def test_malformed_feedback_is_400(
     assert _rows(settings, "feedback") == []
 
 
+@pytest.mark.slow  # builds its own app per test (~1 s)
 def test_every_evaluation_is_audited_without_tokens(
     client: TestClient, settings: Settings, knowledge: Knowledge
 ) -> None:
@@ -184,10 +187,12 @@ def test_every_evaluation_is_audited_without_tokens(
     assert request["context"]["patientId"] not in audit
 
 
+@pytest.mark.slow  # builds its own app per test (~1 s)
 def test_ready_reports_the_database(client: TestClient) -> None:
     assert client.get("/ready").json()["status"] == "ready"
 
 
+@pytest.mark.slow  # starts and stops a PostgreSQL server of its own
 def test_ready_is_503_when_the_database_is_gone() -> None:
     with postgres_server() as url:
         app = create_app(app_settings(database_url=url))
@@ -197,6 +202,7 @@ def test_ready_is_503_when_the_database_is_gone() -> None:
     assert response.json()["issue"][0]["code"] == "transient"
 
 
+@pytest.mark.slow  # builds its own app per test (~1 s)
 def test_two_offsets_of_different_instants_are_two_records(
     client: TestClient, settings: Settings
 ) -> None:
@@ -213,6 +219,7 @@ def test_two_offsets_of_different_instants_are_two_records(
     assert len(_rows(settings, "feedback")) == 2
 
 
+@pytest.mark.slow  # builds its own app per test (~1 s)
 def test_members_the_spec_does_not_define_are_not_stored(
     client: TestClient, settings: Settings
 ) -> None:
@@ -226,6 +233,7 @@ def test_members_the_spec_does_not_define_are_not_stored(
     assert len(str(row)) < 10_000
 
 
+@pytest.mark.slow  # starts and stops a PostgreSQL server of its own
 def test_with_postgresql_stopped_feedback_is_503_and_cards_still_go_out() -> None:
     """The documented choice: an evaluation whose audit write fails still answers its cards
     (logged, counted, /ready 503); feedback, which is the record itself, is a 503 to retry."""
@@ -262,6 +270,7 @@ def test_the_replay_check_without_a_database_is_503_not_401() -> None:
         anyio.run(authenticator.verify, f"Bearer {token}", "x")
 
 
+@pytest.mark.slow  # builds its own app per test (~1 s)
 def test_the_store_stays_bounded_under_retention(client: TestClient, settings: Settings) -> None:
     card = _card(client)
     assert client.post("/cds-services/patient-view/feedback", json=_accepted(card)).status_code

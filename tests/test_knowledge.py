@@ -47,6 +47,7 @@ def test_both_icd10_and_snomed_map_cauda_equina(knowledge: Knowledge) -> None:
     assert knowledge.concepts("http://snomed.info/sct", "192970008") == ("cauda-equina",)
 
 
+@pytest.mark.slow  # loads a copy of the knowledge base per case (~1 s each)
 @pytest.mark.parametrize(
     ("file", "old", "new", "problem"),
     [

@@ -21,6 +21,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+@pytest.mark.slow  # builds apps of its own (~1 s each)
 def test_metrics_count_calls_cards_rules_and_errors() -> None:
     with TestClient(create_app(app_settings())) as client:
         request = load_example("neurology-radiculopathy--seven-weeks")[0]
@@ -85,6 +86,7 @@ def test_responses_carry_security_headers(client: TestClient) -> None:
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
 
 
+@pytest.mark.slow  # builds apps of its own (~1 s each)
 def test_a_production_deployment_serves_no_playground_docs_or_open_metrics() -> None:
     production = app_settings(auth_disabled=False)
     with TestClient(create_app(production)) as client:
@@ -99,6 +101,7 @@ def test_a_production_deployment_serves_no_playground_docs_or_open_metrics() -> 
         assert client.get("/playground").status_code == 200
 
 
+@pytest.mark.slow  # builds apps of its own (~1 s each)
 def test_start_up_logs_no_migration_narrative() -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level, logging.getLogger("alembic").level

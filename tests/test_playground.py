@@ -15,6 +15,8 @@ from cds_service.triage import Triage
 from tests.conftest import EXAMPLE_TODAY, ROOT, load_example
 from tests.test_server import running_service
 
+pytestmark = pytest.mark.slow  # Chromium through Playwright, and the service as a subprocess
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "build" / "screenshots"
 # As the machine notes advise: no sandbox as root, no background network in a closed network.

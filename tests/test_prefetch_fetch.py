@@ -15,6 +15,9 @@ EXAMPLE = "red-flag-spinal-infection--fever-ivdu-markers"
 PATIENT = "pt-infection-ivdu"
 TOKEN = "secret-access-token"
 
+# Each test runs a loopback FHIR server and builds an app of its own (~1 s).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def server() -> Iterator[FhirServer]:

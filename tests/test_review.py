@@ -40,6 +40,7 @@ def test_the_card_uuid_alone_or_a_wrong_secret_opens_nothing(client: TestClient)
     assert client.get(f"/review/cards/{uuid}").status_code == 404  # no card by URL any more
 
 
+@pytest.mark.slow  # builds an app of its own (~1 s)
 def test_a_capability_expires() -> None:
     with TestClient(create_app(app_settings(review_ttl_hours=0))) as expired:
         assert _review(expired, _link(expired)["capability"]).status_code == 404

@@ -18,6 +18,8 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from tests.conftest import EXAMPLE_TODAY, EXAMPLES
 from tests.postgres import free_port
 
+pytestmark = pytest.mark.slow  # the service runs as a uvicorn subprocess
+
 
 @contextmanager
 def running_service(

@@ -29,6 +29,14 @@ PATIENTS = [patient["id"] for patient in CORPUS["patients"]]
 # Each source has its own evaluation date (the day after its latest data), kept per patient.
 DATES = {patient["id"]: patient_date(CORPUS, patient) for patient in CORPUS["patients"]}
 REGENERATE = "python -m tests.synthea.convert --out fhir_examples/synthea --update-expected"
+# The fast loop (`pytest -m "not slow"`) runs a few: per source, its first back-pain patient and
+# its first other patient. The whole corpus runs with the slow tests.
+SAMPLE = {
+    next(p["id"] for p in CORPUS["patients"] if p["source"] == s["name"] and p["back_pain"] is bp)
+    for s in CORPUS["sources"]
+    for bp in (True, False)
+}
+CASES = [pytest.param(p, marks=() if p in SAMPLE else pytest.mark.slow) for p in PATIENTS]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +60,7 @@ def corpus_client() -> Iterator[Callable[[date], TestClient]]:
         yield client_on
 
 
-@pytest.mark.parametrize("patient_id", PATIENTS)
+@pytest.mark.parametrize("patient_id", CASES)
 def test_synthea_patient_is_accepted_and_gets_expected_cards(
     patient_id: str, triage: Triage, expected: dict[str, Any]
 ) -> None:
@@ -90,6 +98,7 @@ def test_synthea_corpus_is_large_and_every_back_pain_patient_is_expected(
     assert not missing, f"back-pain patients without an entry in expected.json: {missing}"
 
 
+@pytest.mark.slow  # an app per evaluation date (~1 s each); in-process above
 @pytest.mark.parametrize("patient_id", PATIENTS)
 def test_synthea_patient_is_accepted_over_http(
     patient_id: str, corpus_client: Callable[[date], TestClient]

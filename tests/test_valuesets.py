@@ -5,20 +5,26 @@ each code exists, its display is the tabular's, and the codes the service matche
 are exactly the listed codes and the descendants of its roots, over the whole tabular.
 """
 
+import importlib
 import shutil
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from cds_service.knowledge import Code, Knowledge, KnowledgeError, ValueSet, load_knowledge
 from tests.conftest import ROOT
 
-with warnings.catch_warnings():  # the package reads its data through a deprecated API
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import simple_icd_10_cm as icd
+
+@pytest.fixture(scope="module")
+def icd() -> ModuleType:
+    """The tabular: `simple-icd-10-cm` reads it on import (~2 s), so only when a test needs it."""
+    with warnings.catch_warnings():  # the package reads its data through a deprecated API
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return importlib.import_module("simple_icd_10_cm")
 
 
 def _codes(knowledge: Knowledge) -> Iterator[tuple[ValueSet, Code]]:
@@ -51,7 +57,10 @@ def test_every_code_outside_icd10cm_names_its_published_source(knowledge: Knowle
     assert missing == []
 
 
-def test_icd10cm_codes_exist_in_the_tabular_with_their_display(knowledge: Knowledge) -> None:
+@pytest.mark.slow  # reads the whole ICD-10-CM tabular
+def test_icd10cm_codes_exist_in_the_tabular_with_their_display(
+    knowledge: Knowledge, icd: ModuleType
+) -> None:
     wrong: list[str] = []
     for value_set, code in _icd(knowledge):
         if code.source is not None:  # a retired code, documented by its source
@@ -68,13 +77,14 @@ def test_icd10cm_codes_exist_in_the_tabular_with_their_display(knowledge: Knowle
 
 
 @pytest.fixture(scope="module")
-def tabular() -> list[str]:
+def tabular(icd: ModuleType) -> list[str]:
     """Every category, subcategory and code of the tabular (no chapters, no blocks)."""
     return [code for code in icd.get_all_codes() if icd.is_category_or_subcategory(code)]
 
 
+@pytest.mark.slow  # reads the whole ICD-10-CM tabular
 def test_icd10cm_matching_equals_the_tabular_hierarchy(
-    knowledge: Knowledge, tabular: list[str]
+    knowledge: Knowledge, tabular: list[str], icd: ModuleType
 ) -> None:
     """For each concept: codes matched by the service == listed codes + their descendants."""
     expected: dict[str, set[str]] = defaultdict(set)
