@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # HTTP throughput of spine-cds against its floor (bench/floor.py: same uvicorn stack, same body
-# parsed with orjson, a fixed answer), interleaved A/B rounds on loopback, for 1 and 2 workers.
+# parsed with orjson, a fixed answer), interleaved A/B rounds on loopback, for 1 and 2 workers
+# (or the counts in WORKERS, e.g. WORKERS="1 2 4").
 # Prints per-round figures, then medians and the spine-cds / floor ratios. Needs wrk.
 #   bash bench/ab.sh [rounds=3] [seconds=10] [connections=16]
 set -euo pipefail
@@ -40,7 +41,7 @@ rps = float(re.search(r'Requests/sec:\s+([\d.]+)', text).group(1))
 print(f'{rps:.1f} {ms(\"50%\"):.1f} {ms(\"99%\"):.1f} {non2xx.group(1) if non2xx else 0}')
 "
 }
-for workers in 1 2; do
+for workers in ${WORKERS:-1 2}; do
   for app in spine floor; do
     if [ "$app" = spine ]; then offset=1; else offset=2; fi
     port=$((19000 + workers * 10 + offset))
@@ -66,7 +67,7 @@ import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 print("\nworkers  app    req/s  p50 ms  p99 ms  non-2xx   (medians over rounds)")
 medians = {}
-for workers in ("1", "2"):
+for workers in sorted({r[0] for r in rows}, key=int):
     for app in ("spine", "floor"):
         got = [r for r in rows if r[0] == workers and r[1] == app]
         rps, p50, p99 = (statistics.median(float(r[i]) for r in got) for i in (3, 4, 5))
