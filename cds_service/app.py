@@ -7,13 +7,11 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
@@ -29,6 +27,7 @@ from cds_service.knowledge import load_knowledge
 from cds_service.limits import Admission, RequestLimits
 from cds_service.logs import RequestLog, configure_logging
 from cds_service.metrics import Metrics
+from cds_service.openapi import openapi_document
 from cds_service.routes import admin, cds_hooks, operations, pages
 from cds_service.service import CDSService
 from cds_service.settings import Settings
@@ -149,25 +148,6 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
-
-
-def openapi_document(app: FastAPI, hooks: HookRegistry = HOOKS) -> dict[str, Any]:
-    """The app's OpenAPI: validation errors are 400s here (no 422), and the service ids are
-    the registry's hooks."""
-    if app.openapi_schema is None:
-        document = get_openapi(
-            title=app.title, version=app.version, summary=app.summary, routes=app.routes
-        )
-        for path in document["paths"].values():
-            for operation in path.values():
-                operation["responses"].pop("422", None)
-                for parameter in operation.get("parameters", []):
-                    if parameter["name"] == "service_id":
-                        parameter["schema"]["enum"] = list(hooks)
-        for name in ("HTTPValidationError", "ValidationError"):
-            document["components"]["schemas"].pop(name, None)
-        app.openapi_schema = document
-    return app.openapi_schema
 
 
 def _purging(

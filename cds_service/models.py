@@ -170,7 +170,16 @@ class ReasonCoding(BaseModel):
 class OverrideReason(BaseModel):
     """Why a card was overridden: a `reason` Coding, a `userComment`, or both; never `{}`."""
 
-    model_config = ConfigDict(extra="ignore")
+    # The schema states `_not_empty` (the validator is what enforces it).
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["reason"], "properties": {"reason": {"type": "object"}}},
+                {"required": ["userComment"], "properties": {"userComment": {"type": "string"}}},
+            ]
+        },
+    )
 
     reason: ReasonCoding | None = None
     userComment: NonEmpty | None = None
@@ -199,7 +208,32 @@ def _in_utc(moment: datetime) -> datetime:
 class FeedbackItem(BaseModel):
     """One card's outcome (CDS Hooks 2.0 feedback)."""
 
-    model_config = ConfigDict(extra="ignore")
+    # The schema states `_outcome_fields` (the validator is what enforces it).
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "title": "Accepted",
+                    "description": "Lists its acceptedSuggestions; no overrideReason.",
+                    "required": ["acceptedSuggestions"],
+                    "properties": {
+                        "outcome": {"const": "accepted"},
+                        "acceptedSuggestions": {"type": "array"},
+                        "overrideReason": {"type": "null"},
+                    },
+                },
+                {
+                    "title": "Overridden",
+                    "description": "No acceptedSuggestions; an overrideReason if any.",
+                    "properties": {
+                        "outcome": {"const": "overridden"},
+                        "acceptedSuggestions": {"type": "null"},
+                    },
+                },
+            ]
+        },
+    )
 
     card: Identifier
     outcome: Literal["accepted", "overridden"]

@@ -33,3 +33,11 @@ def test_an_admin_page_offset_past_any_table_is_400() -> None:
         )
     assert answer.status_code == 400
     assert answer.json()["issue"][0]["expression"] == ["offset"]
+
+
+@pytest.mark.parametrize("day", ["0", "2024-01-01T00:00:00", "2026-02-30", "1e9"])
+def test_admin_dates_are_calendar_days_written_yyyy_mm_dd(day: str) -> None:
+    with TestClient(create_app(app_settings(admin_token="t"))) as client:
+        answer = client.get(f"/admin/report?until={day}", headers={"Authorization": "Bearer t"})
+    assert answer.status_code == 400
+    assert answer.json()["issue"][0]["expression"] == ["until"]

@@ -5,6 +5,7 @@ configured every call is refused. The page itself holds no data; it asks for the
 """
 
 import hmac
+import re
 from datetime import date
 from typing import Annotated
 
@@ -12,6 +13,7 @@ import anyio
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 
 from cds_service.analytics import FeedbackRow, Report, feedback_rows, report
 from cds_service.deps import Wired
@@ -38,8 +40,18 @@ router = APIRouter(
     dependencies=[Depends(admin)],
     responses={401: {"model": OperationOutcome, "description": "No or a wrong admin token"}},
 )
-Since = Annotated[date | None, Query(description="First day (UTC) included")]
-Until = Annotated[date | None, Query(description="First day (UTC) no longer included")]
+
+
+def _calendar_date(value: object) -> object:
+    """Only `YYYY-MM-DD` (pydantic would also read `0` or a datetime as a date)."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a date is written YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_calendar_date)]
+Since = Annotated[Day | None, Query(description="First day (UTC) included, YYYY-MM-DD")]
+Until = Annotated[Day | None, Query(description="First day (UTC) no longer included, YYYY-MM-DD")]
 
 
 @router.get("/report")
