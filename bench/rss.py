@@ -24,7 +24,6 @@ from tests.postgres import free_port
 PORT = free_port()
 
 
-
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
