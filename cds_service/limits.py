@@ -27,9 +27,10 @@ from cds_service.errors import Issue, outcome_response
 log = logging.getLogger(__name__)
 
 _JSON_TYPES = ("application/json", "application/fhir+json")
+_ESCAPE = rb"(?:^|[^\\])(?:\\\\)*"  # an escape starts after an even run of backslashes
 _UNPAIRED_SURROGATE = re.compile(
-    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    _ESCAPE + rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|" + _ESCAPE + rb"(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
 )
 
 

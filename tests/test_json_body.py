@@ -32,3 +32,11 @@ def test_raw_surrogate_bytes_are_a_400_not_a_500(client: TestClient) -> None:
     status, message = _post(client, body)
     assert status == 400
     assert message.startswith("malformed JSON")
+
+
+def test_text_that_merely_shows_a_surrogate_escape_is_accepted(client: TestClient) -> None:
+    """`"\\\\ud800"` is a backslash and five letters, not an escape: valid text."""
+    request, _ = load_example(EXAMPLE)
+    request["context"]["userId"] = "Practitioner/a\\ud800b"
+    answer = client.post("/cds-services/patient-view", json=request)
+    assert answer.status_code == 200, answer.text
