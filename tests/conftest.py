@@ -1,6 +1,7 @@
 """Shared fixtures: the real knowledge base, the triage, the app, and the example requests."""
 
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from datetime import date
@@ -9,12 +10,19 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 
 from cds_service.app import create_app
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.settings import Settings
 from cds_service.triage import Triage
 from tests.postgres import postgres_server
+
+# In CI, property tests replay the same examples every run (a new finding comes from a local run,
+# not from a red CI); locally they explore anew each time.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "fhir_examples"
