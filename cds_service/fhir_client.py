@@ -30,6 +30,8 @@ from cds_service.models import HookRequest
 from cds_service.prefetch import PREFETCH, REQUIRED_KEYS, absent
 
 log = logging.getLogger(__name__)
+# httpx logs every request's URL at INFO, and a search URL names the patient: not in our logs.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class FetchError(Exception):
@@ -38,6 +40,14 @@ class FetchError(Exception):
     def __init__(self, detail: str, public: str = "no usable answer (see the service log)"):
         super().__init__(detail)
         self.public = public
+
+
+def origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL: what logs and errors may say of a fhirServer (its
+    path may name a tenant, its userinfo hold credentials)."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,7 @@ async def complete_prefetch(
     base = str(request.fhirServer).rstrip("/") + "/"
     refused = await _refusal(base, policy)
     if refused is not None:
-        log.warning("fhirServer %s refused: %s", base, refused)
+        log.warning("fhirServer at %s refused", origin(base))  # no path, no credentials
         required = [Issue(refused, f"prefetch.{k}") for k in missing if k in REQUIRED_KEYS]
         if required:
             raise CDSError(412, required)
@@ -95,7 +105,7 @@ async def complete_prefetch(
         try:
             prefetch[key] = await _fetch(client, base, query, policy)
         except FetchError as exc:
-            log.warning("prefetch %s (%s) not fetched: %s", key, query, exc)
+            log.warning("prefetch %s not fetched: %s", key, exc)  # the query names the patient
             if key in REQUIRED_KEYS:
                 message = f"could not fetch {query} from fhirServer: {exc.public}"
                 issues.append(Issue(message, f"prefetch.{key}"))
@@ -131,11 +141,11 @@ def _headers(request: HookRequest) -> dict[str, str]:
 async def _refusal(base: str, policy: FetchPolicy) -> str | None:
     """Why the service will not fetch from `base` (None: it may)."""
     if not any(url_within(base, prefix) for prefix in policy.fhir_servers):
-        return f"fhirServer {base} is not one this caller may send the service to"
+        return f"fhirServer at {origin(base)} is not one this caller may send the service to"
     if urlsplit(base).scheme not in ("http", "https"):
         return "fhirServer is not an http(s) URL"
     if not policy.allow_private and await _private(urlsplit(base).hostname or ""):
-        return f"fhirServer {base} is on a loopback, private or link-local address"
+        return f"fhirServer at {origin(base)} is on a loopback, private or link-local address"
     return None
 
 
