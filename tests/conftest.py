@@ -72,3 +72,11 @@ def postgres_url() -> Iterator[str]:
     """One real PostgreSQL server for the whole run (tests drop their tables afterwards)."""
     with postgres_server() as url:
         yield url
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With `-m "not slow"`, a module marked slow as a whole is not even imported: some build
+    their cases at import (schemathesis), and deselecting them after collection costs seconds."""
+    if config.getoption("markexpr", "") != "not slow" or collection_path.suffix != ".py":
+        return None
+    return "\npytestmark = pytest.mark.slow" in collection_path.read_text() or None
