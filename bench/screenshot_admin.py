@@ -3,30 +3,21 @@
 Opens the page in headless Chromium, types the admin token, loads the report and writes a
 full-page screenshot. The token is read from CDS_ADMIN_TOKEN unless given with --token.
 
-    CDS_ADMIN_TOKEN=... .venv/bin/python bench/screenshot_admin.py http://127.0.0.1:8000 \\
+    CDS_ADMIN_TOKEN=... .venv/bin/python -m bench.screenshot_admin http://127.0.0.1:8000 \\
         [--since 2026-10-01] [--until 2026-12-01] [--out build/screenshots/admin.png]
 """
 
 import argparse
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
-from playwright.sync_api import ConsoleMessage, expect, sync_playwright
+from playwright.sync_api import ConsoleMessage, expect
+
+from tests.chromium import chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def screenshot(
@@ -39,27 +30,23 @@ def screenshot(
         if message.type == "error":
             problems.append(message.text)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": 1000})
-            page.on("console", on_console)
-            page.goto(f"{base_url.rstrip('/')}/admin")
-            page.fill("#token", token)
-            page.fill("#since", since)
-            page.fill("#until", until)
-            page.click("#load")
-            expect(page.locator("#status")).to_have_text(
-                re.compile("Report loaded|refused|No evaluations|could not", re.IGNORECASE),
-                timeout=30_000,
-            )
-            status = page.locator("#status").inner_text()
-            if "Report loaded" not in status:
-                raise SystemExit(f"the dashboard did not load: {status}")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(out), full_page=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": width, "height": 1000})
+        page.on("console", on_console)
+        page.goto(f"{base_url.rstrip('/')}/admin")
+        page.fill("#token", token)
+        page.fill("#since", since)
+        page.fill("#until", until)
+        page.click("#load")
+        expect(page.locator("#status")).to_have_text(
+            re.compile("Report loaded|refused|No evaluations|could not", re.IGNORECASE),
+            timeout=30_000,
+        )
+        status = page.locator("#status").inner_text()
+        if "Report loaded" not in status:
+            raise SystemExit(f"the dashboard did not load: {status}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out), full_page=True)
     return problems
 
 

@@ -7,39 +7,23 @@ inside its Content-Security-Policy.
 
 import json
 import re
-import shutil
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect
 
-from cds_service.app import create_app
-from cds_service.settings import Settings
+from tests.chromium import chromium
 from tests.conftest import EXAMPLES, app_settings
-from tests.postgres import free_port
+from tests.loopback import serving
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "test-admin-token"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SILENT_RULE = "physical-therapy-start-back"
 # Examples with cards from a dozen rules, over the three hooks; each is posted POSTS times.
 POSTS = {
@@ -57,28 +41,6 @@ POSTS = {
 }
 CHARTS = ("chart-weeks", "chart-outcomes", "chart-reasons", "chart-silent")
 RULE_COUNTS = ("cards", "silent_cards", "accepted", "overridden", "ignored")
-
-
-@contextmanager
-def serving(settings: Settings) -> Iterator[str]:
-    """The app under uvicorn on a free loopback port, in a thread, until the block ends."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _feedback(card: dict[str, Any], index: int) -> dict[str, Any] | None:
@@ -150,10 +112,8 @@ def report(service: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def _watch(page: Page) -> list[str]:

@@ -1,45 +1,16 @@
 """Demo traffic against the real app in a real uvicorn server on loopback, checked in its store."""
 
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
 from cds_service import storage
-from cds_service.app import create_app
 from cds_service.demo import DemoSummary, format_summary, run
-from cds_service.settings import Settings
 from tests.conftest import EXAMPLES, app_settings
-from tests.postgres import free_port
+from tests.loopback import serving
 
 pytestmark = pytest.mark.slow
-
-
-@contextmanager
-def serving(settings: Settings) -> Iterator[str]:
-    """The app under uvicorn on a free loopback port, in a thread, until the block ends."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _demo(rounds: int = 1) -> tuple[DemoSummary, dict[str, list[dict[str, Any]]]]:

@@ -18,7 +18,7 @@ from schemathesis.core.parameters import ParameterLocation
 
 from cds_service.hooks import HOOKS
 from tests.conftest import ROOT, app_settings, load_example
-from tests.test_demo import serving
+from tests.loopback import serving
 
 pytestmark = pytest.mark.slow  # schemathesis over HTTP, per backend
 

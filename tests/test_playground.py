@@ -1,34 +1,23 @@
 """The playground page in a real headless Chromium, against the real service on loopback."""
 
 import re
-import shutil
 from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 from markdown_it import MarkdownIt
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from cds_service.models import HookRequest, dump
 from cds_service.triage import Triage
+from tests.chromium import chromium
 from tests.conftest import EXAMPLE_TODAY, ROOT, load_example
 from tests.test_server import running_service
 
 pytestmark = pytest.mark.slow  # Chromium through Playwright, and the service as a subprocess
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "build" / "screenshots"
-# As the machine notes advise: no sandbox as root, no background network in a closed network.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +29,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def test_playground_renders_a_critical_card(service: str, browser: Browser) -> None:
