@@ -176,26 +176,26 @@ def _fresh(rng: random.Random, hooks: Iterable[str] | None = None) -> dict[str, 
 JsonPath = tuple[str | int, ...]
 
 
-def _paths(value: Any, path: JsonPath = ()) -> list[JsonPath]:
+def json_paths(value: Any, path: JsonPath = ()) -> list[JsonPath]:
     """Every member's path in a JSON document."""
     found = [path] if path else []
     if isinstance(value, dict):
         for key, item in value.items():
-            found += _paths(item, (*path, key))
+            found += json_paths(item, (*path, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found += _paths(item, (*path, index))
+            found += json_paths(item, (*path, index))
     return found
 
 
-def _get(document: Any, path: JsonPath) -> Any:
+def get_member(document: Any, path: JsonPath) -> Any:
     for step in path:
         document = document[step]
     return document
 
 
-def _set(document: Any, path: JsonPath, value: Any) -> None:
-    _get(document, path[:-1])[path[-1]] = value
+def set_member(document: Any, path: JsonPath, value: Any) -> None:
+    get_member(document, path[:-1])[path[-1]] = value
 
 
 def _resources(request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -255,8 +255,8 @@ def _conditions(request: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _codings(request: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
-    for path in _paths(request):
-        value = _get(request, path)
+    for path in json_paths(request):
+        value = get_member(request, path)
         if path and path[-1] == "coding" and isinstance(value, list):
             found += [c for c in value if isinstance(c, dict)]
     return found
@@ -414,11 +414,13 @@ def _date_extreme(rng: random.Random, n: int) -> HostileCase:
     request = _fresh(rng)
     value = _pick(EXTREME_DATES, n)
     existing = [
-        p for p in _paths(request) if isinstance(v := _get(request, p), str) and _DATE_LIKE.match(v)
+        p
+        for p in json_paths(request)
+        if isinstance(v := get_member(request, p), str) and _DATE_LIKE.match(v)
     ]
     if existing and rng.random() < 0.4:
         path = rng.choice(existing)
-        _set(request, path, value)
+        set_member(request, path, value)
         return _call("date-extreme", request, f"{'.'.join(map(str, path))} = {value!r}")
     resource, member = _date_target(rng, request)
     _set_member(resource, member, value)
@@ -719,9 +721,9 @@ WRONG_VALUES: list[Any] = [
 def _wrong_type(rng: random.Random, n: int) -> HostileCase:
     """One member anywhere replaced by a value of another type."""
     request = _fresh(rng)
-    path = rng.choice(_paths(request))
+    path = rng.choice(json_paths(request))
     value = _pick(WRONG_VALUES, n)
-    _set(request, path, value)
+    set_member(request, path, value)
     return _call("wrong-type", request, f"{'.'.join(map(str, path))} = {str(value)[:40]}")
 
 
@@ -750,13 +752,13 @@ def _huge_number(rng: random.Random, n: int) -> HostileCase:
     value = _pick(HUGE_NUMBERS, n)
     numeric = [
         p
-        for p in _paths(request)
-        if isinstance(v := _get(request, p), int | float) and not isinstance(v, bool)
+        for p in json_paths(request)
+        if isinstance(v := get_member(request, p), int | float) and not isinstance(v, bool)
     ]
     target = rng.randrange(5)
     if target == 0 and numeric:
         path = rng.choice(numeric)
-        _set(request, path, value)
+        set_member(request, path, value)
         where = ".".join(map(str, path))
     elif target == 1:
         request["fhirAuthorization"] = {

@@ -1,13 +1,13 @@
 """Bad input never gets a 500: example requests with one member replaced by arbitrary JSON."""
 
 import copy
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.hostile import json_paths, set_member
 from tests.conftest import example_names, load_example
 
 JSON = st.recursive(
@@ -23,18 +23,6 @@ JSON = st.recursive(
 )
 
 
-def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every member's path in a JSON document."""
-    found = [path] if path else []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += _paths(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += _paths(item, (*path, index))
-    return found
-
-
 @pytest.mark.slow  # 300 generated requests through the app
 @settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -45,11 +33,7 @@ def test_one_member_replaced_never_gives_a_server_error(
 ) -> None:
     name = data.draw(st.sampled_from(example_names()))
     request = copy.deepcopy(load_example(name)[0])
-    path = data.draw(st.sampled_from(_paths(request)))
-    target = request
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = data.draw(JSON)
+    set_member(request, data.draw(st.sampled_from(json_paths(request))), data.draw(JSON))
     response = client.post(f"/cds-services/{load_example(name)[0]['hook']}", json=request)
     assert response.status_code in (200, 400, 404, 412), response.text
     body = response.json()
