@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from bench.hostile import KINDS, Report, cases, format_report, run_sync
-from tests.test_server import running_service
+from tests.loopback import running_service
 
 pytestmark = pytest.mark.slow  # the service runs as a uvicorn subprocess, twice
 

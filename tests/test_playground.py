@@ -13,7 +13,7 @@ from cds_service.models import HookRequest, dump
 from cds_service.triage import Triage
 from tests.chromium import chromium
 from tests.conftest import EXAMPLE_TODAY, ROOT, load_example
-from tests.test_server import running_service
+from tests.loopback import running_service
 
 pytestmark = pytest.mark.slow  # Chromium through Playwright, and the service as a subprocess
 

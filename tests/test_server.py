@@ -1,13 +1,8 @@
 """The real service: `cds-service serve` on loopback, called over HTTP as an EHR would."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -15,56 +10,10 @@ import pytest
 import sqlalchemy as sa
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from tests.conftest import EXAMPLE_TODAY, EXAMPLES
-from tests.postgres import free_port
+from tests.conftest import EXAMPLES
+from tests.loopback import running_service
 
 pytestmark = pytest.mark.slow  # the service runs as a uvicorn subprocess
-
-
-@contextmanager
-def running_service(
-    folder: Path, database_url: str
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`cds-service serve` on a free loopback port, until the block ends."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "CDS_TODAY": EXAMPLE_TODAY.isoformat(),
-        "CDS_DATABASE_URL": database_url,
-        "CDS_AUTH_DISABLED": "true",
-    }
-    with (folder / f"server-{port}.log").open("w") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cds_service",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"{url}/ready", timeout=1).raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise
-                    time.sleep(0.1)
-            yield url, server
-        finally:
-            if server.poll() is None:
-                server.terminate()
-            server.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

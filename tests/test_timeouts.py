@@ -4,11 +4,8 @@ work it asked for (the fhirServer fetches stop)."""
 
 import asyncio
 import json
-import os
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, MutableMapping
@@ -16,14 +13,15 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
 import pytest
 
 from cds_service.limits import RequestLimits
-from tests.conftest import EXAMPLE_TODAY, EXAMPLES
-from tests.postgres import free_port
+from tests.conftest import EXAMPLES
+from tests.loopback import running_service
 
 pytestmark = pytest.mark.slow  # the service runs as a uvicorn subprocess
 
@@ -136,13 +134,8 @@ class Service:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """`cds-service serve` with 1 s header and body timeouts, allowed to fetch from SlowFhir."""
     folder = tmp_path_factory.mktemp("timeouts")
-    port = free_port()
     with slow_fhir() as fhir:
-        env = {
-            **os.environ,
-            "CDS_TODAY": EXAMPLE_TODAY.isoformat(),
-            "CDS_DATABASE_URL": f"sqlite:///{folder / 'spine-cds.db'}",
-            "CDS_AUTH_DISABLED": "true",
+        settings = {
             "CDS_FHIR_SERVERS": json.dumps([fhir.base.removesuffix("fhir")]),
             "CDS_FHIR_ALLOW_PRIVATE": "true",
             "CDS_FHIR_DEADLINE_SECONDS": str(FETCH_DEADLINE),
@@ -150,28 +143,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             "CDS_HEADER_TIMEOUT_SECONDS": str(TIMEOUT),
             "CDS_BODY_TIMEOUT_SECONDS": str(TIMEOUT),
         }
-        log = folder / "server.log"
-        with log.open("w") as out:
-            command = [sys.executable, "-m", "cds_service", "serve", "--port", str(port)]
-            server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            _wait_ready(f"http://127.0.0.1:{port}", server)
-            yield Service("127.0.0.1", port, log, fhir)
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-
-
-def _wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/ready", timeout=1).raise_for_status()
-            return
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise
-            time.sleep(0.1)
+        database = f"sqlite:///{folder / 'spine-cds.db'}"
+        with running_service(folder, database, settings) as (url, _):
+            port = urlsplit(url).port
+            assert port is not None
+            yield Service("127.0.0.1", port, folder / f"server-{port}.log", fhir)
 
 
 def _example(**prefetch: Any) -> dict[str, Any]:
