@@ -58,7 +58,11 @@ def _deletes(card: dict[str, Any]) -> bool:
 
 
 def _matches(referrals: list[tuple[str, str]], wanted: list[dict[str, Any]]) -> bool:
-    return any(code == w["nucc"] and priority in w["priority"] for code, priority in referrals for w in wanted)
+    return any(
+        code == w["nucc"] and priority in w["priority"]
+        for code, priority in referrals
+        for w in wanted
+    )
 
 
 def _reassuring(card: dict[str, Any]) -> bool:
@@ -111,4 +115,48 @@ def test_blind_case_meets_expectation(name: str, triage: Triage) -> None:
     body = HookRequest.model_validate(request)
     cards = dump(triage.evaluate(body, request["hook"], today))["cards"]
     problems = unmet(blind["expect"], cards)
-    assert not problems, f"{blind['rationale']}\n" + "\n".join(problems) + "\nanswer:\n" + _answer(cards)
+    assert not problems, (
+        f"{blind['rationale']}\n" + "\n".join(problems) + "\nanswer:\n" + _answer(cards)
+    )
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted(CASES.glob("*.json"))])
+def test_blind_case_is_documented(name: str) -> None:
+    blind = json.loads((CASES / f"{name}.json").read_text())["blind"]
+    assert {"today", "class", "guideline", "rationale", "expect"} <= set(blind), name
+    assert name.startswith(f"{blind['class']}--"), "the file name starts with the case's class"
+    assert "http" in blind["guideline"], "the guideline is cited with its URL"
+
+
+def test_checker_catches_reassurance_and_wrong_referrals() -> None:
+    info = {"indicator": "info", "summary": "Acute low back pain, no red flag found"}
+    routine = {
+        "indicator": "critical",
+        "summary": "Refer",
+        "suggestions": [
+            {
+                "actions": [
+                    {
+                        "type": "create",
+                        "resource": {
+                            "resourceType": "ServiceRequest",
+                            "priority": "routine",
+                            "performerType": {"coding": [{"code": "207P00000X"}]},
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+    stat = [{"nucc": "207P00000X", "priority": ["stat"]}]
+    assert unmet({"critical": True, "must_not_reassure": True}, [info]) == [
+        "expected a critical card: True",
+        "a card reassures (info, imaging removal or 'no red flag')",
+    ]
+    assert unmet({"critical_refer_any_of": stat}, [routine]) == [
+        f"no critical card refers to any of {stat}"
+    ]
+    assert unmet({"no_refer_to": ["207P00000X"]}, [routine]) == [
+        "referral suggested that must not be: [('207P00000X', 'routine')]"
+    ]
+    assert unmet({"critical": False, "delete_imaging": False}, [info]) == []
