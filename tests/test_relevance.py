@@ -25,7 +25,7 @@ def _coded(kind: str, system: str, code: Any) -> dict[str, Any]:
         ({"resourceType": "Condition", "code": {"coding": "x"}}, True),
         ({"resourceType": "Condition", "code": {"coding": [5]}}, True),
         ({"resourceType": "Condition"}, True),
-        (_coded("Procedure", SNOMED, "38341003"), False),
+        (_coded("Procedure", SNOMED, "22298006"), False),
         (
             {"resourceType": "MedicationRequest", "medicationReference": {"reference": "#m1"}},
             True,
