@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal, NotRequired, TypedDict, get_args, get_type_hints
 
+from cds_service.codes import icd10cm_key
 from cds_service.fhir_model import (
     CodeableConcept,
     Coding,
@@ -330,7 +331,8 @@ def _add_findings(
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
     for source in sources:
         for concept, coding in source.found:
-            if source.active or knowledge.value_sets[concept].counts_when_inactive:
+            current = source.active and not _sequela(knowledge, coding)
+            if current or knowledge.value_sets[concept].counts_when_inactive:
                 found = _evidence(knowledge, source.entry, concept, coding, source.when)
                 risk = knowledge.value_sets[concept].risk
                 by_concept[concept].append(replace(found, value=risk.means) if risk else found)
@@ -340,6 +342,15 @@ def _add_findings(
         new = any(e.when is None or (today - e.when).days <= window for e in evidence)
         fact = FindingFact(id=facts.next_id(), type="finding", concept=concept, new=new)
         facts.add(fact, evidence)
+
+
+def _sequela(knowledge: Knowledge, coding: Coding) -> bool:
+    """An ICD-10-CM code whose 7th character is S: the late effect of an injury or fracture,
+    not the injury itself (ICD-10-CM guideline I.C.19.a), so history, as if inactive."""
+    if coding.system != knowledge.system_uri("icd-10-cm") or coding.code is None:
+        return False
+    key = icd10cm_key(coding.code)
+    return len(key) == 7 and key[6] == "S"
 
 
 def _unclassified(knowledge: Knowledge, entry: Entry[Any]) -> bool:
