@@ -21,7 +21,7 @@ from cds_service.fhir_model import (
     Resource,
     ServiceRequest,
 )
-from cds_service.models import HookRequest, PatientViewContext
+from cds_service.models import HookRequest, OrderSelectContext, PatientViewContext
 
 _PATIENT = "{{context.patientId}}"
 PREFETCH: dict[str, str] = {
@@ -60,6 +60,9 @@ class PatientRecord:
     medications: list[Entry[MedicationRequest | MedicationStatement]] = field(default_factory=list)
     referrals: list[Entry[ServiceRequest]] = field(default_factory=list)
     draft_orders: list[Entry[ServiceRequest]] = field(default_factory=list)
+    judged_orders: list[Entry[ServiceRequest]] = field(default_factory=list)
+    """The draft orders the hook judges: order-select's `selections`, every one at order-sign.
+    The others are context (an order already being placed, the reasons stated for it)."""
     partial: list[str] = field(default_factory=list)
     """Prefetch keys holding only the first page of a search (a `next` link not followed)."""
 
@@ -127,15 +130,43 @@ def read_record(
                 record.partial.append(key)
     draft_orders = getattr(context, "draftOrders", None)
     if draft_orders is not None:
-        bundle = _parse(draft_orders, "context.draftOrders")
-        if not isinstance(bundle, Bundle):
-            raise CDSError.of(400, "draftOrders must be a Bundle", "context.draftOrders")
-        record.draft_orders = [
-            Entry(resource, reference)
-            for resource, reference in _entries(bundle, "context.draftOrders", record.patient_id)
-            if isinstance(resource, ServiceRequest)
-        ]
+        selections = context.selections if isinstance(context, OrderSelectContext) else None
+        _read_draft_orders(record, draft_orders, selections)
     return record
+
+
+def _read_draft_orders(record: PatientRecord, value: Any, selections: list[str] | None) -> None:
+    """The draft ServiceRequests, the Conditions of the same Bundle that their `reasonReference`
+    names (the stated indication, read as part of the record), and the orders to judge: those
+    `selections` names (order-select), or all (order-sign); 400 for a selection not in the Bundle.
+    """
+    path = "context.draftOrders"
+    bundle = _parse(value, path)
+    if not isinstance(bundle, Bundle):
+        raise CDSError.of(400, "draftOrders must be a Bundle", path)
+    entries = _entries(bundle, path, record.patient_id)
+    record.draft_orders = [Entry(r, ref) for r, ref in entries if isinstance(r, ServiceRequest)]
+    reasons = {
+        reason.reference
+        for order in record.draft_orders
+        for reason in order.resource.reasonReference
+        if reason.reference
+    }
+    record.conditions += [
+        Entry(r, ref) for r, ref in entries if isinstance(r, Condition) and ref in reasons
+    ]
+    if selections is None:
+        record.judged_orders = list(record.draft_orders)
+        return
+    known = {ref for _, ref in entries}
+    for index, selection in enumerate(selections):
+        if selection not in known:
+            raise CDSError.of(
+                400,
+                f"selection {selection!r} is not an entry of draftOrders",
+                f"context.selections[{index}]",
+            )
+    record.judged_orders = [o for o in record.draft_orders if o.reference in selections]
 
 
 def _readable(value: Any, read: Callable[[Any], bool], expected: str) -> Any:

@@ -96,8 +96,10 @@ class CDSService:
     async def evaluate(self, hook: Hook, body: HookRequest, caller: Caller) -> dict[str, Any]:
         """The CDS Hooks response (JSON) to `body` at `hook`."""
         started = time.perf_counter()
-        if body.hook != hook.id:
+        if body.hook != hook.id and body.hook not in hook.labelled:
             raise CDSError.of(400, f"hook {body.hook!r} does not match service {hook.id!r}", "hook")
+        if body.hook != hook.id:
+            log.warning("a %s call labelled %r answered as %s", hook.id, body.hook, hook.id)
         context = read_context(body, hook.context)
         policy = replace(self._fetch, fhir_servers=caller.fhir_servers)
         prefetch = await complete_prefetch(body, context.patientId, policy, hook.prefetch)

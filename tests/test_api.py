@@ -135,6 +135,37 @@ def test_hook_not_matching_service_is_400(client: TestClient, request_body: dict
     assert _expressions(response) == ["hook"]
 
 
+def test_the_sandbox_order_sign_call_labelled_order_select_is_answered_as_order_sign(
+    client: TestClient,
+) -> None:
+    """The sandbox's PAMA tab posts its order-sign call with `hook: order-select` (and its
+    `selections`): order-sign answers it, judging every draft order."""
+    body, _ = load_example("imaging-acute-without-red-flag--selected-mri-beside-surgeon-referral")
+    assert body["hook"] == "order-select"
+    selected = client.post("/cds-services/order-select", json=body).json()["cards"]
+    signed = client.post("/cds-services/order-sign", json=body)
+    assert signed.status_code == 200, signed.text
+    rules = [card["extension"]["org.spine-cds.rule"]["id"] for card in signed.json()["cards"]]
+    assert "surgeon-referral-without-indication" in rules  # the unselected referral is judged
+    assert len(signed.json()["cards"]) == len(selected) + 1
+
+
+def test_an_order_sign_call_is_not_answered_by_order_select(client: TestClient) -> None:
+    body, _ = load_example("imaging-supported-by-red-flag--order-sign-mri-cauda-equina")
+    response = client.post("/cds-services/order-select", json=body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["hook"]
+
+
+def test_a_selection_not_in_draft_orders_is_400_naming_it(client: TestClient) -> None:
+    body, _ = load_example("imaging-acute-without-red-flag--order-select-mri")
+    body["context"]["selections"] = ["ServiceRequest/mri-1", "ServiceRequest/elsewhere"]
+    response = client.post("/cds-services/order-select", json=body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["context.selections[1]"]
+    assert "ServiceRequest/elsewhere" in _issues(response)[0]["diagnostics"]
+
+
 def test_order_hook_without_draft_orders_is_400(
     client: TestClient, request_body: dict[str, Any]
 ) -> None:
