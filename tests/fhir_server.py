@@ -37,6 +37,7 @@ def fhir_server() -> Iterator[FhirServer]:
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Access-Control-Allow-Origin", "*")  # pages may read it too
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             delay = state.trickle.get(path)
