@@ -137,7 +137,13 @@ class CardBuilder:
             if suggestions
             else None,
             overrideReasons=[
-                Coding(system=f"{own}/override-reason", code=r.code, display=r.display)
+                Coding(
+                    system=self._knowledge.system_uri(r.system)
+                    if r.system
+                    else f"{own}/override-reason",
+                    code=r.code,
+                    display=r.display,
+                )
                 for r in self._knowledge.config.override_reasons
             ]
             if spec.indicator != "info"

@@ -30,6 +30,9 @@ from cds_service.triage import Evaluation, Triage, today_utc
 
 log = logging.getLogger("cds_service")
 
+CDS_HOOKS_VERSION = "2.0.1"
+"""The CDS Hooks specification the services implement, as discovery's `version` states it."""
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -85,6 +88,7 @@ class CDSService:
                     title=hook.title,
                     description=hook.description,
                     prefetch=dict(hook.prefetch),
+                    version=CDS_HOOKS_VERSION,
                     extension={
                         "org.spine-cds.ruleset": ruleset | ({"silent": silent} if silent else {})
                     },

@@ -42,6 +42,20 @@ def test_discovery_lists_one_service_per_hook_with_prefetch_and_version(
         assert service["prefetch"]["conditions"] == "Condition?patient={{context.patientId}}"
         assert service["prefetch"]["observations"] == "Observation?patient={{context.patientId}}"
         assert service["extension"]["org.spine-cds.ruleset"]["version"] == knowledge.version
+        assert service["version"] == "2.0.1"  # the CDS Hooks specification (3.0 ballot field)
+
+
+def test_cards_offer_hl7_override_reasons_beside_ours(client: TestClient) -> None:
+    body, _ = load_example("neurology-radiculopathy--seven-weeks")
+    (card,) = client.post("/cds-services/patient-view", json=body).json()["cards"]
+    systems = {reason["system"] for reason in card["overrideReasons"]}
+    assert systems == {
+        "https://spine-cds.org/fhir/CodeSystem/override-reason",
+        "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
+    }
+    hl7 = [r for r in card["overrideReasons"] if "terminology.hl7.org" in r["system"]]
+    assert {"patient-contraindication", "service-not-available"} <= {r["code"] for r in hl7}
+    assert all(reason["display"] for reason in card["overrideReasons"])
 
 
 def test_health(client: TestClient, knowledge: Knowledge) -> None:
