@@ -158,15 +158,19 @@ def _read_draft_orders(record: PatientRecord, value: Any, selections: list[str] 
     if selections is None:
         record.judged_orders = list(record.draft_orders)
         return
-    known = {ref for _, ref in entries}
+    full_urls = {id(e.resource): e.fullUrl for e in bundle.entry if e.resource and e.fullUrl}
+    names = {id(r): {ref, full_urls.get(id(r))} - {None} for r, ref in entries}
+    known = set().union(*names.values())
     for index, selection in enumerate(selections):
         if selection not in known:
             raise CDSError.of(
                 400,
-                f"selection {selection!r} is not an entry of draftOrders",
+                f"selection {selection!r} is not an entry of draftOrders (by Type/id or fullUrl)",
                 f"context.selections[{index}]",
             )
-    record.judged_orders = [o for o in record.draft_orders if o.reference in selections]
+    record.judged_orders = [
+        order for order in record.draft_orders if names[id(order.resource)] & set(selections)
+    ]
 
 
 def _readable(value: Any, read: Callable[[Any], bool], expected: str) -> Any:

@@ -180,6 +180,17 @@ def test_a_selection_not_in_draft_orders_is_400_naming_it(client: TestClient) ->
     assert "ServiceRequest/elsewhere" in _issues(response)[0]["diagnostics"]
 
 
+def test_a_selection_may_name_an_order_by_its_full_url(client: TestClient) -> None:
+    body, _ = load_example("imaging-acute-without-red-flag--order-select-mri")
+    (entry,) = body["context"]["draftOrders"]["entry"]
+    entry["fullUrl"] = "urn:uuid:6f1c2a8e-2a55-4c1e-9d1e-0b7c1f1d2e3a"
+    body["context"]["selections"] = [entry["fullUrl"]]
+    response = client.post("/cds-services/order-select", json=body)
+    assert response.status_code == 200, response.text
+    rules = [card["extension"]["org.spine-cds.rule"]["id"] for card in response.json()["cards"]]
+    assert "imaging-acute-without-red-flag" in rules
+
+
 def test_order_hook_without_draft_orders_is_400(
     client: TestClient, request_body: dict[str, Any]
 ) -> None:
