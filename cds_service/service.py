@@ -87,7 +87,7 @@ class CDSService:
                     hook=hook.id,
                     title=hook.title,
                     description=hook.description,
-                    prefetch=dict(hook.prefetch),
+                    prefetch=dict(self.triage.queries.templates),
                     version=CDS_HOOKS_VERSION,
                     extension={
                         "org.spine-cds.ruleset": ruleset | ({"silent": silent} if silent else {})
@@ -106,10 +106,11 @@ class CDSService:
             log.warning("a %s call labelled %r answered as %s", hook.id, body.hook, hook.id)
         context = read_context(body, hook.context)
         policy = replace(self._fetch, fhir_servers=caller.fhir_servers)
-        prefetch = await complete_prefetch(body, context.patientId, policy, hook.prefetch)
+        today = self._today or today_utc()
+        queries = self.triage.queries
+        prefetch = await complete_prefetch(body, context.patientId, policy, queries, today)
         body = body.model_copy(update={"prefetch": prefetch})
         check_size(body, self._max_entries)
-        today = self._today or today_utc()
         evaluation = await anyio.to_thread.run_sync(
             self.triage.run,
             body,
