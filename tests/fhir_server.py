@@ -57,6 +57,12 @@ def fhir_server() -> Iterator[FhirServer]:
                 except OSError:  # the client gave up
                     return
 
+        def do_OPTIONS(self) -> None:  # a browser's CORS preflight (an Authorization header)
+            self.send_response(204)
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Headers", "Authorization, Accept")
+            self.end_headers()
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 

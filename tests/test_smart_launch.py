@@ -3,7 +3,8 @@
 The EHR is played by real parts on loopback: its authorization server is oauth2-mock-server
 (npm, installed by `make oauth-server`; tests/smart/authorization_server.mjs gives each launch
 its token response, as an EHR does), and its FHIR endpoint serves
-`.well-known/smart-configuration`. The page runs the authorization with the vendored fhirclient.
+`.well-known/smart-configuration` and the launch's Patient. The page runs the authorization with
+the vendored fhirclient.
 """
 
 import json
@@ -22,7 +23,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.chromium import chromium
 from tests.conftest import ROOT
-from tests.fhir_server import fhir_server
+from tests.fhir_server import FhirServer, fhir_server
 from tests.loopback import running_service
 from tests.postgres import free_port
 
@@ -37,10 +38,14 @@ class Ehr:
     """The EHR's side of a launch: its FHIR base URL (`iss`), its authorization server and
     what that server knows about each `launch`."""
 
-    iss: str
+    fhir: FhirServer
     authorization: str
     launches: Path
     log: Path
+
+    @property
+    def iss(self) -> str:
+        return self.fhir.base
 
     def register(self, launch: str, **context: Any) -> str:
         known = json.loads(self.launches.read_text())
@@ -87,7 +92,16 @@ def ehr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehr]:
                     "capabilities": ["launch-ehr", "client-public", "context-ehr-patient"],
                 },
             )
-            yield Ehr(fhir.base, authorization, launches, log)
+            fhir.routes["Patient/pt-radic-7w"] = (
+                200,
+                {
+                    "resourceType": "Patient",
+                    "id": "pt-radic-7w",
+                    "name": [{"given": ["Ada"], "family": "Lovelace"}],
+                    "birthDate": "1980-03-02",
+                },
+            )
+            yield Ehr(fhir, authorization, launches, log)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -143,7 +157,11 @@ def test_an_ehr_launch_through_the_authorization_server_shows_the_card(
     page.locator(".card.warning").wait_for()
     assert "M54.16" in page.locator(".detail").inner_text()  # the evidence
     assert '"308474002"' in page.locator(".suggestion pre").inner_text()  # the draft referral
-    assert f"Launched by {ehr.iss}, patient pt-radic-7w" in page.locator("#launch").inner_text()
+    assert f"Launched by {ehr.iss}" in page.locator("#launch").inner_text()
+    expect(page.locator("#patient")).to_have_text("Patient Ada Lovelace, born 1980-03-02")
+    (read,) = [auth for path, auth in ehr.fhir.requests if path == "Patient/pt-radic-7w"]
+    assert read is not None
+    assert read.startswith("Bearer ")  # with the launch's access token
     assert "code=" not in page.url  # the code is not left in the address bar
     (authorized,) = [r for r in ehr.authorize_requests() if r["authorize"] == launch]
     assert authorized["code_challenge_method"] == "S256"  # PKCE

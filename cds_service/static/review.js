@@ -7,7 +7,7 @@
 // The appContext then fetches the stored card, sent in a header so no server log holds it.
 "use strict";
 
-const SCOPE = "launch";
+const SCOPE = "launch patient/Patient.rs";
 
 async function start() {
   const params = new URLSearchParams(window.location.search);
@@ -48,8 +48,8 @@ async function finishLaunch() {
     return say(authorizationFailure(error));
   }
   const token = client.state.tokenResponse || {};
-  const patient = token.patient ? `, patient ${token.patient}` : "";
-  $("launch").textContent = `Launched by ${client.state.serverUrl}${patient}`;
+  $("launch").textContent = `Launched by ${client.state.serverUrl}`;
+  if (token.patient) await showPatient(client, token.patient);
   if (!token.appContext) {
     return say("The EHR's token response carries no appContext, so this page cannot tell which card to show. The EHR must pass the card link's appContext through the launch.");
   }
@@ -65,6 +65,20 @@ function authorizationFailure(error) {
     return `The EHR's authorization server refused the authorization code (HTTP ${error.status}): it may have expired or been used already. Launch the review again from the card. (${message})`;
   }
   return `The authorization did not complete: ${message}`;
+}
+
+async function showPatient(client, id) {
+  // The banner from the launch's patient: read with the launch's token; its id if unreadable.
+  let shown = `Patient ${id}`;
+  try {
+    const patient = await client.patient.read();
+    const name = (patient.name || [])[0] || {};
+    const text = name.text || [...(name.given || []), name.family].filter(Boolean).join(" ");
+    shown = `Patient ${text || id}${patient.birthDate ? `, born ${patient.birthDate}` : ""}`;
+  } catch (error) {
+    shown += " (the EHR did not return the patient's record)";
+  }
+  $("patient").textContent = shown;
 }
 
 async function showCard(appContext) {
