@@ -115,6 +115,7 @@ class CardBuilder:
         notes = [note for note in cautions if note is not None]
         notes += [self._partial_note()] if self._partial else []
         notes += [_implausible_note(facts.implausible)] if facts.implausible else []
+        notes += [_unjudged_note(facts.unjudged)] if spec.reassures and facts.unjudged else []
         suggestions = self._suggestions(rule, spec, evidence, facts.referred, notes)
         guideline = self._knowledge.guidelines[rule.guideline]
         own = self._knowledge.manifest.own_code_system
@@ -284,6 +285,14 @@ class CardBuilder:
 def _implausible_note(results: list[Evidence]) -> str:
     shown = "; ".join(map(describe, results))
     return f"**Ignored as implausible** (a unit or entry error?): {shown}."
+
+
+def _unjudged_note(entries: list[Evidence]) -> str:
+    shown = "; ".join(map(describe, entries))
+    return (
+        "**Not judged by this rule set** (no rule reads these codes; consider whether any "
+        f"bears on this back pain): {shown}."
+    )
 
 
 def _delete(reference: str, display: str) -> Action:

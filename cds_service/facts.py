@@ -165,6 +165,8 @@ class FactSet:
     """Per specialty, the draft orders and open referrals that already send the patient there."""
     implausible: list[Evidence] = field(default_factory=list)
     """Results ignored because their value is outside the plausible range (a unit mix-up)."""
+    unjudged: list[Evidence] = field(default_factory=list)
+    """Active Conditions whose codes no value set holds: what the rules could not judge."""
 
     def next_id(self) -> str:
         """The id the next fact added gets."""
@@ -338,11 +340,39 @@ def _add_findings(
         for concept, coding in source.found:
             if source.active or knowledge.value_sets[concept].counts_when_inactive:
                 found = _evidence(knowledge, source.entry, concept, coding, source.when)
-                by_concept[concept].append(replace(found, stated=source.stated))
+                risk = knowledge.value_sets[concept].risk
+                found = replace(found, stated=source.stated)
+                by_concept[concept].append(replace(found, value=risk.means) if risk else found)
+        unjudged = source.condition and source.active and not source.stated
+        if unjudged and _unclassified(knowledge, source.entry):
+            facts.unjudged.append(_entry_evidence(knowledge, source.entry, source.when))
     for concept, evidence in by_concept.items():
         new = any(e.when is None or (today - e.when).days <= window for e in evidence)
         fact = FindingFact(id=facts.next_id(), type="finding", concept=concept, new=new)
         facts.add(fact, evidence)
+
+
+def _unclassified(knowledge: Knowledge, entry: Entry[Any]) -> bool:
+    """No code of the entry is in any value set (read, risk or known irrelevant): the rules
+    cannot judge it, so a card may not imply it was checked."""
+    code: CodeableConcept | None = entry.resource.code
+    codings = code.coding if code else []
+    return not any(knowledge.concepts(c.system, c.code) for c in codings)
+
+
+def _entry_evidence(knowledge: Knowledge, entry: Entry[Any], when: date | None) -> Evidence:
+    """An entry as a card names it: its display (or text) and its first code."""
+    code: CodeableConcept | None = entry.resource.code
+    coding = next((c for c in code.coding if c.code), None) if code else None
+    display = (coding.display if coding else None) or (code.text if code else None)
+    return Evidence(
+        resource_type=entry.resource.resourceType,
+        reference=entry.reference,
+        display=display or "(no text)",
+        system=knowledge.system_name(coding.system) if coding else "",
+        code=coding.code or "" if coding else "",
+        when=when,
+    )
 
 
 def _add_episode(

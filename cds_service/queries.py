@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from cds_service.knowledge import Knowledge, Rule
+from cds_service.knowledge import Knowledge
 
 PATIENT = "{{context.patientId}}"
 OBSERVATIONS = "observations"
@@ -80,10 +80,8 @@ class Queries:
 def queries(knowledge: Knowledge) -> Queries:
     """The queries the rules in `knowledge` need."""
     prefetch = knowledge.config.prefetch
-    read = _concepts_read(knowledge.rules.values())
-    flagging = _concepts_read(_feeding(knowledge.rules.values(), prefetch.required_for))
     categories: dict[str, set[str]] = {}
-    for concept in sorted(read):
+    for concept in sorted(knowledge.read):
         category = knowledge.value_sets[concept].category
         if category is not None:
             categories.setdefault(category, set()).add(concept)
@@ -102,7 +100,7 @@ def queries(knowledge: Knowledge) -> Queries:
         "medications": f"MedicationRequest?patient={PATIENT}&intent={intents}"
         "&_include=MedicationRequest:medication",
     }
-    required = {key for key, (_, concepts) in observations.items() if concepts & flagging}
+    required = {key for key, (_, concepts) in observations.items() if concepts & knowledge.flagging}
     return Queries(
         templates=templates,
         required=frozenset({*_FIXED, *required}),
@@ -113,34 +111,3 @@ def queries(knowledge: Knowledge) -> Queries:
         covered=dict.fromkeys(observations, OBSERVATIONS),
         page_size=prefetch.page_size,
     )
-
-
-def _concepts_read(rules: Iterable[Rule]) -> set[str]:
-    """The value-set concepts the clauses of `rules` name."""
-    kinds = ("finding", "observation", "order", "treatment", "medication")
-    return {
-        getattr(clause, clause.kind)
-        for rule in rules
-        for alternative in rule.match
-        for clause in alternative
-        if clause.kind in kinds
-    }
-
-
-def _feeding(rules: Iterable[Rule], derived: str) -> list[Rule]:
-    """The rules that derive `derived`, and those whose derived facts they read, transitively."""
-    rules = list(rules)
-    wanted, found, feeding = {derived}, True, []
-    while found:
-        found = False
-        for rule in rules:
-            if rule not in feeding and wanted & set(rule.derive):
-                feeding.append(rule)
-                wanted |= {
-                    clause.derived
-                    for alternative in rule.match
-                    for clause in alternative
-                    if clause.derived is not None
-                }
-                found = True
-    return feeding

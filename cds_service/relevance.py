@@ -1,8 +1,9 @@
 """Which resources of a request the rules can read: the rest is skipped before validation.
 
 A record holds thousands of Observations and Conditions whose codes no value set lists; checking
-each element of those would cost most of an evaluation and change no card. A resource is read
-(and then strictly validated) when a coding of its code is in a value set, when a medicine's text
+each element of those would cost most of an evaluation and change no card. Every Condition is
+read (the cards name those no rule could judge); any other resource is read (and then strictly
+validated) when a coding of its code is in a value set, when a medicine's text
 names an ingredient a value set lists or its drug is a reference (to a Medication, read with it),
 or when it is not a coded clinical resource (Patient, ServiceRequest, Medication).
 Anything malformed where the codes should be is read, so validation names the path.
@@ -59,6 +60,8 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
         if not isinstance(resource, dict):
             return True
         kind = resource.get("resourceType")
+        if kind == "Condition":
+            return True  # every Condition is classified: read, a risk, irrelevant or unjudged
         if kind in _CODED:
             return coded(resource.get("code")) is not False
         if kind in _MEDICINES:

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
 from cds_service.knowledge import Knowledge
-from tests.conftest import app_settings, load_example
+from tests.conftest import ROOT, app_settings, load_example
 
 EXAMPLE = "neurology-radiculopathy--seven-weeks"
 
@@ -441,3 +441,10 @@ def test_a_paired_surrogate_escape_is_text(
         "/cds-services/patient-view", content=text, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 200, response.text
+
+
+def test_readme_states_the_prefetch_discovery_gives(client: TestClient) -> None:
+    readme = (ROOT / "README.md").read_text()
+    (service, *_) = client.get("/cds-services").json()["services"]
+    for key, template in service["prefetch"].items():
+        assert f"| `{key}` | `{template}` |" in readme, key
