@@ -140,7 +140,11 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
         prefix="/cds-services/",
         on_reject=metrics.error,
     )
-    app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
+    app.add_middleware(
+        SecurityHeaders,
+        frame_ancestors=settings.frame_ancestors,
+        review_connect=settings.review_origins(),
+    )
     app.add_middleware(RequestLog)
     app.add_middleware(
         CORSMiddleware,

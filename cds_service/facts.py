@@ -145,6 +145,8 @@ class Evidence:
     code: str
     when: date | None = None
     value: str | None = None
+    stated: bool = False
+    """A draft order's stated reason (`reasonCode`), not the order itself."""
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,7 @@ class _Finding:
     when: date | None
     active: bool
     condition: bool
+    stated: bool = False
 
 
 def _finding_sources(
@@ -316,6 +319,11 @@ def _finding_sources(
         if entry.resource.status in _PROCEDURE_DONE:
             matched = _matches(knowledge, entry.resource.code, "finding")
             found.append(_Finding(entry, matched, _performed(entry), True, False))
+    for order in record.draft_orders:  # the stated indication: a complaint recorded now
+        stated = order.resource.authoredOn or today
+        for reason in order.resource.reasonCode:
+            matched = _matches(knowledge, reason, "finding")
+            found.append(_Finding(order, matched, stated, True, True, stated=True))
     return found
 
 
@@ -335,8 +343,10 @@ def _add_findings(
             if current or knowledge.value_sets[concept].counts_when_inactive:
                 found = _evidence(knowledge, source.entry, concept, coding, source.when)
                 risk = knowledge.value_sets[concept].risk
+                found = replace(found, stated=source.stated)
                 by_concept[concept].append(replace(found, value=risk.means) if risk else found)
-        if source.condition and source.active and _unclassified(knowledge, source.entry):
+        unjudged = source.condition and source.active and not source.stated
+        if unjudged and _unclassified(knowledge, source.entry):
             facts.unjudged.append(_entry_evidence(knowledge, source.entry, source.when))
     for concept, evidence in by_concept.items():
         new = any(e.when is None or (today - e.when).days <= window for e in evidence)
@@ -397,7 +407,8 @@ def _add_episode(
         for concept, coding in source.found:
             counts = concept in episode or (concept in qualified and (beside or at_back))
             if start is not None and counts:
-                starts.append((start, _evidence(knowledge, source.entry, concept, coding, start)))
+                found = _evidence(knowledge, source.entry, concept, coding, start)
+                starts.append((start, replace(found, stated=source.stated)))
     if starts:
         start, first = min(starts, key=lambda item: item[0])
         weeks = round((today - start).days / 7, 2)
@@ -613,8 +624,9 @@ def _medication_text(code: CodeableConcept | None, reference: Reference | None) 
 
 
 def _add_orders(facts: FactSet, knowledge: Knowledge, record: PatientRecord) -> None:
+    """One fact per order concept of the orders the hook judges (`judged_orders`)."""
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
-    for entry in record.draft_orders:
+    for entry in record.judged_orders:
         request = entry.resource
         codings = CodeableConcept(
             coding=[

@@ -177,6 +177,8 @@ class ServiceRequest(Resource):
     performerType: CodeableConcept | None = None
     subject: Reference
     authoredOn: FhirDate | None = None
+    reasonCode: list[CodeableConcept] = []
+    reasonReference: list[Reference] = []
 
 
 class Procedure(Resource):

@@ -14,13 +14,19 @@ _PAGES = ("/playground", "/review", "/admin")
 
 
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp, frame_ancestors: list[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, frame_ancestors: list[str], review_connect: list[str] | None = None
+    ) -> None:
+        """`review_connect`: the origins the SMART review page may call (its FHIR servers and
+        their authorization servers) besides its own, added to its `connect-src`."""
         self.app = app
         ancestors = " ".join(frame_ancestors) or "'none'"
         self.policy = (
             "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
             f"frame-ancestors {ancestors}"
         )
+        connect = " ".join(["'self'", *(review_connect or [])])
+        self.review_policy = f"{self.policy}; connect-src {connect}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,7 +42,10 @@ class SecurityHeaders:
                 if headers.get("content-type", "").startswith("application/json"):
                     headers["Cache-Control"] = "no-store"
                 if page:
-                    headers["Content-Security-Policy"] = self.policy
+                    review = scope["path"] == "/review"
+                    headers["Content-Security-Policy"] = (
+                        self.review_policy if review else self.policy
+                    )
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -24,6 +24,9 @@ class Hook:
     """The pydantic model of the hook's context (400 naming the path when it does not fit)."""
     title: str
     description: str
+    labelled: frozenset[str] = frozenset()
+    """Other `hook` values a call to this service may carry and still be answered as this hook
+    (the service's URL decides): a known client bug, tolerated on purpose and logged."""
 
 
 class HookRegistry(Mapping[str, Hook]):
@@ -75,6 +78,11 @@ HOOKS = HookRegistry(
                 "inappropriate early imaging, red flags that need escalation, and the fitting "
                 "referral."
             ),
+            # The CDS Hooks sandbox's PAMA tab sends its order-sign call with the hook of its
+            # screen, `order-select` (sandbox src/retrieve-data-helpers/service-exchange.js takes
+            # `hook` from the current screen, not the trigger). Answered as order-sign: every
+            # draft order is judged, `selections` is ignored.
+            labelled=frozenset({"order-select"}),
         ),
     ]
 )

@@ -304,6 +304,8 @@ class Guideline(Strict):
 class OverrideReason(Strict):
     code: str
     display: str
+    system: str | None = None
+    """A code system alias of the manifest (e.g. HL7's non-adherence reasons); none: ours."""
 
 
 class PrefetchConfig(Strict):
@@ -542,6 +544,9 @@ def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) 
     for threshold in _REQUIRED_THRESHOLDS:
         if threshold not in config.thresholds:
             raise KnowledgeError(config_path, f"threshold {threshold!r} is missing")
+    for reason in config.override_reasons:
+        if reason.system is not None and reason.system not in knowledge.manifest.code_systems:
+            raise KnowledgeError(config_path, f"override reason {reason.code!r}: unknown system")
     for concept in [*knowledge.config.lookback_days, *knowledge.config.plausible]:
         if concept not in knowledge.value_sets:
             raise KnowledgeError(config_path, f"lookback or range for unknown concept {concept!r}")

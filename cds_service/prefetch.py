@@ -23,7 +23,7 @@ from cds_service.fhir_model import (
     Resource,
     ServiceRequest,
 )
-from cds_service.models import HookRequest, PatientViewContext
+from cds_service.models import HookRequest, OrderSelectContext, PatientViewContext
 from cds_service.queries import Queries
 
 _prefetch_value: TypeAdapter[Any] = TypeAdapter(PrefetchValue)
@@ -51,6 +51,9 @@ class PatientRecord:
     medications: list[Entry[MedicationRequest | MedicationStatement]] = field(default_factory=list)
     referrals: list[Entry[ServiceRequest]] = field(default_factory=list)
     draft_orders: list[Entry[ServiceRequest]] = field(default_factory=list)
+    judged_orders: list[Entry[ServiceRequest]] = field(default_factory=list)
+    """The draft orders the hook judges: order-select's `selections`, every one at order-sign.
+    The others are context (an order already being placed, the reasons stated for it)."""
     medicines: dict[str, Medication] = field(default_factory=dict)
     """Medication resources of the record (`_include`d or sent), by reference and fullUrl."""
     partial: list[str] = field(default_factory=list)
@@ -139,15 +142,46 @@ def read_record(
                 record.partial.append(key)
     draft_orders = getattr(context, "draftOrders", None)
     if draft_orders is not None:
-        bundle = _parse(draft_orders, "context.draftOrders")
-        if not isinstance(bundle, Bundle):
-            raise CDSError.of(400, "draftOrders must be a Bundle", "context.draftOrders")
-        record.draft_orders = [
-            Entry(resource, reference)
-            for resource, reference, _ in _entries(bundle, "context.draftOrders", record.patient_id)
-            if isinstance(resource, ServiceRequest)
-        ]
+        selections = context.selections if isinstance(context, OrderSelectContext) else None
+        _read_draft_orders(record, draft_orders, selections)
     return record
+
+
+def _read_draft_orders(record: PatientRecord, value: Any, selections: list[str] | None) -> None:
+    """The draft ServiceRequests, the Conditions of the same Bundle that their `reasonReference`
+    names (the stated indication, read as part of the record), and the orders to judge: those
+    `selections` names (order-select), or all (order-sign); 400 for a selection not in the Bundle.
+    """
+    path = "context.draftOrders"
+    bundle = _parse(value, path)
+    if not isinstance(bundle, Bundle):
+        raise CDSError.of(400, "draftOrders must be a Bundle", path)
+    entries = _entries(bundle, path, record.patient_id)
+    record.draft_orders = [Entry(r, ref) for r, ref, _ in entries if isinstance(r, ServiceRequest)]
+    reasons = {
+        reason.reference
+        for order in record.draft_orders
+        for reason in order.resource.reasonReference
+        if reason.reference
+    }
+    record.conditions += [
+        Entry(r, ref) for r, ref, _ in entries if isinstance(r, Condition) and ref in reasons
+    ]
+    if selections is None:
+        record.judged_orders = list(record.draft_orders)
+        return
+    names = {id(r): {ref, full_url} - {None} for r, ref, full_url in entries}
+    known = set().union(*names.values())
+    for index, selection in enumerate(selections):
+        if selection not in known:
+            raise CDSError.of(
+                400,
+                f"selection {selection!r} is not an entry of draftOrders (by Type/id or fullUrl)",
+                f"context.selections[{index}]",
+            )
+    record.judged_orders = [
+        order for order in record.draft_orders if names[id(order.resource)] & set(selections)
+    ]
 
 
 def _readable(value: Any, read: Callable[[Any], bool], expected: str) -> Any:

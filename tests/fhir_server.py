@@ -42,6 +42,7 @@ def fhir_server() -> Iterator[FhirServer]:
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Access-Control-Allow-Origin", "*")  # pages may read it too
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             delay = state.trickle.get(path)
@@ -55,6 +56,12 @@ def fhir_server() -> Iterator[FhirServer]:
                     self.wfile.flush()
                 except OSError:  # the client gave up
                     return
+
+        def do_OPTIONS(self) -> None:  # a browser's CORS preflight (an Authorization header)
+            self.send_response(204)
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Headers", "Authorization, Accept")
+            self.end_headers()
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
