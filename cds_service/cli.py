@@ -11,7 +11,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import ValidationError
 
-from cds_service import demo
+from cds_service import demo, examples
 from cds_service.analytics import render, report
 from cds_service.errors import CDSError, validation_issues
 from cds_service.hooks import HOOKS
@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["check", "table"],
         help="check: validate rule files and value sets; table: print the rules as markdown",
     )
+
+    example = commands.add_parser(
+        "example",
+        help="print an example request, its dates moved to today (CDS_TODAY), ready to send",
+    )
+    example.add_argument("name", nargs="?", help="the example's name; none: list the names")
 
     commands.add_parser("openapi", help="print the service's OpenAPI document (JSON)")
 
@@ -82,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(settings, args.host, args.port, args.workers)
         if args.command == "evaluate":
             return _evaluate(settings, args.request)
+        if args.command == "example":
+            return _example(settings, args.name)
         if args.command == "openapi":
             return _openapi(settings)
         if args.command == "store":
@@ -146,6 +154,18 @@ def _evaluate(settings: Settings, source: str) -> int:
     return 0
 
 
+def _example(settings: Settings, name: str | None) -> int:
+    found = examples.names(settings.examples_dir)
+    if name is None:
+        print("\n".join(found))
+        return 0
+    if name not in found:
+        print(f"cds-service: no example {name!r} in {settings.examples_dir}", file=sys.stderr)
+        return 1
+    print(json.dumps(examples.load(found[name], settings.today or today_utc()), indent=2))
+    return 0
+
+
 def _check(settings: Settings) -> int:
     knowledge = load_knowledge(settings.rules_dir, HOOKS)
     Triage(knowledge, HOOKS, settings.rule_modes)  # compiles every hook's ruleset
@@ -176,7 +196,8 @@ def _report(
 
 def _demo(settings: Settings, url: str, rounds: int, seed: int) -> int:
     try:
-        summary = demo.run(url, settings.examples_dir, rounds, seed)
+        today = settings.today or today_utc()
+        summary = demo.run(url, settings.examples_dir, today, rounds, seed)
     except httpx.TransportError as exc:
         print(f"cds-service: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
