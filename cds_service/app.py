@@ -89,7 +89,9 @@ def _wire(settings: Settings, hooks: HookRegistry) -> Wiring:
     """The objects of one app, from its settings."""
     knowledge = load_knowledge(settings.rules_dir, hooks)
     triage = Triage(knowledge, hooks, settings.rule_modes)
-    store = Store(settings.database_url, migrate=settings.migrate_on_start)
+    store = Store(settings.database_url, migrate=settings.migrates_on_start)
+    store.check_schema()  # a store behind this version's schema: refuse to start, saying so
+    log.info("store: %s", store.location)
     metrics = Metrics()
     fetch = FetchPolicy(
         fhir_servers=[],  # set per caller, from its issuer

@@ -20,7 +20,7 @@ from cds_service.logs import configure_logging
 from cds_service.models import HookRequest, dump
 from cds_service.rules_table import rules_table
 from cds_service.settings import Settings
-from cds_service.storage import Store
+from cds_service.storage import Store, StoreNotReady
 from cds_service.triage import Triage, today_utc
 
 
@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except KnowledgeError as exc:
         print(f"cds-service: invalid knowledge base: {exc}", file=sys.stderr)
         return 2
+    except StoreNotReady as exc:
+        print(f"cds-service: {exc}", file=sys.stderr)
+        return 2
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
@@ -114,9 +117,11 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
 
     load_knowledge(settings.rules_dir)  # fail fast, before uvicorn starts its workers
     configure_logging(settings.log_level)
-    if settings.migrate_on_start:  # once, here, not once per worker at the same time
-        Store(settings.database_url).migrate()
+    store = Store(settings.database_url, migrate=False)
+    if settings.migrates_on_start:  # once, here, not once per worker at the same time
+        store.migrate()
         os.environ["CDS_MIGRATE_ON_START"] = "false"  # the workers read their settings anew
+    store.check_schema()  # one line and exit 2 when the store is missing or behind
     uvicorn.run(
         "cds_service.app:create_app",
         factory=True,
@@ -178,10 +183,15 @@ def _check(settings: Settings) -> int:
 
 
 def _store(settings: Settings, action: str) -> int:
-    store = Store(settings.database_url)  # opening it migrates
-    if action == "purge":
-        deleted = store.purge(settings.audit_retention_days, settings.feedback_retention_days)
-        print(json.dumps(deleted))
+    store = Store(settings.database_url, migrate=False)
+    if action == "migrate":
+        before, after = store.migrate()
+        done = "already at" if before == after else f"migrated from {before or 'empty'} to"
+        print(f"store at {store.location}: {done} schema {after}")
+        return 0
+    store.check_schema()
+    deleted = store.purge(settings.audit_retention_days, settings.feedback_retention_days)
+    print(json.dumps(deleted))
     return 0
 
 
@@ -189,6 +199,7 @@ def _report(
     settings: Settings, since: date | None, until: date | None, fmt: Literal["table", "json", "csv"]
 ) -> int:
     store = Store(settings.database_url, migrate=False)
+    store.check_schema()
     triage = Triage(load_knowledge(settings.rules_dir, HOOKS), HOOKS, settings.rule_modes)
     print(render(report(store.engine, since, until, triage.modes), fmt), end="")
     return 0
@@ -208,6 +219,8 @@ def _demo(settings: Settings, url: str, rounds: int, seed: int) -> int:
 def _openapi(settings: Settings) -> int:
     from cds_service.app import create_app
 
-    in_memory = settings.model_copy(update={"database_url": "sqlite://"})  # no file for this
+    in_memory = settings.model_copy(  # no file for this
+        update={"database_url": "sqlite://", "migrate_on_start": True}
+    )
     print(json.dumps(create_app(in_memory).openapi(), indent=2))
     return 0

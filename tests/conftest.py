@@ -47,6 +47,7 @@ def app_settings(**overrides: Any) -> Settings:
         "database_url": f"sqlite:///{database}",
         "fhir_servers": [],  # tests never leave loopback
         "auth_disabled": True,  # tests/test_auth.py turns it on
+        "migrate_on_start": True,  # a fresh store (tests/test_store_ready.py checks the refusal)
     }
     return Settings(**(values | overrides))
 
