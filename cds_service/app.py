@@ -53,8 +53,8 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
         title="spine-cds",
         version=__version__,
         summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
-        docs_url="/docs" if settings.pages_on else None,
-        redoc_url="/redoc" if settings.pages_on else None,
+        docs_url=None,  # pages.docs_router serves /docs from vendored Swagger UI, offline
+        redoc_url=None,
         lifespan=_purging(wiring.store, settings),
     )
     app.state.wiring = wiring
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
     app.include_router(admin.page_router)
     if settings.pages_on:
         app.include_router(pages.playground_router)
+        app.include_router(pages.docs_router)
     app.openapi = lambda: openapi_document(app, hooks)  # type: ignore[method-assign]
     # Move the start-up objects (modules, knowledge base, validators) out of the collector's
     # reach: full collections then scan only per-request garbage, which keeps p99 down.

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level of the JSON logs on stdout.")
     demo_pages: bool | None = Field(
         None,
-        description="Serve /playground and the interactive API docs (/docs, /redoc). Default: on "
+        description="Serve /playground and the interactive API docs (/docs). Default: on "
         "only with authentication off (try-it mode).",
     )
     metrics_token: str | None = Field(

@@ -2,6 +2,7 @@
 
 import json
 import re
+from collections import Counter
 from datetime import date, timedelta
 from typing import Any
 
@@ -71,3 +72,16 @@ def test_the_quick_start_gives_the_printed_card_on_any_date(day: date) -> None:
     (card,) = _answer(day)["cards"]
     assert card["extension"] == printed["extension"]
     assert (card["summary"], card["indicator"]) == (printed["summary"], printed["indicator"])
+
+
+def test_the_synthea_corpus_figures_are_the_corpus() -> None:
+    corpus = json.loads((ROOT / "fhir_examples" / "synthea" / "corpus.json").read_text())
+    by_source = Counter(patient["source"] for patient in corpus["patients"])
+    smart = by_source.pop("smart-r4")
+    stated = re.search(
+        r"real-data corpus: (\d+) Synthea patients, (\d+) of the SMART sandbox\n"
+        r"\(smart-on-fhir/generated-sample-data, R4\) and (\d+) from",
+        README,
+    )
+    assert stated, "the README's Synthea figures changed wording: update this test"
+    assert [int(n) for n in stated.groups()] == [len(corpus["patients"]), smart, by_source.total()]

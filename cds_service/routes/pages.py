@@ -66,3 +66,13 @@ async def example(name: str, wired: Wired) -> JSONResponse:
         raise CDSError.of(404, f"no example {name!r}")
     today = wired.settings.today or today_utc()
     return JSONResponse(await anyio.to_thread.run_sync(examples.load, path, today))
+
+
+docs_router = APIRouter(include_in_schema=False)
+"""The interactive API docs (try-it mode or CDS_DEMO_PAGES), from vendored Swagger UI."""
+
+
+@docs_router.get("/docs")
+async def docs() -> FileResponse:
+    """Swagger UI over /openapi.json; its script and styles are the service's own files."""
+    return FileResponse(STATIC / "docs.html")
