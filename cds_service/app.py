@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
     if settings.pages_on:
         app.include_router(pages.playground_router)
         app.include_router(pages.docs_router)
-    app.openapi = lambda: openapi_document(app, hooks)  # type: ignore[method-assign]
+    queries = wiring.service.triage.queries
+    app.openapi = lambda: openapi_document(app, queries, hooks)  # type: ignore[method-assign]
     # Move the start-up objects (modules, knowledge base, validators) out of the collector's
     # reach: full collections then scan only per-request garbage, which keeps p99 down.
     gc.freeze()

@@ -17,6 +17,7 @@ from cds_service.fhir_model import (
     MedicationRequest,
     MedicationStatement,
     Observation,
+    Reference,
 )
 from cds_service.knowledge import FactKind, Knowledge
 from cds_service.prefetch import Entry, PatientRecord
@@ -512,12 +513,12 @@ def _add_medications(
         exposure = _exposure(medication, today, thresholds["active_order_max_days"])
         if exposure is None:
             continue
-        concept_code = medication.medicationCodeableConcept
-        coded = _matches(knowledge, concept_code, "medication")
+        code = record.medicine(medication)
+        coded = _matches(knowledge, code, "medication")
         for concept, coding in coded:
             evidence = _evidence(knowledge, entry, concept, coding, exposure.start)
             by_concept[concept].append((evidence, exposure))
-        text = _medication_text(medication)
+        text = _medication_text(code, medication.medicationReference)
         by_code = {concept for concept, _ in coded}
         for concept, name in knowledge.medicines_named(text) if text else ():
             if concept in by_code:
@@ -564,8 +565,9 @@ def _medicine_lines(taken: list[tuple[Evidence, _Exposure]], current: bool) -> l
     return lines
 
 
-def _medication_text(medication: MedicationRequest | MedicationStatement) -> str:
-    code, reference = medication.medicationCodeableConcept, medication.medicationReference
+def _medication_text(code: CodeableConcept | None, reference: Reference | None) -> str:
+    """The names a medicine entry gives its drug: the code's text and displays, the
+    reference's display."""
     parts = [code.text if code else None, *(c.display for c in (code.coding if code else ()))]
     parts.append(reference.display if reference else None)
     return "; ".join(dict.fromkeys(part for part in parts if part))

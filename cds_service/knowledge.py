@@ -83,6 +83,9 @@ class ValueSet(Strict):
     """Medication sets: ingredient names, the labelled fallback for uncoded medicine text."""
     counts_when_inactive: bool = False
     """A Condition counts whatever its clinical status (a history of cancer stays relevant)."""
+    category: str | None = None
+    """Observation sets: the FHIR observation-category their results are filed under (what
+    the service's prefetch asks the EHR for)."""
     unit: str | None = None
     units: dict[str, UnitConversion] = {}
     positive: list[Code] = []
@@ -94,6 +97,8 @@ class ValueSet(Strict):
         quantity = self.unit is not None and self.unit in self.units
         if self.fact == "observation" and not (quantity or self.positive):
             raise ValueError("an observation value set needs `unit` and `units`, or `positive`")
+        if (self.fact == "observation") != (self.category is not None):
+            raise ValueError("an observation value set, and only one, names its `category`")
         return self
 
     @model_validator(mode="after")
@@ -289,6 +294,17 @@ class OverrideReason(Strict):
     display: str
 
 
+class PrefetchConfig(Strict):
+    """How the service asks an EHR for the record (see `queries.py`)."""
+
+    observation_categories: list[str] = Field(min_length=1)
+    medication_intents: list[str] = Field(min_length=1)
+    page_size: int = Field(ge=1)
+    required_for: str
+    """The derived fact (a red flag) whose inputs the EHR must provide: an Observation key whose
+    concepts feed it is required."""
+
+
 class Config(Strict):
     episode_concepts: list[str]
     qualified_episode_concepts: list[str] = []
@@ -300,6 +316,7 @@ class Config(Strict):
     override_reasons: list[OverrideReason]
     plausible: dict[str, tuple[float, float]] = {}
     """Per observation concept, the range of values (canonical unit) a result can really have."""
+    prefetch: PrefetchConfig
 
 
 class CodeSystem(Strict):
@@ -474,10 +491,17 @@ def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) 
     for concept in [*knowledge.config.lookback_days, *knowledge.config.plausible]:
         if concept not in knowledge.value_sets:
             raise KnowledgeError(config_path, f"lookback or range for unknown concept {concept!r}")
+    categories = config.prefetch.observation_categories
     for concept, value_set in knowledge.value_sets.items():
         if value_set.fact == "observation" and concept not in knowledge.config.lookback_days:
             raise KnowledgeError(config_path, f"observation concept {concept!r} has no lookback")
+        if value_set.category is not None and value_set.category not in categories:
+            wrong = f"{concept!r}: category {value_set.category!r} is not one of {categories}"
+            raise KnowledgeError(config_path, wrong)
     derivable = {name for rule in knowledge.rules.values() for name in rule.derive}
+    if config.prefetch.required_for not in derivable:
+        wrong = f"prefetch.required_for {config.prefetch.required_for!r}: no rule derives it"
+        raise KnowledgeError(config_path, wrong)
     for rule in knowledge.rules.values():
         problem = _rule_problem(knowledge, rule, derivable)
         if problem:

@@ -84,7 +84,7 @@ class CDSService:
                     hook=hook.id,
                     title=hook.title,
                     description=hook.description,
-                    prefetch=dict(hook.prefetch),
+                    prefetch=dict(self.triage.queries.templates),
                     extension={
                         "org.spine-cds.ruleset": ruleset | ({"silent": silent} if silent else {})
                     },
@@ -100,10 +100,11 @@ class CDSService:
             raise CDSError.of(400, f"hook {body.hook!r} does not match service {hook.id!r}", "hook")
         context = read_context(body, hook.context)
         policy = replace(self._fetch, fhir_servers=caller.fhir_servers)
-        prefetch = await complete_prefetch(body, context.patientId, policy, hook.prefetch)
+        today = self._today or today_utc()
+        queries = self.triage.queries
+        prefetch = await complete_prefetch(body, context.patientId, policy, queries, today)
         body = body.model_copy(update={"prefetch": prefetch})
         check_size(body, self._max_entries)
-        today = self._today or today_utc()
         evaluation = await anyio.to_thread.run_sync(
             self.triage.run,
             body,

@@ -40,7 +40,9 @@ def test_discovery_lists_one_service_per_hook_with_prefetch_and_version(
         assert {"id", "hook", "title", "description", "prefetch"} <= service.keys()
         assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
         assert service["prefetch"]["conditions"] == "Condition?patient={{context.patientId}}"
-        assert service["prefetch"]["observations"] == "Observation?patient={{context.patientId}}"
+        observations = "Observation?patient={{context.patientId}}&category="
+        assert service["prefetch"]["observations-vital-signs"] == f"{observations}vital-signs"
+        assert service["prefetch"]["observations-laboratory"] == f"{observations}laboratory"
         assert service["extension"]["org.spine-cds.ruleset"]["version"] == knowledge.version
 
 
