@@ -143,3 +143,17 @@ def test_two_migrators_started_together_migrate_once(fresh_database: str) -> Non
         versions = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
     assert [tuple(row) for row in versions] == [(HEAD,)]
     engine.dispose()
+
+
+@pytest.mark.slow  # a real PostgreSQL server and the CLI as a subprocess
+def test_report_on_postgresql_missing_or_unmigrated_says_so(
+    fresh_database: str, postgres_url: str
+) -> None:
+    missing = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
+    line = _one_line(run("report", env={**ENV, "CDS_DATABASE_URL": missing}))
+    assert line.startswith("cds-service: cannot open the store at postgresql+psycopg://")
+    assert "no_such_database" in line
+    line = _one_line(run("report", env={**ENV, "CDS_DATABASE_URL": fresh_database}))
+    assert f"has schema none, this version needs {HEAD}" in line
+    with sa.create_engine(fresh_database).connect() as connection:  # and nothing was created
+        assert not sa.inspect(connection).get_table_names()
