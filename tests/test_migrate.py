@@ -155,5 +155,7 @@ def test_report_on_postgresql_missing_or_unmigrated_says_so(
     assert "no_such_database" in line
     line = _one_line(run("report", env={**ENV, "CDS_DATABASE_URL": fresh_database}))
     assert f"has schema none, this version needs {HEAD}" in line
-    with sa.create_engine(fresh_database).connect() as connection:  # and nothing was created
+    engine = sa.create_engine(fresh_database)
+    with engine.connect() as connection:  # and nothing was created
         assert not sa.inspect(connection).get_table_names()
+    engine.dispose()
