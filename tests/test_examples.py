@@ -3,6 +3,7 @@
 import re
 from collections.abc import Iterator
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,3 +135,29 @@ def test_the_playground_example_gives_its_cards_a_year_from_now(
     _, expected = load_example(name)
     cards = response.json()["cards"]
     assert [summarise(c) for c in cards] == [_expected(c, triage) for c in expected["cards"]]
+
+
+def test_rebasing_moves_full_dates_and_date_times_only() -> None:
+    written = {
+        "birthDate": "1974-03-02",
+        "onsetDateTime": "2026-10-31T08:15:00+02:00",
+        "lastUpdated": "2026-10-31T23:59:59.5Z",
+        "recorded": ["2026-02-28"],
+        "year": "2014",
+        "month": "2014-05",
+        "rxnorm": "5640",
+        "impossible": "2026-02-30",
+        "text": "seen on 2026-10-31",
+    }
+    assert examples.shift(written, 366) == {
+        **written,
+        "birthDate": "1975-03-03",
+        "onsetDateTime": "2027-11-01T08:15:00+02:00",
+        "lastUpdated": "2027-11-01T23:59:59.5Z",
+        "recorded": ["2027-03-01"],
+    }
+
+
+def test_a_folder_without_an_anchor_is_served_as_written(tmp_path: Path) -> None:
+    (tmp_path / "case.json").write_text('{"onsetDateTime": "2020-01-01"}')
+    assert examples.load(tmp_path / "case.json", A_YEAR_FROM_NOW) == {"onsetDateTime": "2020-01-01"}
