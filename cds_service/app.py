@@ -53,8 +53,8 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
         title="spine-cds",
         version=__version__,
         summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
-        docs_url="/docs" if settings.pages_on else None,
-        redoc_url="/redoc" if settings.pages_on else None,
+        docs_url=None,  # pages.docs_router serves /docs from vendored Swagger UI, offline
+        redoc_url=None,
         lifespan=_purging(wiring.store, settings),
     )
     app.state.wiring = wiring
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
     app.include_router(admin.page_router)
     if settings.pages_on:
         app.include_router(pages.playground_router)
+        app.include_router(pages.docs_router)
     queries = wiring.service.triage.queries
     app.openapi = lambda: openapi_document(app, queries, hooks)  # type: ignore[method-assign]
     # Move the start-up objects (modules, knowledge base, validators) out of the collector's
@@ -90,7 +91,9 @@ def _wire(settings: Settings, hooks: HookRegistry) -> Wiring:
     """The objects of one app, from its settings."""
     knowledge = load_knowledge(settings.rules_dir, hooks)
     triage = Triage(knowledge, hooks, settings.rule_modes)
-    store = Store(settings.database_url, migrate=settings.migrate_on_start)
+    store = Store(settings.database_url, migrate=settings.migrates_on_start)
+    store.check_schema()  # a store behind this version's schema: refuse to start, saying so
+    log.info("store: %s", store.location)
     metrics = Metrics()
     fetch = FetchPolicy(
         fhir_servers=[],  # set per caller, from its issuer

@@ -2,15 +2,15 @@
 
 Every response: `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`. JSON (cards,
 stored cards, errors) also gets `Cache-Control: no-store`: it may hold patient data. The service's
-own pages (playground, referral review, committee dashboard) get a Content-Security-Policy that
-allows only the service's own scripts and styles; `frame_ancestors` says which EHR origins may
-frame them (the SMART review page runs inside the EHR).
+own pages (playground, referral review, committee dashboard, API docs) get a
+Content-Security-Policy that allows only the service's own scripts and styles; `frame_ancestors`
+says which EHR origins may frame them (the SMART review page runs inside the EHR).
 """
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_PAGES = ("/playground", "/review", "/admin")
+_PAGES = ("/playground", "/review", "/admin", "/docs")
 
 
 class SecurityHeaders:

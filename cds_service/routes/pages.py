@@ -7,8 +7,10 @@ import anyio
 from fastapi import APIRouter, Header
 from fastapi.responses import FileResponse, JSONResponse
 
+from cds_service import examples
 from cds_service.deps import Wired
 from cds_service.errors import CDSError
+from cds_service.triage import today_utc
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -47,11 +49,6 @@ playground_router = APIRouter(prefix="/playground", include_in_schema=False)
 """Try-it pages (served only in try-it mode or with CDS_DEMO_PAGES)."""
 
 
-def _examples(wired: Wired) -> dict[str, Path]:
-    folder = wired.settings.examples_dir
-    return {path.stem: path for path in sorted(folder.glob("*.json"))}
-
-
 @playground_router.get("")
 async def playground() -> FileResponse:
     """A page to send requests and see the cards rendered (static, no build step)."""
@@ -66,12 +63,24 @@ async def hooks(wired: Wired) -> list[str]:
 
 @playground_router.get("/examples")
 async def example_names(wired: Wired) -> list[str]:
-    return list(_examples(wired))
+    return list(examples.names(wired.settings.examples_dir))
 
 
 @playground_router.get("/examples/{name}")
-async def example(name: str, wired: Wired) -> FileResponse:
-    examples = _examples(wired)
-    if name not in examples:
+async def example(name: str, wired: Wired) -> JSONResponse:
+    """The example request, its dates moved to the service's evaluation date (it never ages)."""
+    path = examples.names(wired.settings.examples_dir).get(name)
+    if path is None:
         raise CDSError.of(404, f"no example {name!r}")
-    return FileResponse(examples[name], media_type="application/json")
+    today = wired.settings.today or today_utc()
+    return JSONResponse(await anyio.to_thread.run_sync(examples.load, path, today))
+
+
+docs_router = APIRouter(include_in_schema=False)
+"""The interactive API docs (try-it mode or CDS_DEMO_PAGES), from vendored Swagger UI."""
+
+
+@docs_router.get("/docs")
+async def docs() -> FileResponse:
+    """Swagger UI over /openapi.json; its script and styles are the service's own files."""
+    return FileResponse(STATIC / "docs.html")
