@@ -1,15 +1,17 @@
-"""Durable storage (SQLite by default, PostgreSQL by URL): evaluation audit and card feedback.
+"""Durable storage (SQLite by default, PostgreSQL by URL): evaluation audit, card feedback and
+the safety monitor's follow-ups.
 
 The schema is created and upgraded by the Alembic migrations in `migrations/` when the store
-opens. No token and no patient data is stored: an evaluation keeps its hookInstance, service,
-rule set version, the rules that fired, the cards issued and its duration.
+opens. No token is stored, and no patient or clinician id outside a stored card's draft
+ServiceRequest: an evaluation keeps its hookInstance, service, rule set version, the rules that
+fired, the cards issued, its duration, and keyed pseudonyms (HMAC) of its patient and clinician.
 """
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -37,7 +39,10 @@ evaluations = sa.Table(
     sa.Column("rules_fired", sa.JSON, nullable=False),
     sa.Column("duration_ms", sa.Float, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("patient_key", sa.String(64), nullable=True),
+    sa.Column("clinician_key", sa.String(64), nullable=True),
     sa.Index("evaluations_created_at", "created_at"),
+    sa.Index("evaluations_patient_key", "patient_key", "created_at"),
 )
 cards = sa.Table(
     "cards",
@@ -50,7 +55,13 @@ cards = sa.Table(
     sa.Column("content", sa.JSON, nullable=True),
     sa.Column("capability_hash", sa.String(64), nullable=True),
     sa.Column("silent", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Copied from the evaluation, so the committee's report reads the cards alone.
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("week", sa.Date, nullable=False),
+    sa.Column("clinician_key", sa.String(64), nullable=True),
     sa.Index("cards_evaluation_id", "evaluation_id"),
+    sa.Index("cards_created_at", "created_at"),
 )
 feedback = sa.Table(
     "feedback",
@@ -65,6 +76,32 @@ feedback = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("card_uuid", "outcome", "outcome_timestamp", name="feedback_once"),
 )
+follow_ups = sa.Table(
+    "follow_ups",
+    metadata,
+    sa.Column("card_uuid", sa.String(64), sa.ForeignKey("cards.uuid"), primary_key=True),
+    sa.Column("rule_id", sa.String(100), nullable=False),
+    sa.Column("card_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("evaluation_id", sa.Integer, sa.ForeignKey("evaluations.id"), nullable=False),
+    sa.Column("followed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("follow_ups_card_at", "card_at"),
+)
+"""A watched card whose patient was evaluated again within the window (the first time)."""
+possible_misses = sa.Table(
+    "possible_misses",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("card_uuid", sa.String(64), sa.ForeignKey("cards.uuid"), nullable=False),
+    sa.Column("rule_id", sa.String(100), nullable=False),
+    sa.Column("card_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("evaluation_id", sa.Integer, sa.ForeignKey("evaluations.id"), nullable=False),
+    sa.Column("found_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("red_flag_rule", sa.String(100), nullable=False),
+    sa.Column("evidence", sa.JSON, nullable=False),
+    sa.UniqueConstraint("card_uuid", "red_flag_rule", name="possible_miss_once"),
+    sa.Index("possible_misses_card_at", "card_at"),
+)
+"""A watched card followed, within the window, by an evaluation where a red-flag rule fired."""
 jwt_ids = sa.Table(
     "jwt_ids",
     metadata,
@@ -88,6 +125,31 @@ class IssuedCard:
     silent: bool = False
 
 
+@dataclass(frozen=True)
+class Linkage:
+    """Whom an evaluation is about and who asked, as keyed pseudonyms (None: not linked)."""
+
+    patient: str | None = None
+    clinician: str | None = None
+
+
+@dataclass(frozen=True)
+class Audited:
+    """An evaluation as recorded: its id and when."""
+
+    id: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RedFlag:
+    """A red-flag rule that fired, with the codes of the evidence behind it."""
+
+    rule_id: str
+    evidence: list[dict[str, Any]]
+    """Per entry: `system` (its readable name), `code`, `display` and `date` (or None)."""
+
+
 class AuditStore(Protocol):
     """Where evaluations and the cards they issued are kept (and purged past retention)."""
 
@@ -99,6 +161,16 @@ class AuditStore(Protocol):
         rules_fired: list[str],
         issued: list[IssuedCard],
         duration_ms: float,
+        linkage: Linkage = ...,
+    ) -> Audited: ...
+
+    def follow_up(
+        self,
+        audited: Audited,
+        patient_key: str,
+        window_days: float,
+        watched: Collection[str],
+        red_flags: list[RedFlag],
     ) -> None: ...
 
     def reviewed_card(self, capability: str, max_age_seconds: float) -> dict[str, Any] | None: ...
@@ -118,6 +190,12 @@ class ReplayCache(Protocol):
     """JWT ids seen, across every worker: `first_use` is False for a replay."""
 
     def first_use(self, issuer: str, jti: str, expires: float) -> bool: ...
+
+
+def monday(moment: datetime) -> date:
+    """The Monday (UTC) of `moment`'s week: the report's week."""
+    day = moment.astimezone(UTC).date()
+    return day - timedelta(days=day.weekday())
 
 
 def _sha256(text: str) -> str:
@@ -228,9 +306,11 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         rules_fired: list[str],
         issued: list[IssuedCard],
         duration_ms: float,
-    ) -> None:
+        linkage: Linkage = Linkage(),
+    ) -> Audited:
         """Audit one evaluation and keep the cards it issued (their JSON, for review) and the
         would-be cards of silent rules."""
+        now = datetime.now(UTC)
         with self.engine.begin() as connection:
             inserted = connection.execute(
                 evaluations.insert().values(
@@ -239,7 +319,9 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
                     ruleset_version=ruleset_version,
                     rules_fired=rules_fired,
                     duration_ms=duration_ms,
-                    created_at=datetime.now(UTC),
+                    created_at=now,
+                    patient_key=linkage.patient,
+                    clinician_key=linkage.clinician,
                 )
             ).inserted_primary_key
             assert inserted is not None  # an INSERT always has one
@@ -259,10 +341,82 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
                             if entry.silent
                             else _capability_hash(entry.card),
                             "silent": entry.silent,
+                            "service": service,
+                            "created_at": now,
+                            "week": monday(now),
+                            "clinician_key": linkage.clinician,
                         }
                         for entry in issued
                     ],
                 )
+        return Audited(evaluation_id, now)
+
+    @_available
+    def follow_up(
+        self,
+        audited: Audited,
+        patient_key: str,
+        window_days: float,
+        watched: Collection[str],
+        red_flags: list[RedFlag],
+    ) -> None:
+        """The safety monitor, after an evaluation of the patient `patient_key`: each card of a
+        `watched` rule issued to them in the `window_days` before is followed up (once), and is
+        a possible miss for each red flag found now (once per red-flag rule)."""
+        earlier = (
+            sa.select(cards.c.uuid, cards.c.rule_id, evaluations.c.created_at)
+            .join(evaluations, evaluations.c.id == cards.c.evaluation_id)
+            .where(
+                evaluations.c.patient_key == patient_key,
+                evaluations.c.created_at >= audited.created_at - timedelta(days=window_days),
+                evaluations.c.created_at <= audited.created_at,
+                evaluations.c.id != audited.id,
+                cards.c.rule_id.in_(sorted(watched)),
+            )
+        )
+        insert = self._insert()
+        with self.engine.begin() as connection:
+            found = connection.execute(earlier).all()
+            if not found:
+                return
+            connection.execute(
+                insert(follow_ups).on_conflict_do_nothing(index_elements=["card_uuid"]),
+                [
+                    {
+                        "card_uuid": card.uuid,
+                        "rule_id": card.rule_id,
+                        "card_at": card.created_at,
+                        "evaluation_id": audited.id,
+                        "followed_at": audited.created_at,
+                    }
+                    for card in found
+                ],
+            )
+            if red_flags:
+                connection.execute(
+                    insert(possible_misses).on_conflict_do_nothing(
+                        index_elements=["card_uuid", "red_flag_rule"]
+                    ),
+                    [
+                        {
+                            "card_uuid": card.uuid,
+                            "rule_id": card.rule_id,
+                            "card_at": card.created_at,
+                            "evaluation_id": audited.id,
+                            "found_at": audited.created_at,
+                            "red_flag_rule": flag.rule_id,
+                            "evidence": flag.evidence,
+                        }
+                        for card in found
+                        for flag in red_flags
+                    ],
+                )
+
+    def _insert(self) -> Callable[[sa.Table], Any]:
+        """The dialect's INSERT, which has ON CONFLICT DO NOTHING."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        insert: Callable[[sa.Table], Any] = dialect.insert
+        return insert
 
     @_available
     def first_use(self, issuer: str, jti: str, expires: float) -> bool:
@@ -314,6 +468,12 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         with_feedback = sa.select(feedback.c.card_uuid)
         with self.engine.begin() as connection:
             deleted = {
+                "possible_misses": connection.execute(
+                    possible_misses.delete().where(possible_misses.c.card_at < old_audit)
+                ).rowcount,
+                "follow_ups": connection.execute(
+                    follow_ups.delete().where(follow_ups.c.card_at < old_audit)
+                ).rowcount,
                 "feedback": connection.execute(
                     feedback.delete().where(feedback.c.received_at < old_feedback)
                 ).rowcount,
@@ -348,8 +508,7 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
             missing = [uuid for uuid in wanted if uuid not in known]
             if missing:
                 raise UnknownCards(", ".join(missing))
-            insert = (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert
-            statement = insert(feedback).on_conflict_do_nothing(
+            statement = self._insert()(feedback).on_conflict_do_nothing(
                 index_elements=["card_uuid", "outcome", "outcome_timestamp"]
             )
             connection.execute(

@@ -1,0 +1,80 @@
+"""Pseudonymous linkage and the safety monitor; the report reads the cards alone.
+
+Evaluations keep keyed pseudonyms of their patient and clinician; cards keep their evaluation's
+service, time, week (Monday, UTC) and clinician pseudonym, filled here for the cards already
+stored; the monitor's follow-ups and possible misses get their tables.
+
+Revision ID: 0006
+Revises: 0005
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+_WEEK = {  # the Monday (UTC) of a timestamp's week, in each dialect
+    "postgresql": "CAST(date_trunc('week', timezone('UTC', e.created_at)) AS DATE)",
+    "sqlite": "date(e.created_at, 'weekday 0', '-6 days')",
+}
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("evaluations") as batch:
+        batch.add_column(sa.Column("patient_key", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("clinician_key", sa.String(64), nullable=True))
+    op.create_index("evaluations_patient_key", "evaluations", ["patient_key", "created_at"])
+    with op.batch_alter_table("cards") as batch:
+        batch.add_column(sa.Column("service", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("created_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("week", sa.Date, nullable=True))
+        batch.add_column(sa.Column("clinician_key", sa.String(64), nullable=True))
+    week = _WEEK[op.get_bind().dialect.name]
+    for column, value in [("service", "e.service"), ("created_at", "e.created_at"), ("week", week)]:
+        op.execute(
+            f"UPDATE cards SET {column} = "
+            f"(SELECT {value} FROM evaluations e WHERE e.id = cards.evaluation_id)"
+        )
+    with op.batch_alter_table("cards") as batch:
+        batch.alter_column("service", existing_type=sa.String(64), nullable=False)
+        batch.alter_column("created_at", existing_type=sa.DateTime(timezone=True), nullable=False)
+        batch.alter_column("week", existing_type=sa.Date, nullable=False)
+    op.create_index("cards_created_at", "cards", ["created_at"])
+    op.create_table(
+        "follow_ups",
+        sa.Column("card_uuid", sa.String(64), sa.ForeignKey("cards.uuid"), primary_key=True),
+        sa.Column("rule_id", sa.String(100), nullable=False),
+        sa.Column("card_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("evaluation_id", sa.Integer, sa.ForeignKey("evaluations.id"), nullable=False),
+        sa.Column("followed_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("follow_ups_card_at", "follow_ups", ["card_at"])
+    op.create_table(
+        "possible_misses",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("card_uuid", sa.String(64), sa.ForeignKey("cards.uuid"), nullable=False),
+        sa.Column("rule_id", sa.String(100), nullable=False),
+        sa.Column("card_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("evaluation_id", sa.Integer, sa.ForeignKey("evaluations.id"), nullable=False),
+        sa.Column("found_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("red_flag_rule", sa.String(100), nullable=False),
+        sa.Column("evidence", sa.JSON, nullable=False),
+        sa.UniqueConstraint("card_uuid", "red_flag_rule", name="possible_miss_once"),
+    )
+    op.create_index("possible_misses_card_at", "possible_misses", ["card_at"])
+
+
+def downgrade() -> None:
+    op.drop_table("possible_misses")
+    op.drop_table("follow_ups")
+    op.drop_index("cards_created_at", "cards")
+    with op.batch_alter_table("cards") as batch:
+        for column in ("clinician_key", "week", "created_at", "service"):
+            batch.drop_column(column)
+    op.drop_index("evaluations_patient_key", "evaluations")
+    with op.batch_alter_table("evaluations") as batch:
+        batch.drop_column("clinician_key")
+        batch.drop_column("patient_key")
