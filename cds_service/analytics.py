@@ -22,8 +22,10 @@ The report's contract (every figure is over the evaluations whose `created_at` f
   "free text (no coded reason)"; otherwise the display is the coding's display (the greatest
   when they differ), or its code when it has none. An override with neither reason nor comment
   is not counted there. The top 10 per rule by count (ties by code).
-- `mode` and `title`: the rule's current mode ("active" or "silent") and title from `rules`,
-  null when not given (a rule no longer in the knowledge base).
+- `mode`, `title`, `indicator`, `advice_only`: the rule's current mode ("active" or "silent"),
+  title, card indicator and whether its card has no suggestion (advice only: nothing to accept,
+  so its acceptance rate ranks apart), from `rules`; null when not given (a rule no longer in the
+  knowledge base).
 - `linked`: a pseudonym key is configured (`CDS_PSEUDONYM_KEY`); without one no evaluation is
   linked to another, so `safety` and `clinicians` only hold what was linked before.
 - `safety`, per watched rule (`safety.py`), over its cards in the window: `followed_up`, the cards
@@ -76,14 +78,25 @@ class RuleInfo:
 
     title: str
     mode: str
-    removes_order: bool
+    removes_order: bool = False
     """Its card advises removing the order (imaging, a surgeon referral)."""
+    indicator: str | None = None
+    suggests: bool = True
+    """Its card has a suggestion to accept (a referral or removing the order); an advice-only
+    card cannot be accepted in the sense the others are, so it ranks apart."""
 
 
 def rule_book(knowledge: Knowledge, modes: Mapping[str, str]) -> dict[str, RuleInfo]:
-    """Per rule with a card: its title, current mode (from `modes`) and whether it removes."""
+    """Per rule with a card: its title, current mode (from `modes`), its card's indicator and
+    what the card suggests."""
     return {
-        rule.id: RuleInfo(rule.title, modes.get(rule.id, rule.mode), rule.card.remove_order)
+        rule.id: RuleInfo(
+            rule.title,
+            modes.get(rule.id, rule.mode),
+            rule.card.remove_order,
+            rule.card.indicator,
+            bool(rule.card.referrals) or rule.card.remove_order,
+        )
         for rule in knowledge.rules.values()
         if rule.card is not None
     }
@@ -109,6 +122,8 @@ class RuleRow(TypedDict):
     rule: str
     title: str | None
     mode: str | None
+    indicator: str | None
+    advice_only: bool | None
     cards: int
     silent_cards: int
     accepted: int
@@ -538,6 +553,8 @@ def report(
                 "rule": row.rule,
                 "title": title(row.rule),
                 "mode": rules[row.rule].mode if row.rule in rules else None,
+                "indicator": rules[row.rule].indicator if row.rule in rules else None,
+                "advice_only": not rules[row.rule].suggests if row.rule in rules else None,
                 "cards": row.cards,
                 "silent_cards": row.silent_cards,
                 "accepted": row.accepted,

@@ -38,9 +38,9 @@ RED_FLAG = "red-flag-cauda-equina"  # critical, active
 IMAGING = "imaging-acute-without-red-flag"  # warning, active, its card removes the order
 THERAPY = "physical-therapy-subacute"  # info, silent: its cards are audited, never shown
 RULES = {
-    RED_FLAG: RuleInfo("Cauda equina", "active", removes_order=False),
-    IMAGING: RuleInfo("Imaging for acute pain", "active", removes_order=True),
-    THERAPY: RuleInfo("Subacute pain", "silent", removes_order=False),
+    RED_FLAG: RuleInfo("Cauda equina", "active", False, "critical"),
+    IMAGING: RuleInfo("Imaging for acute pain", "active", True, "warning"),
+    THERAPY: RuleInfo("Subacute pain", "silent", False, "info", suggests=False),
 }
 MALIGNANCY = "red-flag-malignancy"
 DR_A, DR_B = "a" * 64, "b" * 64  # clinician pseudonyms
@@ -133,6 +133,8 @@ EXPECTED: Report = {
         {
             "rule": IMAGING,
             "title": "Imaging for acute pain",
+            "indicator": "warning",
+            "advice_only": False,
             "mode": "active",
             "cards": 6,
             "silent_cards": 0,
@@ -146,6 +148,8 @@ EXPECTED: Report = {
         {
             "rule": THERAPY,
             "title": "Subacute pain",
+            "indicator": "info",
+            "advice_only": True,
             "mode": "silent",
             "cards": 0,
             "silent_cards": 4,
@@ -159,6 +163,8 @@ EXPECTED: Report = {
         {
             "rule": RED_FLAG,
             "title": "Cauda equina",
+            "indicator": "critical",
+            "advice_only": False,
             "mode": "active",
             "cards": 5,
             "silent_cards": 0,
@@ -717,6 +723,8 @@ def test_csv_is_the_rules_with_a_header() -> None:
         "rule": IMAGING,
         "title": "Imaging for acute pain",
         "mode": "active",
+        "indicator": "warning",
+        "advice_only": "False",
         "cards": "6",
         "silent_cards": "0",
         "accepted": "1",

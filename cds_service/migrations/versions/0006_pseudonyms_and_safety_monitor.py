@@ -42,7 +42,20 @@ def upgrade() -> None:
         batch.alter_column("service", existing_type=sa.String(64), nullable=False)
         batch.alter_column("created_at", existing_type=sa.DateTime(timezone=True), nullable=False)
         batch.alter_column("week", existing_type=sa.Date, nullable=False)
-    op.create_index("cards_created_at", "cards", ["created_at"])
+    op.create_index(
+        "cards_report",
+        "cards",
+        [
+            "created_at",
+            "week",
+            "rule_id",
+            "service",
+            "indicator",
+            "silent",
+            "clinician_key",
+            "uuid",
+        ],
+    )
     op.create_table(
         "follow_ups",
         sa.Column("card_uuid", sa.String(64), sa.ForeignKey("cards.uuid"), primary_key=True),
@@ -70,7 +83,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("possible_misses")
     op.drop_table("follow_ups")
-    op.drop_index("cards_created_at", "cards")
+    op.drop_index("cards_report", "cards")
     with op.batch_alter_table("cards") as batch:
         for column in ("clinician_key", "week", "created_at", "service"):
             batch.drop_column(column)
