@@ -26,6 +26,12 @@ from cds_service.errors import Unavailable
 P = ParamSpec("P")
 T = TypeVar("T")
 
+REPORT_COLUMNS = (
+    *("created_at", "week", "rule_id", "service", "indicator", "silent", "clinician_key"),
+    *("outcome", "first_feedback_at", "reason_code", "reason_display", "explained"),
+)
+"""The cards' columns the committee's report reads, all in one index."""
+
 metadata = sa.MetaData()
 """The schema, the one source: the migrations build it and a test fails when they drift apart."""
 
@@ -41,7 +47,7 @@ evaluations = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("patient_key", sa.String(64), nullable=True),
     sa.Column("clinician_key", sa.String(64), nullable=True),
-    sa.Index("evaluations_created_at", "created_at"),
+    sa.Index("evaluations_created_at", "created_at", "service"),  # the report's count
     sa.Index("evaluations_patient_key", "patient_key", "created_at"),
 )
 cards = sa.Table(
@@ -60,13 +66,15 @@ cards = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("week", sa.Date, nullable=False),
     sa.Column("clinician_key", sa.String(64), nullable=True),
+    # Its outcome, settled from its feedback whenever that changes (`settled`).
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("first_feedback_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("reason_code", sa.String(200), nullable=True),
+    sa.Column("reason_display", sa.String(500), nullable=True),
+    sa.Column("explained", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("cards_evaluation_id", "evaluation_id"),
     # What the report reads of a card, in the index: scanned without the card's JSON.
-    sa.Index(
-        "cards_report",
-        *("created_at", "week", "rule_id", "service", "indicator", "silent", "clinician_key"),
-        "uuid",
-    ),
+    sa.Index("cards_report", *REPORT_COLUMNS),
 )
 feedback = sa.Table(
     "feedback",
@@ -195,6 +203,33 @@ class ReplayCache(Protocol):
     """JWT ids seen, across every worker: `first_use` is False for a replay."""
 
     def first_use(self, issuer: str, jti: str, expires: float) -> bool: ...
+
+
+def settled(rows: list[Any]) -> dict[str, Any]:
+    """A card's outcome from its feedback rows (`outcome`, `outcome_timestamp`, `override_reason`,
+    `id`): the latest decides, an override winning a tie (arrival order within a batch means
+    nothing); its reason is that override's (the last received); none when it has no feedback.
+    `explained`: an override with a coded reason or a comment."""
+    if not rows:
+        return {
+            "outcome": None,
+            "first_feedback_at": None,
+            "reason_code": None,
+            "reason_display": None,
+            "explained": False,
+        }
+    last = max(row.outcome_timestamp for row in rows)
+    overrides = [r for r in rows if r.outcome_timestamp == last and r.outcome == "overridden"]
+    deciding = max(overrides, key=lambda row: row.id) if overrides else None
+    reason = (deciding.override_reason or {}) if deciding else {}
+    coding = reason.get("reason") or {}
+    return {
+        "outcome": "overridden" if deciding else "accepted",
+        "first_feedback_at": min(row.outcome_timestamp for row in rows),
+        "reason_code": coding.get("code"),
+        "reason_display": coding.get("display"),
+        "explained": coding.get("code") is not None or reason.get("userComment") is not None,
+    }
 
 
 def monday(moment: datetime) -> date:
@@ -471,7 +506,10 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         old_feedback = now - timedelta(days=feedback_days)
         expired = sa.select(evaluations.c.id).where(evaluations.c.created_at < old_audit)
         with_feedback = sa.select(feedback.c.card_uuid)
+        old = feedback.c.received_at < old_feedback
         with self.engine.begin() as connection:
+            answered = connection.execute(sa.select(feedback.c.card_uuid).where(old).distinct())
+            stale = list(answered.scalars())
             deleted = {
                 "possible_misses": connection.execute(
                     possible_misses.delete().where(possible_misses.c.card_at < old_audit)
@@ -479,9 +517,7 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
                 "follow_ups": connection.execute(
                     follow_ups.delete().where(follow_ups.c.card_at < old_audit)
                 ).rowcount,
-                "feedback": connection.execute(
-                    feedback.delete().where(feedback.c.received_at < old_feedback)
-                ).rowcount,
+                "feedback": connection.execute(feedback.delete().where(old)).rowcount,
                 "cards": connection.execute(
                     cards.delete().where(
                         cards.c.evaluation_id.in_(expired), cards.c.uuid.not_in(with_feedback)
@@ -497,7 +533,36 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
                     jwt_ids.delete().where(jwt_ids.c.expires_at < now)
                 ).rowcount,
             }
+            self._settle(connection, stale)  # cards kept whose feedback went (or some of it)
         return deleted
+
+    def settle(self, card_uuids: Collection[str]) -> None:
+        """Set these cards' outcome from their feedback (`settled`): feedback written around
+        the store (imports, tests) is counted once this has run."""
+        with self.engine.begin() as connection:
+            self._settle(connection, card_uuids)
+
+    @staticmethod
+    def _settle(connection: sa.Connection, card_uuids: Collection[str]) -> None:
+        wanted = sorted(set(card_uuids))
+        if not wanted:
+            return
+        rows = connection.execute(
+            sa.select(
+                feedback.c.card_uuid,
+                feedback.c.id,
+                feedback.c.outcome,
+                feedback.c.outcome_timestamp,
+                feedback.c.override_reason,
+            ).where(feedback.c.card_uuid.in_(wanted))
+        ).all()
+        by_card: dict[str, list[Any]] = {uuid: [] for uuid in wanted}
+        for row in rows:
+            by_card[row.card_uuid].append(row)
+        connection.execute(
+            cards.update().where(cards.c.uuid == sa.bindparam("card")),
+            [{"card": uuid, **settled(answers)} for uuid, answers in by_card.items()],
+        )
 
     @_available
     def record_feedback(self, service: str, items: list[dict[str, Any]]) -> None:
@@ -505,9 +570,11 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         wanted = sorted({item["card_uuid"] for item in items})
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
-            known = set(
+            known = set(  # locked: one transaction at a time settles a card
                 connection.execute(
-                    sa.select(cards.c.uuid).where(cards.c.uuid.in_(wanted), ~cards.c.silent)
+                    sa.select(cards.c.uuid)
+                    .where(cards.c.uuid.in_(wanted), ~cards.c.silent)
+                    .with_for_update()
                 ).scalars()
             )
             missing = [uuid for uuid in wanted if uuid not in known]
@@ -519,3 +586,4 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
             connection.execute(
                 statement, [{**item, "service": service, "received_at": now} for item in items]
             )
+            self._settle(connection, wanted)

@@ -404,12 +404,13 @@ def _feedback(
     }
 
 
-def _fill(engine: sa.Engine) -> None:
+def _fill(store: Store) -> None:
+    """The rows above, written around the store, then their cards' outcomes settled."""
     card_rows = {
         uuid: _card(uuid, EVALUATED[e], rule, indicator, silent)
         for uuid, e, rule, indicator, silent in CARDS
     }
-    with engine.begin() as connection:
+    with store.engine.begin() as connection:
         connection.execute(evaluations.insert(), list(EVALUATED.values()))
         connection.execute(cards.insert(), list(card_rows.values()))
         connection.execute(feedback.insert(), [_feedback(*row) for row in FEEDBACK])
@@ -442,6 +443,7 @@ def _fill(engine: sa.Engine) -> None:
                 for id_, uuid, later, flag in POSSIBLE_MISSES
             ],
         )
+    store.settle(card_rows)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
@@ -463,7 +465,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def engine(store: Store) -> Iterator[sa.Engine]:
     """The filled store; on PostgreSQL read through sessions in Auckland time (UTC+13 then)."""
-    _fill(store.engine)
+    _fill(store)
     if store.engine.dialect.name == "sqlite":
         yield store.engine
         return
@@ -697,6 +699,7 @@ def test_only_the_ten_commonest_reasons_per_rule(tmp_path: Path) -> None:
                 for i, (uuid, code) in enumerate(overrides, 1)
             ],
         )
+    store.settle([uuid for uuid, _ in overrides])
     reasons = report(store.engine, None, None)["override_reasons"]
     store.engine.dispose()
     assert [(reason["code"], reason["count"]) for reason in reasons] == [
