@@ -61,10 +61,11 @@ cards = sa.Table(
     sa.Column("content", sa.JSON, nullable=True),
     sa.Column("capability_hash", sa.String(64), nullable=True),
     sa.Column("silent", sa.Boolean, nullable=False, server_default=sa.false()),
-    # Copied from the evaluation, so the committee's report reads the cards alone.
-    sa.Column("service", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("week", sa.Date, nullable=False),
+    # Copied from the evaluation, so the committee's report reads the cards alone (always
+    # written; nullable only because migration 0006 added them to a table with rows).
+    sa.Column("service", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("week", sa.Date, nullable=True),
     sa.Column("clinician_key", sa.String(64), nullable=True),
     # Its outcome, settled from its feedback whenever that changes (`settled`).
     sa.Column("outcome", sa.String(16), nullable=True),
@@ -500,7 +501,8 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
     def purge(self, audit_days: float, feedback_days: float) -> dict[str, int]:
         """Delete feedback older than `feedback_days`, evaluations older than `audit_days` with
         their cards (a card that still has feedback stays as long as its feedback, for the
-        committee's reports), and expired JWT ids; returns how many rows of each."""
+        committee's reports) and the monitor's rows on them, and expired JWT ids; returns how
+        many rows of each."""
         now = datetime.now(UTC)
         old_audit = now - timedelta(days=audit_days)
         old_feedback = now - timedelta(days=feedback_days)
@@ -510,12 +512,19 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         with self.engine.begin() as connection:
             answered = connection.execute(sa.select(feedback.c.card_uuid).where(old).distinct())
             stale = list(answered.scalars())
-            deleted = {
+            expired_cards = sa.select(cards.c.uuid).where(cards.c.evaluation_id.in_(expired))
+            deleted = {  # the monitor's rows go with the card or the later evaluation they name
                 "possible_misses": connection.execute(
-                    possible_misses.delete().where(possible_misses.c.card_at < old_audit)
+                    possible_misses.delete().where(
+                        possible_misses.c.card_uuid.in_(expired_cards)
+                        | possible_misses.c.evaluation_id.in_(expired)
+                    )
                 ).rowcount,
                 "follow_ups": connection.execute(
-                    follow_ups.delete().where(follow_ups.c.card_at < old_audit)
+                    follow_ups.delete().where(
+                        follow_ups.c.card_uuid.in_(expired_cards)
+                        | follow_ups.c.evaluation_id.in_(expired)
+                    )
                 ).rowcount,
                 "feedback": connection.execute(feedback.delete().where(old)).rowcount,
                 "cards": connection.execute(

@@ -33,6 +33,7 @@ def upgrade() -> None:
     op.create_index("evaluations_patient_key", "evaluations", ["patient_key", "created_at"])
     op.drop_index("evaluations_created_at", "evaluations")
     op.create_index("evaluations_created_at", "evaluations", ["created_at", "service"])
+    # Added, never altered: on SQLite altering would rebuild `cards`, which feedback references.
     with op.batch_alter_table("cards") as batch:
         batch.add_column(sa.Column("service", sa.String(64), nullable=True))
         batch.add_column(sa.Column("created_at", sa.DateTime(timezone=True), nullable=True))
@@ -42,9 +43,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("first_feedback_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("reason_code", sa.String(200), nullable=True))
         batch.add_column(sa.Column("reason_display", sa.String(500), nullable=True))
-        batch.add_column(
-            sa.Column("explained", sa.Boolean, nullable=False, server_default=sa.false())
-        )
+        # a literal default ('0' is false in both): an expression would make SQLite rebuild
+        batch.add_column(sa.Column("explained", sa.Boolean, nullable=False, server_default="0"))
     _settle_outcomes()
     week = _WEEK[op.get_bind().dialect.name]
     for column, value in [("service", "e.service"), ("created_at", "e.created_at"), ("week", week)]:
@@ -52,10 +52,6 @@ def upgrade() -> None:
             f"UPDATE cards SET {column} = "
             f"(SELECT {value} FROM evaluations e WHERE e.id = cards.evaluation_id)"
         )
-    with op.batch_alter_table("cards") as batch:
-        batch.alter_column("service", existing_type=sa.String(64), nullable=False)
-        batch.alter_column("created_at", existing_type=sa.DateTime(timezone=True), nullable=False)
-        batch.alter_column("week", existing_type=sa.Date, nullable=False)
     op.create_index(
         "cards_report",
         "cards",
