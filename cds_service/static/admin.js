@@ -286,7 +286,7 @@
     $("critical-rules").replaceChildren(...missed.map((row) => {
       const item = element("li", null, {"data-rule": row.rule});
       item.append(element("strong", titleOf(row.rule), {title: row.rule}));
-      item.append(` : ${integer(row.overridden)} overridden, ${integer(row.ignored)} ignored of ${integer(row.cards)} issued`);
+      item.append(`: ${integer(row.overridden)} overridden, ${integer(row.ignored)} ignored of ${integer(row.cards)} issued`);
       return item;
     }));
   }
