@@ -209,8 +209,13 @@ class CDSService:
                 self._monitor.watched,
                 red_flags,
             )
-        except Exception:  # the monitor must never withhold the cards
-            log.exception("safety monitor failed: evaluation %s not followed up", audited.id)
+        except Exception as exc:  # the monitor must never withhold the cards
+            # the error's name only: its message may carry the rows' values (patient data)
+            log.error(
+                "safety monitor failed (%s): evaluation %s not followed up",
+                type(exc).__name__,
+                audited.id,
+            )
 
     async def feedback(self, hook: Hook, body: FeedbackRequest) -> int:
         """Store the outcomes of cards this service issued; how many items were received."""
