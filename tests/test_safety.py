@@ -350,3 +350,16 @@ def test_the_migration_fills_the_cards_it_finds(tmp_path: Path) -> None:
     totals = report(store.engine, None, None)["totals"]
     assert (totals["cards"], totals["overridden"]) == (1, 1)
     store.engine.dispose()
+
+
+def test_a_card_whose_feedback_is_purged_counts_as_ignored_again(client: TestClient) -> None:
+    (card,) = _evaluate(client, METASTASES)
+    item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2030-01-01T10:00Z"}
+    sent = client.post("/cds-services/patient-view/feedback", json={"feedback": [item]})
+    assert sent.status_code == 200, sent.text
+    totals = client.get("/admin/report", headers=ADMIN).json()["totals"]
+    assert (totals["overridden"], totals["ignored"]) == (1, 0)
+    store: Store = client.app.state.wiring.store  # type: ignore[attr-defined]
+    assert store.purge(audit_days=365, feedback_days=0)["feedback"] == 1  # the card stays
+    totals = client.get("/admin/report", headers=ADMIN).json()["totals"]
+    assert (totals["cards"], totals["overridden"], totals["ignored"]) == (1, 0, 1)
