@@ -10,8 +10,8 @@ The report's contract (every figure is over the evaluations whose `created_at` f
 - A card's outcome is its latest feedback by `outcome_timestamp`, `accepted` or `overridden`
   (an acceptance and an override at the same instant count as overridden: arrival order within
   a batch means nothing), kept on the card as feedback arrives (`storage.settled`); an issued
-  card with no feedback is `ignored`. Outcomes count issued
-  cards only, so accepted + overridden + ignored = cards.
+  card with no feedback is `ignored`. Outcomes count issued cards only, so accepted +
+  overridden + ignored = cards.
 - `acceptance_rate` = accepted / cards and `override_rate` = overridden / cards, rounded to 3
   decimals; null when no card was issued.
 - `mean_minutes_to_feedback`: the mean, over issued cards with feedback, of the first feedback's
@@ -44,10 +44,9 @@ cards.
 
 The report is one SQL statement (one snapshot of the store) over the cards alone (they carry
 their evaluation's time, week, service and clinician, and their outcome, all in one index): the
-window's cards are counted once, by
-week, rule, service, indicator and override reason, and that small result is summed by each
-grouping the report shows; the clinicians' and the monitor's counts are parts of the same
-statement; Python only shapes the rows.
+window's cards are counted once, by week, rule, service, indicator and override reason, and that
+small result is summed by each grouping the report shows; the clinicians' and the monitor's
+counts are parts of the same statement; Python only shapes the rows.
 """
 
 import csv
