@@ -42,6 +42,7 @@ RETRY_AFTER_SECONDS = 30
 def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) -> FastAPI:
     """Build the app: load and compile the knowledge base (a broken rule file stops here)."""
     settings = settings or Settings()
+    settings.check_serving()
     if not logging.getLogger().handlers:  # a uvicorn worker process: set up the JSON logs
         configure_logging(settings.log_level)
     wiring = _wire(settings, hooks)
@@ -53,8 +54,9 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
         title="spine-cds",
         version=__version__,
         summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
-        docs_url="/docs" if settings.pages_on else None,
-        redoc_url="/redoc" if settings.pages_on else None,
+        docs_url=None,  # routes/pages.py serves them, under a policy that fits them
+        redoc_url=None,
+        redirect_slashes=False,  # a redirect would be built from the request's Host
         lifespan=_purging(wiring.store, settings),
     )
     app.state.wiring = wiring
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
     app.include_router(admin.page_router)
     if settings.pages_on:
         app.include_router(pages.playground_router)
+        app.include_router(pages.docs_router)
     app.openapi = lambda: openapi_document(app, hooks)  # type: ignore[method-assign]
     # Move the start-up objects (modules, knowledge base, validators) out of the collector's
     # reach: full collections then scan only per-request garbage, which keeps p99 down.
@@ -102,7 +105,9 @@ def _wire(settings: Settings, hooks: HookRegistry) -> Wiring:
     service = CDSService(
         triage, store, store, metrics, fetch, settings.max_record_entries, settings.today
     )
-    authenticator = Authenticator(settings.issuers(), settings.jwt_leeway_seconds, store.first_use)
+    authenticator = Authenticator(
+        settings.issuers(), settings.jwt_leeway_seconds, store.first_use, settings.public_base_url
+    )
     return Wiring(settings, service, store, metrics, authenticator)
 
 
@@ -139,7 +144,11 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
         prefix="/cds-services/",
         on_reject=metrics.error,
     )
-    app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
+    app.add_middleware(
+        SecurityHeaders,
+        frame_ancestors=settings.frame_ancestors,
+        page_sources=pages.DOCS_SOURCES if settings.pages_on else {},
+    )
     app.add_middleware(RequestLog)
     app.add_middleware(
         CORSMiddleware,

@@ -1,14 +1,17 @@
-"""The browser pages: the SMART referral-review page and the playground (static files)."""
+"""The browser pages: the SMART referral-review page, the playground (static files) and, in
+try-it mode, the interactive API docs."""
 
 from pathlib import Path
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Header
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from cds_service.deps import Wired
 from cds_service.errors import CDSError
+from cds_service.headers import inline_script_hashes
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -67,3 +70,41 @@ async def example(name: str, wired: Wired) -> FileResponse:
     if name not in examples:
         raise CDSError.of(404, f"no example {name!r}")
     return FileResponse(examples[name], media_type="application/json")
+
+
+_SWAGGER_UI = bytes(
+    get_swagger_ui_html(openapi_url="/openapi.json", title="spine-cds - Swagger UI").body
+)
+_REDOC = bytes(get_redoc_html(openapi_url="/openapi.json", title="spine-cds - ReDoc").body)
+_CDN = "https://cdn.jsdelivr.net"  # where FastAPI's pages load Swagger UI and ReDoc from
+_ICON = "https://fastapi.tiangolo.com"
+
+DOCS_SOURCES = {
+    "/docs": {
+        "script-src": f"'self' {_CDN} {inline_script_hashes(_SWAGGER_UI.decode())}",
+        "style-src": f"'self' 'unsafe-inline' {_CDN}",
+        "img-src": f"'self' data: {_ICON}",
+    },
+    "/redoc": {
+        "script-src": f"'self' {_CDN}",
+        "style-src": "'self' 'unsafe-inline' https://fonts.googleapis.com",
+        "font-src": "https://fonts.gstatic.com",
+        "img-src": f"'self' data: {_ICON}",
+        "worker-src": "blob:",
+    },
+}
+"""CSP sources the interactive docs need besides the base policy (`headers.SecurityHeaders`):
+their scripts from the CDN, and Swagger UI's inline start-up script by its hash."""
+
+docs_router = APIRouter(include_in_schema=False)
+"""The interactive API docs (served only in try-it mode or with CDS_DEMO_PAGES)."""
+
+
+@docs_router.get("/docs")
+async def swagger_ui() -> HTMLResponse:
+    return HTMLResponse(_SWAGGER_UI)
+
+
+@docs_router.get("/redoc")
+async def redoc() -> HTMLResponse:
+    return HTMLResponse(_REDOC)
