@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from markdown_it import MarkdownIt
 from markdown_it.rules_core import linkify
+from playwright.sync_api import Route, expect
 
 from cds_service import cli
 from cds_service.app import create_app
@@ -34,6 +35,7 @@ from cds_service.routes.pages import STATIC
 from cds_service.settings import UnsafeSettings
 from cds_service.triage import Triage
 from cds_service.urls import within
+from tests.chromium import chromium
 from tests.conftest import EXAMPLE_TODAY, app_settings, load_example
 from tests.fhir_server import FhirServer
 from tests.loopback import serving
@@ -380,3 +382,37 @@ def test_the_autolinking_renderer_does_link_bare_urls() -> None:
     """The renderer above is a fair test: it links what a clinician would click."""
     html = _autolinking().render(f"{LINKS} and \\https\\:\\/\\/escaped\\.example")
     assert html.count("<a ") == 5
+
+
+# --- 4b. The interactive docs run under their policy, in a real browser ---------------------
+
+CDN_STUBS = {
+    "swagger-ui-bundle.js": "window.SwaggerUIBundle = function (config) {"
+    " document.body.dataset.started = config.url; };"
+    " SwaggerUIBundle.presets = {apis: {}}; SwaggerUIBundle.SwaggerUIStandalonePreset = {};",
+    "redoc.standalone.js": "document.body.dataset.started = "
+    "document.querySelector('redoc').getAttribute('spec-url');",
+}
+"""Stand-ins for the CDN's scripts (no internet here): each says it ran, and with what."""
+
+
+@pytest.mark.slow  # Chromium, and the app under uvicorn on loopback
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_the_interactive_docs_start_under_their_policy(path: str) -> None:
+    """Their scripts come from the CDN and Swagger UI starts from an inline script: the policy
+    must let exactly those run (a violation is reported on the console)."""
+    with serving(app_settings()) as url, chromium() as browser:
+        page = browser.new_page()
+        violations: list[str] = []
+        page.on("console", lambda message: violations.append(message.text))
+
+        def stub(route: Route) -> None:
+            name = route.request.url.rsplit("/", 1)[-1]
+            body = CDN_STUBS.get(name, "")
+            route.fulfill(status=200, body=body, content_type="text/javascript")
+
+        page.route(re.compile(r"^https://"), stub)
+        page.goto(url + path)
+        expect(page.locator("body")).to_have_attribute("data-started", "/openapi.json")
+        assert [v for v in violations if "Content Security Policy" in v] == []
+        page.close()
