@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 ALGORITHMS = {"RS384": "RSA", "ES384": "EC"}
 """The algorithms accepted, with the key type (JWK `kty`) each needs."""
 _REFRESH_SECONDS = 60.0
-"""At most one JWKS fetch per key location (a `jku` prefix or a `jwks_url`) this often."""
+"""How often a key location may fetch a URL not yet known, and a held JWKS be fetched again."""
 _DOCUMENTS_PER_LOCATION = 4
 """JWKS documents kept per key location (the most recently fetched)."""
 
@@ -69,32 +69,47 @@ class KeyCache:
     """JWKS documents by URL, fetched on first use and again on an unknown `kid`.
 
     Whoever sends a token chooses its `jku` and `kid` before anything is verified, so fetching is
-    rationed per key location, not per URL: at most one fetch per location per
-    `_REFRESH_SECONDS`, whatever URLs under it the tokens name, and at most
-    `_DOCUMENTS_PER_LOCATION` documents kept for it. The locations are the configured ones, so
-    the cache is bounded by the configuration.
+    rationed. A URL not yet known is fetched at most once per key location (a configured `jku`
+    prefix or `jwks_url`) per `_REFRESH_SECONDS`, whatever URLs under it the tokens name; a
+    document already held (it served keys) is fetched again at most once per `_REFRESH_SECONDS`
+    on a budget of its own, so tokens naming unknown URLs cannot hold back a key rotation. At most
+    `_DOCUMENTS_PER_LOCATION` documents are kept per location. The locations are the configured
+    ones: the cache, and the fetches per interval, are bounded by the configuration.
     """
 
-    def __init__(self, fetch: Callable[[str], Awaitable[dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[str], Awaitable[dict[str, Any]]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._fetch = fetch
+        self._clock = clock
         self._documents: dict[str, OrderedDict[str, dict[str, jwt.PyJWK]]] = {}
-        self._fetched: dict[str, float] = {}
+        self._fetched: dict[tuple[str, str | None], float] = {}
+        """Last fetch per budget: (location, None) for unknown URLs, (location, url) for held."""
 
     async def key(self, location: str, url: str, kid: str) -> jwt.PyJWK:
         """Key `kid` of the JWKS at `url`, which is under the configured `location`."""
         documents = self._documents.setdefault(location, OrderedDict())
-        known = documents.get(url, {})
-        last = self._fetched.get(location)
-        if kid not in known and (last is None or time.monotonic() - last > _REFRESH_SECONDS):
-            self._fetched[location] = time.monotonic()
-            try:
-                known = keys_of(await self._fetch(url))
-            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise Rejected(f"JWKS {url} unusable: {type(exc).__name__}") from None
+        known = documents.get(url)
+        if known is not None and kid in known:
+            return known[kid]
+        budget = (location, None if known is None else url)
+        last, now = self._fetched.get(budget), self._clock()
+        if last is not None and now - last <= _REFRESH_SECONDS:
+            raise Rejected(f"no key {kid!r} for {url}, and no fetch allowed yet")
+        self._fetched[budget] = now
+        try:
+            known = keys_of(await self._fetch(url))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise Rejected(f"JWKS {url} unusable: {type(exc).__name__}") from None
+        if known:
             documents[url] = known
             documents.move_to_end(url)
+            self._fetched[location, url] = now
             while len(documents) > _DOCUMENTS_PER_LOCATION:
-                documents.popitem(last=False)
+                evicted, _ = documents.popitem(last=False)
+                self._fetched.pop((location, evicted), None)
         if kid not in known:
             raise Rejected(f"no key {kid!r} in {url}")
         return known[kid]

@@ -28,7 +28,7 @@ from playwright.sync_api import Route, expect
 
 from cds_service import cli
 from cds_service.app import create_app
-from cds_service.auth import Authenticator, IssuerTrust, KeyCache
+from cds_service.auth import Authenticator, IssuerTrust, KeyCache, Rejected
 from cds_service.errors import CDSError
 from cds_service.models import HookRequest, dump
 from cds_service.routes.pages import STATIC
@@ -164,6 +164,7 @@ def test_tokens_cannot_make_the_service_fetch_keys_once_per_url() -> None:
         assert verify(kid=f"k{n}", jku=f"{EHR_B}/keys/jwks.json?n={n}") == 401
         assert verify(kid=f"k{n}", jku=f"{EHR_B}/keys/k{n}.json") == 401
         assert verify(kid=f"k{n}", jku=f"{EHR_B}/keys/jwks.json#{n}") == 401
+        assert verify(kid=f"k{n}", jku=f"{EHR_B}/keys/jwks.json") == 401  # a kid it lacks
     assert verify(jku=f"{EHR_B}/keys/jwks.json") == 200  # cached: still good
     assert fetched == [f"{EHR_B}/keys/jwks.json"]  # one fetch per key location and minute
 
@@ -174,6 +175,37 @@ def test_a_jku_with_a_query_is_allowed_only_when_configured_so() -> None:
     assert verify(jku=f"{EHR_B}/tenants/jwks.json?tenant=b") == 401
     assert verify(jku=tenant) == 200
     assert fetched == [tenant]
+
+
+def test_tokens_naming_unknown_urls_cannot_hold_back_a_key_rotation() -> None:
+    """Unknown URLs share one fetch a minute per location; a key set already held has its own,
+    so an attacker who spends the location's fetch every minute does not lock out a new key."""
+    now = [0.0]
+    documents = {f"{EHR_B}/keys/jwks.json": KEYS}
+    fetched: list[str] = []
+
+    async def fetch(url: str) -> dict[str, Any]:
+        fetched.append(url)
+        if url not in documents:
+            raise httpx.HTTPError(f"404 for {url}")
+        return documents[url]
+
+    async def key(cache: KeyCache, url: str, kid: str) -> str:
+        try:
+            return (await cache.key(f"{EHR_B}/keys/", f"{EHR_B}/keys/{url}", kid)).key_id or ""
+        except Rejected:
+            return "refused"
+
+    cache = KeyCache(fetch, clock=lambda: now[0])
+    assert anyio.run(key, cache, "jwks.json", "rsa-1") == "rsa-1"
+    now[0] = 61.0  # a minute on, the issuer rotates and an attacker spends the location's fetch
+    rotated = [_jwk(RSA_KEY, "rsa-1", "RS384"), _jwk(ATTACKER_KEY, "rsa-2", "RS384")]
+    documents[f"{EHR_B}/keys/jwks.json"] = {"keys": rotated}
+    assert anyio.run(key, cache, "bogus.json", "x") == "refused"
+    assert anyio.run(key, cache, "bogus-2.json", "x") == "refused"
+    assert anyio.run(key, cache, "jwks.json", "rsa-2") == "rsa-2"
+    assert anyio.run(key, cache, "jwks.json", "rsa-3") == "refused"  # no second fetch yet
+    assert fetched == [f"{EHR_B}/keys/{name}" for name in ("jwks.json", "bogus.json", "jwks.json")]
 
 
 def test_the_key_cache_is_bounded_per_location(monkeypatch: pytest.MonkeyPatch) -> None:
