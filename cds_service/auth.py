@@ -3,8 +3,8 @@
 Checks, in order: a bearer token; header `alg` RS384 or ES384 (never `none` or HMAC), `typ`
 JWT and a `kid`; an allow-listed `iss`; the key from that issuer's JWKS (its `jku`, which must be
 under a prefix the issuer is trusted for once both are normalised, `urls.within`, and carry no
-query unless configured so; or its configured JWKS URL, or an inline JWKS), cached and fetched
-at most once a minute per key location, of the key type the `alg` needs; the signature; `aud`
+query unless configured so; or its configured JWKS URL, or an inline JWKS), cached with fetches
+rationed per key location (`KeyCache`), of the key type the `alg` needs; the signature; `aud`
 equal to the configured public base URL followed by the endpoint's path (never taken from the
 request); `exp` and `iat` with a small leeway; and a `jti` not seen before. Any failure is a 401
 that says no more than that; tokens are never logged. No issuer is trusted until configured.
