@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test fast lint bench postgres chromium
+.PHONY: serve test fast lint bench postgres chromium oauth-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,16 @@ chromium:
 	@command -v chromium >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-test: lint postgres chromium
+# The SMART launch test plays the EHR's authorization server with oauth2-mock-server (npm,
+# pinned in tests/smart/package-lock.json); install Debian's node and npm when missing.
+oauth-server: tests/smart/node_modules/.package-lock.json
+
+tests/smart/node_modules/.package-lock.json: tests/smart/package-lock.json
+	@command -v npm >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null)
+	npm ci --prefix tests/smart --silent --no-audit --no-fund
+
+test: lint postgres chromium oauth-server
 	$(BIN)/pytest
 
 fast: $(STAMP)

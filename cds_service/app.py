@@ -77,7 +77,8 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
     if settings.pages_on:
         app.include_router(pages.playground_router)
         app.include_router(pages.docs_router)
-    app.openapi = lambda: openapi_document(app, hooks)  # type: ignore[method-assign]
+    queries = wiring.service.triage.queries
+    app.openapi = lambda: openapi_document(app, queries, hooks)  # type: ignore[method-assign]
     # Move the start-up objects (modules, knowledge base, validators) out of the collector's
     # reach: full collections then scan only per-request garbage, which keeps p99 down.
     gc.freeze()
@@ -147,7 +148,7 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     app.add_middleware(
         SecurityHeaders,
         frame_ancestors=settings.frame_ancestors,
-        page_sources=pages.DOCS_SOURCES if settings.pages_on else {},
+        page_sources=_page_sources(settings),
     )
     app.add_middleware(RequestLog)
     app.add_middleware(
@@ -157,6 +158,13 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
+
+
+def _page_sources(settings: Settings) -> dict[str, dict[str, str]]:
+    """Per page, the CSP sources it needs besides the service's own: the SMART review page calls
+    the EHR's FHIR and authorization servers, the interactive docs load from their CDN."""
+    review = {"/review": {"connect-src": " ".join(["'self'", *settings.review_origins()])}}
+    return review | (pages.DOCS_SOURCES if settings.pages_on else {})
 
 
 def _purging(

@@ -115,6 +115,7 @@ class CardBuilder:
         notes = [note for note in cautions if note is not None]
         notes += [self._partial_note()] if self._partial else []
         notes += [_implausible_note(facts.implausible)] if facts.implausible else []
+        notes += [_unjudged_note(facts.unjudged)] if spec.reassures and facts.unjudged else []
         suggestions = self._suggestions(rule, spec, evidence, facts.referred, notes)
         guideline = self._knowledge.guidelines[rule.guideline]
         own = self._knowledge.manifest.own_code_system
@@ -137,7 +138,13 @@ class CardBuilder:
             if suggestions
             else None,
             overrideReasons=[
-                Coding(system=f"{own}/override-reason", code=r.code, display=r.display)
+                Coding(
+                    system=self._knowledge.system_uri(r.system)
+                    if r.system
+                    else f"{own}/override-reason",
+                    code=r.code,
+                    display=r.display,
+                )
                 for r in self._knowledge.config.override_reasons
             ]
             if spec.indicator != "info"
@@ -184,11 +191,15 @@ class CardBuilder:
         referred: dict[str, list[Referred]],
         notes: list[str],
     ) -> list[Suggestion]:
-        orders = [
-            (e.display, _delete(e.reference, e.display))
-            for e in evidence
-            if spec.remove_order and e.resource_type == "ServiceRequest" and e.reference
-        ]
+        removed = {  # one delete per order, however many of its codes matched
+            e.reference: e.display
+            for e in reversed(evidence)
+            if spec.remove_order
+            and e.resource_type == "ServiceRequest"
+            and e.reference
+            and not e.stated
+        }
+        orders = [(display, _delete(ref, display)) for ref, display in reversed(removed.items())]
         deletes = [action for _, action in orders]
         if not spec.referrals:
             return [
@@ -276,6 +287,14 @@ def _implausible_note(results: list[Evidence]) -> str:
     return f"**Ignored as implausible** (a unit or entry error?): {shown}."
 
 
+def _unjudged_note(entries: list[Evidence]) -> str:
+    shown = "; ".join(map(describe, entries))
+    return (
+        "**Not judged by this rule set** (no rule reads these codes; consider whether any "
+        f"bears on this back pain): {shown}."
+    )
+
+
 def _delete(reference: str, display: str) -> Action:
     return Action(
         type="delete",
@@ -301,14 +320,16 @@ def inert(text: str) -> str:
 
 
 def describe(evidence: Evidence) -> str:
-    """`Low back pain (SNOMED CT 279039007), Condition/c1, 2026-11-10`, record text made inert."""
+    """`Low back pain (SNOMED CT 279039007), Condition/c1, 2026-11-10`, record text made inert
+    (an order's stated reason: `..., the reason stated on the order ServiceRequest/s1, ...`)."""
     parts = [inert(evidence.display)]
     if evidence.value:
         parts[0] += f": {inert(evidence.value)}"
     if evidence.code:
         parts[0] += f" ({inert(evidence.system)} {inert(evidence.code)})"
     if evidence.reference:
-        parts.append(inert(evidence.reference))
+        stated = "the reason stated on the order " if evidence.stated else ""
+        parts.append(stated + inert(evidence.reference))
     if evidence.when:
         parts.append(evidence.when.isoformat())
     return ", ".join(parts)

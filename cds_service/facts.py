@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal, NotRequired, TypedDict, get_args, get_type_hints
 
+from cds_service.codes import icd10cm_key
 from cds_service.fhir_model import (
     CodeableConcept,
     Coding,
@@ -17,6 +18,7 @@ from cds_service.fhir_model import (
     MedicationRequest,
     MedicationStatement,
     Observation,
+    Reference,
 )
 from cds_service.knowledge import FactKind, Knowledge
 from cds_service.prefetch import Entry, PatientRecord
@@ -143,6 +145,8 @@ class Evidence:
     code: str
     when: date | None = None
     value: str | None = None
+    stated: bool = False
+    """A draft order's stated reason (`reasonCode`), not the order itself."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,8 @@ class FactSet:
     """Per specialty, the draft orders and open referrals that already send the patient there."""
     implausible: list[Evidence] = field(default_factory=list)
     """Results ignored because their value is outside the plausible range (a unit mix-up)."""
+    unjudged: list[Evidence] = field(default_factory=list)
+    """Active Conditions whose codes no value set holds: what the rules could not judge."""
 
     def next_id(self) -> str:
         """The id the next fact added gets."""
@@ -289,6 +295,7 @@ class _Finding:
     when: date | None
     active: bool
     condition: bool
+    stated: bool = False
 
 
 def _finding_sources(
@@ -312,6 +319,11 @@ def _finding_sources(
         if entry.resource.status in _PROCEDURE_DONE:
             matched = _matches(knowledge, entry.resource.code, "finding")
             found.append(_Finding(entry, matched, _performed(entry), True, False))
+    for order in record.draft_orders:  # the stated indication: a complaint recorded now
+        stated = order.resource.authoredOn or today
+        for reason in order.resource.reasonCode:
+            matched = _matches(knowledge, reason, "finding")
+            found.append(_Finding(order, matched, stated, True, True, stated=True))
     return found
 
 
@@ -327,13 +339,51 @@ def _add_findings(
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
     for source in sources:
         for concept, coding in source.found:
-            if source.active or knowledge.value_sets[concept].counts_when_inactive:
+            current = source.active and not _sequela(knowledge, coding)
+            if current or knowledge.value_sets[concept].counts_when_inactive:
                 found = _evidence(knowledge, source.entry, concept, coding, source.when)
-                by_concept[concept].append(found)
+                risk = knowledge.value_sets[concept].risk
+                found = replace(found, stated=source.stated)
+                by_concept[concept].append(replace(found, value=risk.means) if risk else found)
+        unjudged = source.condition and source.active and not source.stated
+        if unjudged and _unclassified(knowledge, source.entry):
+            facts.unjudged.append(_entry_evidence(knowledge, source.entry, source.when))
     for concept, evidence in by_concept.items():
         new = any(e.when is None or (today - e.when).days <= window for e in evidence)
         fact = FindingFact(id=facts.next_id(), type="finding", concept=concept, new=new)
         facts.add(fact, evidence)
+
+
+def _sequela(knowledge: Knowledge, coding: Coding) -> bool:
+    """An ICD-10-CM code whose 7th character is S: the late effect of an injury or fracture,
+    not the injury itself (ICD-10-CM guideline I.C.19.a), so history, as if inactive."""
+    if coding.system != knowledge.system_uri("icd-10-cm") or coding.code is None:
+        return False
+    key = icd10cm_key(coding.code)
+    return len(key) == 7 and key[6] == "S"
+
+
+def _unclassified(knowledge: Knowledge, entry: Entry[Any]) -> bool:
+    """No code of the entry is in any value set (read, risk or known irrelevant): the rules
+    cannot judge it, so a card may not imply it was checked."""
+    code: CodeableConcept | None = entry.resource.code
+    codings = code.coding if code else []
+    return not any(knowledge.concepts(c.system, c.code) for c in codings)
+
+
+def _entry_evidence(knowledge: Knowledge, entry: Entry[Any], when: date | None) -> Evidence:
+    """An entry as a card names it: its display (or text) and its first code."""
+    code: CodeableConcept | None = entry.resource.code
+    coding = next((c for c in code.coding if c.code), None) if code else None
+    display = (coding.display if coding else None) or (code.text if code else None)
+    return Evidence(
+        resource_type=entry.resource.resourceType,
+        reference=entry.reference,
+        display=display or "(no text)",
+        system=knowledge.system_name(coding.system) if coding else "",
+        code=coding.code or "" if coding else "",
+        when=when,
+    )
 
 
 def _add_episode(
@@ -357,7 +407,8 @@ def _add_episode(
         for concept, coding in source.found:
             counts = concept in episode or (concept in qualified and (beside or at_back))
             if start is not None and counts:
-                starts.append((start, _evidence(knowledge, source.entry, concept, coding, start)))
+                found = _evidence(knowledge, source.entry, concept, coding, start)
+                starts.append((start, replace(found, stated=source.stated)))
     if starts:
         start, first = min(starts, key=lambda item: item[0])
         weeks = round((today - start).days / 7, 2)
@@ -512,12 +563,12 @@ def _add_medications(
         exposure = _exposure(medication, today, thresholds["active_order_max_days"])
         if exposure is None:
             continue
-        concept_code = medication.medicationCodeableConcept
-        coded = _matches(knowledge, concept_code, "medication")
+        code = record.medicine(medication)
+        coded = _matches(knowledge, code, "medication")
         for concept, coding in coded:
             evidence = _evidence(knowledge, entry, concept, coding, exposure.start)
             by_concept[concept].append((evidence, exposure))
-        text = _medication_text(medication)
+        text = _medication_text(code, medication.medicationReference)
         by_code = {concept for concept, _ in coded}
         for concept, name in knowledge.medicines_named(text) if text else ():
             if concept in by_code:
@@ -564,16 +615,18 @@ def _medicine_lines(taken: list[tuple[Evidence, _Exposure]], current: bool) -> l
     return lines
 
 
-def _medication_text(medication: MedicationRequest | MedicationStatement) -> str:
-    code, reference = medication.medicationCodeableConcept, medication.medicationReference
+def _medication_text(code: CodeableConcept | None, reference: Reference | None) -> str:
+    """The names a medicine entry gives its drug: the code's text and displays, the
+    reference's display."""
     parts = [code.text if code else None, *(c.display for c in (code.coding if code else ()))]
     parts.append(reference.display if reference else None)
     return "; ".join(dict.fromkeys(part for part in parts if part))
 
 
 def _add_orders(facts: FactSet, knowledge: Knowledge, record: PatientRecord) -> None:
+    """One fact per order concept of the orders the hook judges (`judged_orders`)."""
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
-    for entry in record.draft_orders:
+    for entry in record.judged_orders:
         request = entry.resource
         codings = CodeableConcept(
             coding=[

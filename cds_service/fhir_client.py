@@ -8,15 +8,16 @@ in pages; every request has a timeout. A required key that cannot be fetched is 
 the key but repeats nothing of the upstream answer (the log has it); an optional one is skipped.
 A search Bundle the client sent with a `next` link (only its first page) is completed the same
 way; if it cannot be, it stays partial and the cards say so. A key sent as `null` means the
-client has no data for it (CDS Hooks 2.0.1): it is not fetched.
+client has no data for it (CDS Hooks 2.0.1): it is not fetched. The searches are the US Core
+shapes `queries.py` derives from the rules, with a date window and `_count`.
 """
 
 import ipaddress
 import json
 import logging
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -24,9 +25,11 @@ import anyio
 import httpx
 
 from cds_service.errors import CDSError, Issue
+from cds_service.fhir_model import FHIR_ID
 from cds_service.limits import unpaired_surrogate
 from cds_service.models import HookRequest
-from cds_service.prefetch import PREFETCH, REQUIRED_KEYS, absent
+from cds_service.prefetch import absent
+from cds_service.queries import Queries
 from cds_service.urls import within
 
 log = logging.getLogger(__name__)
@@ -62,30 +65,33 @@ class FetchPolicy:
     """All of one request's fetches together."""
     max_answer_bytes: int = 20_000_000
     """The largest answer (one search page or resource) read from the fhirServer."""
+    max_reads: int = 50
+    """The most Medications read one by one per prefetch key (when not `_include`d)."""
 
 
 async def complete_prefetch(
-    request: HookRequest,
-    patient_id: str,
-    policy: FetchPolicy,
-    templates: Mapping[str, str] = PREFETCH,
+    request: HookRequest, patient_id: str, policy: FetchPolicy, queries: Queries, today: date
 ) -> dict[str, Any]:
-    """The request's prefetch with every absent or OperationOutcome key fetched.
+    """The request's prefetch with every absent or OperationOutcome key fetched (with the
+    search `queries` gives for it as of `today`).
 
     `patient_id` is the validated context.patientId (a FHIR id: nothing else goes into a URL).
     """
     prefetch = dict(request.prefetch or {})
-    missing = [key for key in templates if absent(prefetch, key)]
-    paged = [key for key in templates if key not in missing and _has_next(prefetch.get(key))]
-    if not (missing or paged) or request.fhirServer is None:
+    sent = queries.sent(key for key in prefetch if not absent(prefetch, key))
+    missing = [key for key in queries.templates if key not in sent]
+    paged = [key for key in queries.readable if key in prefetch and _has_next(prefetch[key])]
+    unresolved = any(_unresolved_medicines(value) for value in prefetch.values())
+    required = queries.required
+    if not (missing or paged or unresolved) or request.fhirServer is None:
         return prefetch
     base = str(request.fhirServer).rstrip("/") + "/"
     refused = await _refusal(base, policy)
     if refused is not None:
         log.warning("fhirServer at %s refused", origin(base))  # no path, no credentials
-        required = [Issue(refused, f"prefetch.{k}") for k in missing if k in REQUIRED_KEYS]
-        if required:
-            raise CDSError(412, required)
+        refusals = [Issue(refused, f"prefetch.{k}") for k in missing if k in required]
+        if refusals:
+            raise CDSError(412, refusals)
         return prefetch
     try:
         headers = _headers(request)
@@ -101,12 +107,13 @@ async def complete_prefetch(
             log.warning("prefetch %s stays partial (first page only): %s", key, exc)
 
     async def fetch(key: str, client: httpx.AsyncClient) -> None:
-        query = templates[key].replace("{{context.patientId}}", patient_id)
+        query = queries.search(key, patient_id, today)
         try:
             prefetch[key] = await _fetch(client, base, query, policy)
         except FetchError as exc:
-            log.warning("prefetch %s not fetched: %s", key, exc)  # the query names the patient
-            if key in REQUIRED_KEYS:
+            # The log names the key and its template, never the query: it names the patient.
+            log.warning("prefetch %s (%s) not fetched: %s", key, queries.templates[key], exc)
+            if key in required:
                 message = f"could not fetch {query} from fhirServer: {exc.public}"
                 issues.append(Issue(message, f"prefetch.{key}"))
 
@@ -119,14 +126,58 @@ async def complete_prefetch(
                     group.start_soon(complete, key, client)
                 for key in missing:
                     group.start_soon(fetch, key, client)
+            await _add_medicines(client, base, prefetch, policy)
     if budget.cancelled_caught:
         late = [key for key in missing if absent(prefetch, key)]
         log.warning("fhirServer fetches cut at the %.0f s deadline: %s", policy.deadline, late)
         message = f"not fetched within the {policy.deadline:g} s deadline"
-        issues += [Issue(message, f"prefetch.{k}") for k in late if k in REQUIRED_KEYS]
+        issues += [Issue(message, f"prefetch.{k}") for k in late if k in required]
     if issues:
         raise CDSError(412, sorted(issues, key=lambda issue: str(issue.expression)))
     return prefetch
+
+
+def _unresolved_medicines(value: Any) -> set[str]:
+    """Ids of the Medications a search Bundle's entries point at (`Medication/{id}`) that
+    neither the Bundle nor the entry itself (contained) holds: a client or server that did
+    not answer `_include=MedicationRequest:medication`."""
+    entries = value.get("entry") if isinstance(value, dict) else None
+    resources: list[dict[str, Any]] = [
+        entry["resource"]
+        for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
+    ]
+    held = {r.get("id") for r in resources if r.get("resourceType") == "Medication"}
+    wanted: set[str] = set()
+    for resource in resources:
+        reference = resource.get("medicationReference")
+        pointer = reference.get("reference") if isinstance(reference, dict) else None
+        if isinstance(pointer, str) and pointer.startswith("Medication/"):
+            medication_id = pointer.removeprefix("Medication/")
+            if FHIR_ID.fullmatch(medication_id) and medication_id not in held:
+                wanted.add(medication_id)
+    return wanted
+
+
+async def _add_medicines(
+    client: httpx.AsyncClient, base: str, prefetch: dict[str, Any], policy: FetchPolicy
+) -> None:
+    """Read the Medications the prefetch's medicine entries point at but do not hold, and add
+    each to its Bundle as an `_include`d entry; one that cannot be read is logged and left
+    out (the entry then counts by its text only)."""
+    for key, value in list(prefetch.items()):
+        included = []
+        for medication_id in sorted(_unresolved_medicines(value))[: policy.max_reads]:
+            url = urljoin(base, f"Medication/{medication_id}")
+            try:
+                medication = await _get(client, url, policy.max_answer_bytes)
+            except FetchError as exc:
+                log.warning("prefetch %s: a Medication it points at not read: %s", key, exc)
+                continue
+            if medication.get("resourceType") == "Medication":
+                included.append({"resource": medication, "search": {"mode": "include"}})
+        if included:
+            prefetch[key] = {**value, "entry": [*value["entry"], *included]}
 
 
 def _headers(request: HookRequest) -> dict[str, str]:

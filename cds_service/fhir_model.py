@@ -82,7 +82,8 @@ class Period(Element):
     end: FhirDate | None = None
 
 
-FhirId = Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+FhirId = Annotated[str, Field(pattern=f"^{FHIR_ID.pattern}$")]
 """A FHIR id: cards echo it in references, so it is checked."""
 FhirUri = Annotated[str, Field(pattern=r"^\S+$")]
 
@@ -176,6 +177,8 @@ class ServiceRequest(Resource):
     performerType: CodeableConcept | None = None
     subject: Reference
     authoredOn: FhirDate | None = None
+    reasonCode: list[CodeableConcept] = []
+    reasonReference: list[Reference] = []
 
 
 class Procedure(Resource):
@@ -196,6 +199,19 @@ class Procedure(Resource):
     performedPeriod: Period | None = None
 
 
+class Medication(Resource):
+    """The medicine a `medicationReference` points at (contained, included or in the record)."""
+
+    resourceType: Literal["Medication"]
+    code: CodeableConcept | None = None
+
+
+Contained = Annotated[
+    Annotated[Medication, Tag("Medication")] | Annotated["OtherResource", Tag("other")],
+    Discriminator(lambda value: "Medication" if _resource_type(value) == "Medication" else "other"),
+]
+
+
 class MedicationRequest(Resource):
     """A prescription; `medicationReference.display` is read for the by-name fallback."""
 
@@ -212,6 +228,7 @@ class MedicationRequest(Resource):
     ]
     medicationCodeableConcept: CodeableConcept | None = None
     medicationReference: Reference | None = None
+    contained: list[Contained] = []
     subject: Reference
     authoredOn: FhirDate | None = None
 
@@ -232,6 +249,7 @@ class MedicationStatement(Resource):
     ]
     medicationCodeableConcept: CodeableConcept | None = None
     medicationReference: Reference | None = None
+    contained: list[Contained] = []
     subject: Reference
     effectiveDateTime: FhirDate | None = None
     effectivePeriod: Period | None = None
@@ -272,6 +290,7 @@ AnyResource = Annotated[
     | Annotated[Procedure, Tag("Procedure")]
     | Annotated[MedicationRequest, Tag("MedicationRequest")]
     | Annotated[MedicationStatement, Tag("MedicationStatement")]
+    | Annotated[Medication, Tag("Medication")]
     | Annotated[OperationOutcome, Tag("OperationOutcome")]
     | Annotated[OtherResource, Tag("other")],
     Discriminator(
@@ -285,6 +304,7 @@ AnyResource = Annotated[
                     "Procedure",
                     "MedicationRequest",
                     "MedicationStatement",
+                    "Medication",
                     "OperationOutcome",
                 }
             )

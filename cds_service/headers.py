@@ -7,9 +7,10 @@ the EHR). The policy is set here for every response, not per page or route, so n
 a page (`/static/review.html` beside `/review`) serves it without one. JSON (cards, stored cards,
 errors) also gets `Cache-Control: no-store`: it may hold patient data.
 
-A page that needs more (the interactive API docs load Swagger UI and ReDoc from a CDN) gets its
-extra sources by exact path, merged into the same policy; `inline_script_hashes` allows the
-inline scripts of a page the service renders itself, and no others.
+A page that needs more (the SMART review page calls the EHR's FHIR and authorization servers, the
+interactive API docs load Swagger UI and ReDoc from a CDN) gets its extra sources by exact path,
+merged into the same policy; `inline_script_hashes` allows the inline scripts of a page the
+service renders itself, and no others.
 """
 
 import base64

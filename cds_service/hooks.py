@@ -1,19 +1,18 @@
 """The hooks this service answers: each declared once, with its context model and its service.
 
 Discovery, routing, the OpenAPI document, the playground and the rule files all derive from the
-registry: adding a hook is one `Hook` entry here, plus the rules that name it and their examples
-(see docs/architecture.md).
+registry (the prefetch comes from the rules: `queries.py`): adding a hook is one `Hook` entry
+here, plus the rules that name it and their examples (see docs/architecture.md).
 """
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cds_service.models import (
     OrderSelectContext,
     OrderSignContext,
     PatientViewContext,
 )
-from cds_service.prefetch import PREFETCH
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,9 @@ class Hook:
     """The pydantic model of the hook's context (400 naming the path when it does not fit)."""
     title: str
     description: str
-    prefetch: Mapping[str, str] = field(default_factory=lambda: dict(PREFETCH))
+    labelled: frozenset[str] = frozenset()
+    """Other `hook` values a call to this service may carry and still be answered as this hook
+    (the service's URL decides): a known client bug, tolerated on purpose and logged."""
 
 
 class HookRegistry(Mapping[str, Hook]):
@@ -77,6 +78,11 @@ HOOKS = HookRegistry(
                 "inappropriate early imaging, red flags that need escalation, and the fitting "
                 "referral."
             ),
+            # The CDS Hooks sandbox's PAMA tab sends its order-sign call with the hook of its
+            # screen, `order-select` (sandbox src/retrieve-data-helpers/service-exchange.js takes
+            # `hook` from the current screen, not the trigger). Answered as order-sign: every
+            # draft order is judged, `selections` is ignored.
+            labelled=frozenset({"order-select"}),
         ),
     ]
 )

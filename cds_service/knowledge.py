@@ -6,7 +6,7 @@ with a message naming the file and the problem.
 """
 
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cds_service.codes import CodeIndex
 
-FactKind = Literal["finding", "observation", "order", "treatment", "medication"]
+FactKind = Literal["finding", "observation", "order", "treatment", "medication", "irrelevant"]
+"""What a value set's codes become: a fact of that type, or (`irrelevant`) nothing: entries known
+to have no bearing on back-pain triage, kept out of the list of what the rules could not judge."""
 Indicator = Literal["info", "warning", "critical"]
 Priority = Literal["routine", "urgent", "stat"]
 Mode = Literal["active", "silent"]
@@ -65,6 +67,16 @@ class UnitConversion(Strict):
     offset: float = 0.0
 
 
+class Risk(Strict):
+    """Why a finding concept is a risk for a serious cause of back pain, for a card to say."""
+
+    means: str
+    """What it may mean for this back pain, in a few words."""
+    guideline: str
+    says: str
+    """The guideline's sentence that makes it a risk."""
+
+
 class ValueSet(Strict):
     concept: str
     title: str
@@ -75,6 +87,12 @@ class ValueSet(Strict):
     """Medication sets: ingredient names, the labelled fallback for uncoded medicine text."""
     counts_when_inactive: bool = False
     """A Condition counts whatever its clinical status (a history of cancer stays relevant)."""
+    risk: Risk | None = None
+    """A finding set of a risk block: its entries are a risk for a serious cause of back pain
+    when no rule that can raise a red flag reads them."""
+    category: str | None = None
+    """Observation sets: the FHIR observation-category their results are filed under (what
+    the service's prefetch asks the EHR for)."""
     unit: str | None = None
     units: dict[str, UnitConversion] = {}
     positive: list[Code] = []
@@ -86,6 +104,8 @@ class ValueSet(Strict):
         quantity = self.unit is not None and self.unit in self.units
         if self.fact == "observation" and not (quantity or self.positive):
             raise ValueError("an observation value set needs `unit` and `units`, or `positive`")
+        if (self.fact == "observation") != (self.category is not None):
+            raise ValueError("an observation value set, and only one, names its `category`")
         return self
 
     @model_validator(mode="after")
@@ -97,6 +117,8 @@ class ValueSet(Strict):
                 raise ValueError(f"code {code.code}: `descendants` is for ICD-10-CM codes only")
         if self.names and self.fact != "medication":
             raise ValueError("`names` is for medication value sets only")
+        if self.risk and self.fact != "finding":
+            raise ValueError("`risk` is for finding value sets only")
         return self
 
 
@@ -203,6 +225,9 @@ class CardSpec(Strict):
     remove_order: bool = Field(False, alias="remove-order")
     precedence: int = 100
     cautions: list[Caution] = []
+    reassures: bool = False
+    """The card says no red flag was found in the coded record: it lists the active entries
+    that no value set classifies (what the rules could not judge)."""
 
     @model_validator(mode="after")
     def _alternatives_need_a_referral(self) -> Self:
@@ -279,6 +304,19 @@ class Guideline(Strict):
 class OverrideReason(Strict):
     code: str
     display: str
+    system: str | None = None
+    """A code system alias of the manifest (e.g. HL7's non-adherence reasons); none: ours."""
+
+
+class PrefetchConfig(Strict):
+    """How the service asks an EHR for the record (see `queries.py`)."""
+
+    observation_categories: list[str] = Field(min_length=1)
+    medication_intents: list[str] = Field(min_length=1)
+    page_size: int = Field(ge=1)
+    required_for: str
+    """The derived fact (a red flag) whose inputs the EHR must provide: an Observation key whose
+    concepts feed it is required."""
 
 
 class Config(Strict):
@@ -292,6 +330,7 @@ class Config(Strict):
     override_reasons: list[OverrideReason]
     plausible: dict[str, tuple[float, float]] = {}
     """Per observation concept, the range of values (canonical unit) a result can really have."""
+    prefetch: PrefetchConfig
 
 
 class CodeSystem(Strict):
@@ -322,6 +361,11 @@ class Knowledge:
     """Per observation concept, the (system URI, code) results that mean positive."""
     name_patterns: dict[str, re.Pattern[str]]
     """Per medicine concept, its ingredient `names` as one whole-word, case-blind pattern."""
+    read: frozenset[str]
+    """The concepts the rules' clauses name (risk sets apart)."""
+    flagging: frozenset[str]
+    """The concepts that feed a rule deriving `config.prefetch.required_for` (a red flag),
+    directly or through the facts other rules derive from them."""
 
     def medicines_named(self, text: str) -> list[tuple[str, str]]:
         """(concept, ingredient name) for each medicine value set whose name `text` holds."""
@@ -441,6 +485,10 @@ def load_knowledge(
             for concept, vs in value_sets.items()
             if vs.names
         },
+        frozenset(
+            c for c in concepts_read(rules.values()) if c in value_sets and not value_sets[c].risk
+        ),
+        frozenset(concepts_read(feeding(rules.values(), config.prefetch.required_for))),
     )
     rule_paths = {rule.id: path for path, rule in rule_files.items()}
     _cross_check(knowledge, rule_paths, root)
@@ -453,6 +501,39 @@ def load_knowledge(
     return knowledge
 
 
+def concepts_read(rules: Iterable[Rule]) -> set[str]:
+    """The value-set concepts the clauses of `rules` name."""
+    return {
+        getattr(clause, clause.kind)
+        for rule in rules
+        for alternative in rule.match
+        for clause in alternative
+        if clause.kind in _VALUE_SET_KINDS
+    }
+
+
+def feeding(rules: Iterable[Rule], derived: str) -> list[Rule]:
+    """The rules that derive `derived`, and those whose derived facts they read, transitively."""
+    rules = list(rules)
+    wanted, found, feeding = {derived}, True, []
+    while found:
+        found = False
+        for rule in rules:
+            if rule not in feeding and wanted & set(rule.derive):
+                feeding.append(rule)
+                wanted |= {
+                    clause.derived
+                    for alternative in rule.match
+                    for clause in alternative
+                    if clause.derived is not None
+                }
+                found = True
+    return feeding
+
+
+_VALUE_SET_KINDS = ("finding", "observation", "order", "treatment", "medication")
+
+
 def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) -> None:
     config_path = root / "config.yaml"
     config = knowledge.config
@@ -463,13 +544,30 @@ def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) 
     for threshold in _REQUIRED_THRESHOLDS:
         if threshold not in config.thresholds:
             raise KnowledgeError(config_path, f"threshold {threshold!r} is missing")
+    for reason in config.override_reasons:
+        if reason.system is not None and reason.system not in knowledge.manifest.code_systems:
+            raise KnowledgeError(config_path, f"override reason {reason.code!r}: unknown system")
     for concept in [*knowledge.config.lookback_days, *knowledge.config.plausible]:
         if concept not in knowledge.value_sets:
             raise KnowledgeError(config_path, f"lookback or range for unknown concept {concept!r}")
+    categories = config.prefetch.observation_categories
     for concept, value_set in knowledge.value_sets.items():
         if value_set.fact == "observation" and concept not in knowledge.config.lookback_days:
             raise KnowledgeError(config_path, f"observation concept {concept!r} has no lookback")
+        if value_set.category is not None and value_set.category not in categories:
+            wrong = f"{concept!r}: category {value_set.category!r} is not one of {categories}"
+            raise KnowledgeError(config_path, wrong)
+    for concept, value_set in knowledge.value_sets.items():
+        if value_set.risk and value_set.risk.guideline not in knowledge.guidelines:
+            wrong = f"{concept!r}: unknown guideline {value_set.risk.guideline!r}"
+            raise KnowledgeError(root / "valuesets" / f"{concept}.yaml", wrong)
+        if value_set.risk and concept not in concepts_read(knowledge.rules.values()):
+            wrong = f"risk {concept!r} is read by no rule: its entries would go unnamed"
+            raise KnowledgeError(root / "valuesets" / f"{concept}.yaml", wrong)
     derivable = {name for rule in knowledge.rules.values() for name in rule.derive}
+    if config.prefetch.required_for not in derivable:
+        wrong = f"prefetch.required_for {config.prefetch.required_for!r}: no rule derives it"
+        raise KnowledgeError(config_path, wrong)
     for rule in knowledge.rules.values():
         problem = _rule_problem(knowledge, rule, derivable)
         if problem:
@@ -497,7 +595,7 @@ def _clause_problem(knowledge: Knowledge, clause: Clause, derivable: set[str]) -
     kind = clause.kind
     if kind == "derived":
         return None if clause.derived in derivable else f"no rule derives {clause.derived!r}"
-    if kind in ("finding", "observation", "order", "treatment", "medication"):
+    if kind in _VALUE_SET_KINDS:
         concept = getattr(clause, kind)
         value_set = knowledge.value_sets.get(concept)
         if value_set is None:

@@ -149,6 +149,8 @@ class ServiceDescriptor(Model):
     description: NonEmpty
     prefetch: dict[str, str]
     usageRequirements: NonEmpty | None = None
+    version: NonEmpty | None = None
+    """The CDS Hooks specification version the service implements (3.0 ballot: RECOMMENDED)."""
     extension: dict[str, Any] | None = None
 
 

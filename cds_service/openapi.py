@@ -20,7 +20,7 @@ from pydantic_core import core_schema
 
 from cds_service.fhir_model import _DATE_TIME, PrefetchValue, parse_fhir_date
 from cds_service.hooks import HOOKS, HookRegistry
-from cds_service.prefetch import REQUIRED_KEYS
+from cds_service.queries import Queries
 from cds_service.relevance import _CODED as CODED
 from cds_service.relevance import _MEDICINES as MEDICINES
 
@@ -75,9 +75,10 @@ but not stated by it**:
 """
 
 
-def openapi_document(app: FastAPI, hooks: HookRegistry = HOOKS) -> dict[str, Any]:
+def openapi_document(app: FastAPI, queries: Queries, hooks: HookRegistry = HOOKS) -> dict[str, Any]:
     """The app's OpenAPI: validation errors are 400s (no 422), the service ids are the
-    registry's hooks, and each hook's request states its context and prefetch."""
+    registry's hooks, and each hook's request states its context and the prefetch `queries`
+    reads."""
     if app.openapi_schema is None:
         document = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
@@ -96,12 +97,12 @@ def openapi_document(app: FastAPI, hooks: HookRegistry = HOOKS) -> dict[str, Any
         # one as a float that is no valid int. Set here: FastAPI would write these as floats.
         expires_in = schemas["FhirAuthorization"]["properties"]["expires_in"]
         expires_in.update(minimum=-(2**63), maximum=2**64 - 1)
-        _state_hook_requests(document, hooks)
+        _state_hook_requests(document, hooks, queries)
         app.openapi_schema = document
     return app.openapi_schema
 
 
-def _state_hook_requests(document: dict[str, Any], hooks: HookRegistry) -> None:
+def _state_hook_requests(document: dict[str, Any], hooks: HookRegistry, queries: Queries) -> None:
     """`POST /cds-services/{service_id}` takes one of the hooks' request schemas."""
     schemas: dict[str, Any] = document["components"]["schemas"]
     generic = schemas.pop("HookRequest")
@@ -129,7 +130,7 @@ def _state_hook_requests(document: dict[str, Any], hooks: HookRegistry) -> None:
         request["properties"]["hook"] = {"type": "string", "const": hook.id, "title": "Hook"}
         request["properties"]["context"] = {"$ref": SCHEMAS + context["title"]}
         request["properties"]["prefetch"] = {
-            "anyOf": [_prefetch(hook.prefetch, schemas), {"type": "null"}],
+            "anyOf": [_prefetch(queries, schemas), {"type": "null"}],
             "title": "Prefetch",
         }
         schemas[request["title"]] = request
@@ -140,25 +141,29 @@ def _state_hook_requests(document: dict[str, Any], hooks: HookRegistry) -> None:
         "oneOf": [{"$ref": ref} for ref in requests.values()],
         "discriminator": {"propertyName": "hook", "mapping": requests},
     }
-    operation["description"] += INEXPRESSIBLE % ", ".join(f"`{key}`" for key in REQUIRED_KEYS)
+    operation["description"] += INEXPRESSIBLE % ", ".join(
+        f"`{key}`" for key in sorted(queries.required)
+    )
     feedback = document["paths"]["/cds-services/{service_id}/feedback"]["post"]
     feedback["description"] += FEEDBACK_INEXPRESSIBLE
 
 
-def _prefetch(templates: Any, schemas: dict[str, Any]) -> dict[str, Any]:
-    """The prefetch object: each template's key holds null (no data), an OperationOutcome (the
-    client could not get it) or the resource type the template asks for."""
+def _prefetch(queries: Queries, schemas: dict[str, Any]) -> dict[str, Any]:
+    """The prefetch object: each key the service reads holds null (no data), an
+    OperationOutcome (the client could not get it) or the resource type its template asks for."""
     properties: dict[str, Any] = {}
-    for key, template in templates.items():
+    for key, template in queries.readable.items():
         kind = template.split("?")[0].split("/")[0]
         shapes: list[dict[str, Any]] = [{"type": "null"}, {"$ref": SCHEMAS + UNREAD_OUTCOME}]
         if kind == "Patient":
             shapes.append(_ref("Patient"))
         shapes.append({"$ref": SCHEMAS + _search_bundle(kind, schemas)})
-        required = " (required)" if key in REQUIRED_KEYS else ""
+        required = " (required)" if key in queries.required else ""
+        asked = "" if key in queries.templates else " (not asked for; read when sent)"
         properties[key] = {
             "anyOf": shapes,
-            "description": f"`{template}`{required}: null when the client has no data for it",
+            "description": f"`{template}`{required}{asked}: null when the client has no data "
+            "for it",
         }
     return {"type": "object", "properties": properties, "additionalProperties": True}
 

@@ -1,6 +1,6 @@
 """Prefetch: the patient's record, read and checked from the request's prefetch and context."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -9,7 +9,9 @@ from pydantic import TypeAdapter, ValidationError
 from cds_service.errors import CDSError, Issue, validation_issues
 from cds_service.fhir_model import (
     Bundle,
+    CodeableConcept,
     Condition,
+    Medication,
     MedicationRequest,
     MedicationStatement,
     Observation,
@@ -21,19 +23,8 @@ from cds_service.fhir_model import (
     Resource,
     ServiceRequest,
 )
-from cds_service.models import HookRequest, PatientViewContext
-
-_PATIENT = "{{context.patientId}}"
-PREFETCH: dict[str, str] = {
-    "patient": f"Patient/{_PATIENT}",
-    "conditions": f"Condition?patient={_PATIENT}",
-    "observations": f"Observation?patient={_PATIENT}",
-    "procedures": f"Procedure?patient={_PATIENT}",
-    "medications": f"MedicationRequest?patient={_PATIENT}",
-    "statements": f"MedicationStatement?patient={_PATIENT}",
-    "referrals": f"ServiceRequest?patient={_PATIENT}",
-}
-REQUIRED_KEYS = ("patient", "conditions", "observations")
+from cds_service.models import HookRequest, OrderSelectContext, PatientViewContext
+from cds_service.queries import Queries
 
 _prefetch_value: TypeAdapter[Any] = TypeAdapter(PrefetchValue)
 R = TypeVar("R", bound=Resource)
@@ -60,8 +51,28 @@ class PatientRecord:
     medications: list[Entry[MedicationRequest | MedicationStatement]] = field(default_factory=list)
     referrals: list[Entry[ServiceRequest]] = field(default_factory=list)
     draft_orders: list[Entry[ServiceRequest]] = field(default_factory=list)
+    judged_orders: list[Entry[ServiceRequest]] = field(default_factory=list)
+    """The draft orders the hook judges: order-select's `selections`, every one at order-sign.
+    The others are context (an order already being placed, the reasons stated for it)."""
+    medicines: dict[str, Medication] = field(default_factory=dict)
+    """Medication resources of the record (`_include`d or sent), by reference and fullUrl."""
     partial: list[str] = field(default_factory=list)
     """Prefetch keys holding only the first page of a search (a `next` link not followed)."""
+
+    def medicine(self, taken: MedicationRequest | MedicationStatement) -> CodeableConcept | None:
+        """The code of the medicine `taken`: its own, or that of the Medication its
+        `medicationReference` points at (contained, or in the record); None when unknown."""
+        if taken.medicationCodeableConcept is not None:
+            return taken.medicationCodeableConcept
+        pointer = taken.medicationReference.reference if taken.medicationReference else None
+        if pointer is None:
+            return None
+        if pointer.startswith("#"):
+            found = (m for m in taken.contained if isinstance(m, Medication))
+            medication = next((m for m in found if m.id == pointer[1:]), None)
+        else:
+            medication = self.medicines.get(pointer) or self.medicines.get(_relative(pointer))
+        return medication.code if medication is not None else None
 
 
 def read_context(request: HookRequest, model: type[C]) -> C:
@@ -93,49 +104,84 @@ def check_size(request: HookRequest, max_entries: int) -> None:
 def read_record(
     request: HookRequest,
     context: PatientViewContext,
-    templates: Mapping[str, str] = PREFETCH,
+    queries: Queries,
     read: Callable[[Any], bool] = lambda _: True,
 ) -> PatientRecord:
-    """Read the record from the request (the keys of the hook's prefetch `templates`); 400 for
-    invalid FHIR, 412 for data that is missing.
+    """Read the record from the request (every key `queries` can read); 400 for invalid FHIR,
+    412 for required data that is missing.
 
     Search-Bundle entries whose resource `read` declines are skipped before validation (see
-    `relevance.py`): only what the rules can read is validated, strictly.
+    `relevance.py`): only what the rules can read is validated, strictly. A resource sent under
+    two keys (a client that prefetched more than asked) is read once.
     """
     record = PatientRecord(patient_id=context.patientId)
     prefetch = request.prefetch or {}
-    missing = [key for key in REQUIRED_KEYS if absent(prefetch, key)]
+    sent = queries.sent(key for key in prefetch if not absent(prefetch, key))
+    missing = sorted(queries.required - sent)
     if missing:
         raise CDSError(
             412,
             [
                 Issue(
-                    f"prefetch `{key}` ({templates[key]}) is missing or an OperationOutcome, "
-                    "and could not be fetched (no fhirServer, not allowed, or unavailable)",
+                    f"prefetch `{key}` ({queries.templates[key]}) is missing or an "
+                    "OperationOutcome, and could not be fetched (no fhirServer, not allowed, or "
+                    "unavailable)",
                     f"prefetch.{key}",
                 )
                 for key in missing
             ],
         )
-    for key, template in templates.items():
+    seen: set[str] = set()
+    for key, template in queries.readable.items():
         # Absent (an optional key the client could not fill) or null (no data): nothing to read.
         if not absent(prefetch, key) and prefetch[key] is not None:
             path, expected = f"prefetch.{key}", _template_type(template)
             value = _parse(_readable(prefetch[key], read, expected), path)
-            _collect(record, value, path, expected)
+            _collect(record, value, path, expected, seen)
             if isinstance(value, Bundle) and any(link.relation == "next" for link in value.link):
                 record.partial.append(key)
     draft_orders = getattr(context, "draftOrders", None)
     if draft_orders is not None:
-        bundle = _parse(draft_orders, "context.draftOrders")
-        if not isinstance(bundle, Bundle):
-            raise CDSError.of(400, "draftOrders must be a Bundle", "context.draftOrders")
-        record.draft_orders = [
-            Entry(resource, reference)
-            for resource, reference in _entries(bundle, "context.draftOrders", record.patient_id)
-            if isinstance(resource, ServiceRequest)
-        ]
+        selections = context.selections if isinstance(context, OrderSelectContext) else None
+        _read_draft_orders(record, draft_orders, selections)
     return record
+
+
+def _read_draft_orders(record: PatientRecord, value: Any, selections: list[str] | None) -> None:
+    """The draft ServiceRequests, the Conditions of the same Bundle that their `reasonReference`
+    names (the stated indication, read as part of the record), and the orders to judge: those
+    `selections` names (order-select), or all (order-sign); 400 for a selection not in the Bundle.
+    """
+    path = "context.draftOrders"
+    bundle = _parse(value, path)
+    if not isinstance(bundle, Bundle):
+        raise CDSError.of(400, "draftOrders must be a Bundle", path)
+    entries = _entries(bundle, path, record.patient_id)
+    record.draft_orders = [Entry(r, ref) for r, ref, _ in entries if isinstance(r, ServiceRequest)]
+    reasons = {
+        reason.reference
+        for order in record.draft_orders
+        for reason in order.resource.reasonReference
+        if reason.reference
+    }
+    record.conditions += [
+        Entry(r, ref) for r, ref, _ in entries if isinstance(r, Condition) and ref in reasons
+    ]
+    if selections is None:
+        record.judged_orders = list(record.draft_orders)
+        return
+    names = {id(r): {ref, full_url} - {None} for r, ref, full_url in entries}
+    known = set().union(*names.values())
+    for index, selection in enumerate(selections):
+        if selection not in known:
+            raise CDSError.of(
+                400,
+                f"selection {selection!r} is not an entry of draftOrders (by Type/id or fullUrl)",
+                f"context.selections[{index}]",
+            )
+    record.judged_orders = [
+        order for order in record.draft_orders if names[id(order.resource)] & set(selections)
+    ]
 
 
 def _readable(value: Any, read: Callable[[Any], bool], expected: str) -> Any:
@@ -181,7 +227,10 @@ def _template_type(template: str) -> str:
     return template.split("?")[0].split("/")[0]
 
 
-def _collect(record: PatientRecord, value: Resource, path: str, expected: str) -> None:
+def _collect(
+    record: PatientRecord, value: Resource, path: str, expected: str, seen: set[str]
+) -> None:
+    """Add the resources of `value` to `record`; those `seen` under another key are skipped."""
     if isinstance(value, Patient) and expected == "Patient":
         _set_patient(record, value, path)
         return
@@ -191,8 +240,15 @@ def _collect(record: PatientRecord, value: Resource, path: str, expected: str) -
             f"expected a Bundle of {expected}, got {value.resourceType}",
             f"{path}.resourceType",
         )
-    for resource, reference in _entries(value, path, record.patient_id, expected):
-        if isinstance(resource, Patient):
+    for resource, reference, full_url in _entries(value, path, record.patient_id, expected):
+        if reference is not None:
+            if reference in seen:
+                continue
+            seen.add(reference)
+        if isinstance(resource, Medication):
+            for key in {reference, full_url} - {None}:
+                record.medicines[str(key)] = resource
+        elif isinstance(resource, Patient):
             _set_patient(record, resource, path)
         elif isinstance(resource, Condition):
             record.conditions.append(Entry(resource, reference))
@@ -214,13 +270,13 @@ def _set_patient(record: PatientRecord, patient: Patient, path: str) -> None:
 
 def _entries(
     bundle: Bundle, path: str, patient_id: str, expected: str | None = None
-) -> list[tuple[Resource, str | None]]:
-    """The bundle's resources with their references.
+) -> list[tuple[Resource, str | None, str | None]]:
+    """The bundle's resources with their references (type/id, else fullUrl) and fullUrls.
 
     400 for a resource about another patient, or (with `expected`) a matched resource of
     another type than its prefetch template asks for; `_include`d resources may be any type.
     """
-    entries: list[tuple[Resource, str | None]] = []
+    entries: list[tuple[Resource, str | None, str | None]] = []
     for index, entry in enumerate(bundle.entry):
         resource = entry.resource
         if resource is None or isinstance(resource, OperationOutcome):
@@ -242,8 +298,15 @@ def _entries(
         reference = (
             f"{resource.resourceType}/{resource.id}" if resource.id is not None else entry.fullUrl
         )
-        entries.append((resource, reference))
+        entries.append((resource, reference, entry.fullUrl))
     return entries
+
+
+def _relative(reference: str) -> str:
+    """`http://x/fhir/Medication/7` -> `Medication/7`: an absolute reference as the relative
+    one a Bundle entry is known by."""
+    parts = reference.rstrip("/").split("/")
+    return "/".join(parts[-2:])
 
 
 def _other_patient(reference: str | None, patient_id: str) -> bool:

@@ -1,10 +1,11 @@
 """Which resources of a request the rules can read: the rest is skipped before validation.
 
 A record holds thousands of Observations and Conditions whose codes no value set lists; checking
-each element of those would cost most of an evaluation and change no card. A resource is read
-(and then strictly validated) when a coding of its code is in a value set, when a medicine's text
-names an ingredient a value set lists, or when it is not a coded clinical resource (Patient,
-ServiceRequest).
+each element of those would cost most of an evaluation and change no card. Every Condition is
+read (the cards name those no rule could judge); any other resource is read (and then strictly
+validated) when a coding of its code is in a value set, when a medicine's text
+names an ingredient a value set lists or its drug is a reference (to a Medication, read with it),
+or when it is not a coded clinical resource (Patient, ServiceRequest, Medication).
 Anything malformed where the codes should be is read, so validation names the path.
 """
 
@@ -50,15 +51,22 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
             texts.append(coding.get("display") if isinstance(coding, dict) else None)
         return any(isinstance(text, str) and knowledge.medicines_named(text) for text in texts)
 
+    def refers(resource: dict[str, Any]) -> bool:
+        """A medicine given by reference: its code is in the Medication it points at."""
+        reference = resource.get("medicationReference")
+        return isinstance(reference, dict) and reference.get("reference") is not None
+
     def read(resource: Any) -> bool:
         if not isinstance(resource, dict):
             return True
         kind = resource.get("resourceType")
+        if kind == "Condition":
+            return True  # every Condition is classified: read, a risk, irrelevant or unjudged
         if kind in _CODED:
             return coded(resource.get("code")) is not False
         if kind in _MEDICINES:
             hit = coded(resource.get("medicationCodeableConcept"))
-            return hit is not False or named(resource)
+            return hit is not False or named(resource) or refers(resource)
         return True  # Patient, ServiceRequest, and types the triage only passes over
 
     return read

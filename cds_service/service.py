@@ -30,6 +30,9 @@ from cds_service.triage import Evaluation, Triage, today_utc
 
 log = logging.getLogger("cds_service")
 
+CDS_HOOKS_VERSION = "2.0.1"
+"""The CDS Hooks specification the services implement, as discovery's `version` states it."""
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -84,7 +87,8 @@ class CDSService:
                     hook=hook.id,
                     title=hook.title,
                     description=hook.description,
-                    prefetch=dict(hook.prefetch),
+                    prefetch=dict(self.triage.queries.templates),
+                    version=CDS_HOOKS_VERSION,
                     extension={
                         "org.spine-cds.ruleset": ruleset | ({"silent": silent} if silent else {})
                     },
@@ -96,14 +100,17 @@ class CDSService:
     async def evaluate(self, hook: Hook, body: HookRequest, caller: Caller) -> dict[str, Any]:
         """The CDS Hooks response (JSON) to `body` at `hook`."""
         started = time.perf_counter()
-        if body.hook != hook.id:
+        if body.hook != hook.id and body.hook not in hook.labelled:
             raise CDSError.of(400, f"hook {body.hook!r} does not match service {hook.id!r}", "hook")
+        if body.hook != hook.id:
+            log.warning("a %s call labelled %r answered as %s", hook.id, body.hook, hook.id)
         context = read_context(body, hook.context)
         policy = replace(self._fetch, fhir_servers=caller.fhir_servers)
-        prefetch = await complete_prefetch(body, context.patientId, policy, hook.prefetch)
+        today = self._today or today_utc()
+        queries = self.triage.queries
+        prefetch = await complete_prefetch(body, context.patientId, policy, queries, today)
         body = body.model_copy(update={"prefetch": prefetch})
         check_size(body, self._max_entries)
-        today = self._today or today_utc()
         evaluation = await anyio.to_thread.run_sync(
             self.triage.run,
             body,

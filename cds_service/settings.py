@@ -2,6 +2,7 @@
 
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -134,6 +135,21 @@ class Settings(BaseSettings):
     review_ttl_hours: float = Field(
         24, description="How long a card's referral-review link opens the card (hours)."
     )
+    smart_client_id: str | None = Field(
+        None,
+        description="The review page's SMART client id at the EHRs that launch it (App Launch "
+        "2.x, public client with PKCE); none: a launch with iss and launch is refused.",
+    )
+    smart_issuers: list[str] = Field(
+        [],
+        description="FHIR base URLs (iss) that may launch the review page (JSON list), besides "
+        "each trusted issuer's fhir_servers.",
+    )
+    smart_origins: list[str] = Field(
+        [],
+        description="Other origins the review page may call during a launch: the EHRs' "
+        "authorization servers (their token endpoints), JSON list.",
+    )
     rule_modes: dict[str, Mode] = Field(
         {},
         description='Per rule id, "active" or "silent" (JSON), over the rule files\' `mode`: a '
@@ -158,6 +174,18 @@ class Settings(BaseSettings):
         """The trusted issuers, with the sandbox when opted in."""
         return {**self.trusted_issuers, **({SANDBOX: SANDBOX_TRUST} if self.trust_sandbox else {})}
 
+    def review_issuers(self) -> list[str]:
+        """The FHIR base URLs (iss) the review page accepts a SMART launch from."""
+        trusted = [url for trust in self.issuers().values() for url in trust.fhir_servers]
+        return list(dict.fromkeys([*self.smart_issuers, *trusted]))
+
+    def review_origins(self) -> list[str]:
+        """The origins the review page may connect to besides its own (CSP connect-src): the
+        launching FHIR servers and the authorization servers."""
+        return list(
+            dict.fromkeys(_origin(url) for url in [*self.review_issuers(), *self.smart_origins])
+        )
+
     def check_serving(self) -> None:
         """Refuse to serve with settings under which a request could choose what a token is good
         for: with authentication on and an issuer trusted, the JWT `aud` needs the configured
@@ -172,3 +200,8 @@ class Settings(BaseSettings):
 
 class UnsafeSettings(ValueError):
     """Settings the service refuses to start with; the message says what to set."""
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -17,6 +17,7 @@ from cds_service.hooks import HOOKS, Hook, HookRegistry
 from cds_service.knowledge import Knowledge, Mode
 from cds_service.models import Card, CDSResponse, HookRequest, PatientViewContext
 from cds_service.prefetch import read_context, read_record
+from cds_service.queries import queries
 from cds_service.relevance import relevance
 
 
@@ -57,6 +58,7 @@ class Triage:
         if cardless:
             raise ValueError(f"only rules with a card can be silent: {', '.join(cardless)}")
         self.read = relevance(knowledge)
+        self.queries = queries(knowledge)
         self.engines: dict[str, Engine] = {}
         """Per hook, the engine that answers: its rules minus the silent ones."""
         self.shadows: dict[str, Engine] = {}
@@ -91,7 +93,7 @@ class Triage:
         review_url: str | None = None,
     ) -> Evaluation:
         """`evaluate` with the context already read, also telling what the audit keeps."""
-        record = read_record(request, context, hook.prefetch, self.read)
+        record = read_record(request, context, self.queries, self.read)
         if record.patient is not None and record.patient.deceased:
             return Evaluation(CDSResponse(cards=[]), [], [], [])  # no triage for the dead
         facts = build_facts(record, self.knowledge, today)

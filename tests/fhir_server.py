@@ -3,7 +3,7 @@
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +23,8 @@ class FhirServer:
     base: str = ""
     trickle: dict[str, float] = field(default_factory=dict)
     """Paths answered one byte at a time, this many seconds apart (a server that stalls)."""
+    answer: Callable[[str], tuple[int, Any]] | None = None
+    """Answers every GET instead of `routes` when set (e.g. a search implementation)."""
 
 
 @contextmanager
@@ -33,10 +35,14 @@ def fhir_server() -> Iterator[FhirServer]:
         def do_GET(self) -> None:
             path = self.path.removeprefix("/fhir/")
             state.requests.append((path, self.headers.get("Authorization")))
-            status, body = state.routes.get(path, (404, {"resourceType": "OperationOutcome"}))
+            if state.answer is not None:
+                status, body = state.answer(path)
+            else:
+                status, body = state.routes.get(path, (404, {"resourceType": "OperationOutcome"}))
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Access-Control-Allow-Origin", "*")  # pages may read it too
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             delay = state.trickle.get(path)
@@ -50,6 +56,12 @@ def fhir_server() -> Iterator[FhirServer]:
                     self.wfile.flush()
                 except OSError:  # the client gave up
                     return
+
+        def do_OPTIONS(self) -> None:  # a browser's CORS preflight (an Authorization header)
+            self.send_response(204)
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Headers", "Authorization, Accept")
+            self.end_headers()
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

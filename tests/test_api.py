@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
 from cds_service.knowledge import Knowledge
-from tests.conftest import app_settings, load_example
+from tests.conftest import ROOT, app_settings, load_example
 
 EXAMPLE = "neurology-radiculopathy--seven-weeks"
 
@@ -40,8 +40,24 @@ def test_discovery_lists_one_service_per_hook_with_prefetch_and_version(
         assert {"id", "hook", "title", "description", "prefetch"} <= service.keys()
         assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
         assert service["prefetch"]["conditions"] == "Condition?patient={{context.patientId}}"
-        assert service["prefetch"]["observations"] == "Observation?patient={{context.patientId}}"
+        observations = "Observation?patient={{context.patientId}}&category="
+        assert service["prefetch"]["observations-vital-signs"] == f"{observations}vital-signs"
+        assert service["prefetch"]["observations-laboratory"] == f"{observations}laboratory"
         assert service["extension"]["org.spine-cds.ruleset"]["version"] == knowledge.version
+        assert service["version"] == "2.0.1"  # the CDS Hooks specification (3.0 ballot field)
+
+
+def test_cards_offer_hl7_override_reasons_beside_ours(client: TestClient) -> None:
+    body, _ = load_example("neurology-radiculopathy--seven-weeks")
+    (card,) = client.post("/cds-services/patient-view", json=body).json()["cards"]
+    systems = {reason["system"] for reason in card["overrideReasons"]}
+    assert systems == {
+        "https://spine-cds.org/fhir/CodeSystem/override-reason",
+        "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
+    }
+    hl7 = [r for r in card["overrideReasons"] if "terminology.hl7.org" in r["system"]]
+    assert {"patient-contraindication", "service-not-available"} <= {r["code"] for r in hl7}
+    assert all(reason["display"] for reason in card["overrideReasons"])
 
 
 def test_health(client: TestClient, knowledge: Knowledge) -> None:
@@ -133,6 +149,48 @@ def test_hook_not_matching_service_is_400(client: TestClient, request_body: dict
     response = client.post("/cds-services/order-sign", json=request_body)
     assert response.status_code == 400
     assert _expressions(response) == ["hook"]
+
+
+def test_the_sandbox_order_sign_call_labelled_order_select_is_answered_as_order_sign(
+    client: TestClient,
+) -> None:
+    """The sandbox's PAMA tab posts its order-sign call with `hook: order-select` (and its
+    `selections`): order-sign answers it, judging every draft order."""
+    body, _ = load_example("imaging-acute-without-red-flag--selected-mri-beside-surgeon-referral")
+    assert body["hook"] == "order-select"
+    selected = client.post("/cds-services/order-select", json=body).json()["cards"]
+    signed = client.post("/cds-services/order-sign", json=body)
+    assert signed.status_code == 200, signed.text
+    rules = [card["extension"]["org.spine-cds.rule"]["id"] for card in signed.json()["cards"]]
+    assert "surgeon-referral-without-indication" in rules  # the unselected referral is judged
+    assert len(signed.json()["cards"]) == len(selected) + 1
+
+
+def test_an_order_sign_call_is_not_answered_by_order_select(client: TestClient) -> None:
+    body, _ = load_example("imaging-supported-by-red-flag--order-sign-mri-cauda-equina")
+    response = client.post("/cds-services/order-select", json=body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["hook"]
+
+
+def test_a_selection_not_in_draft_orders_is_400_naming_it(client: TestClient) -> None:
+    body, _ = load_example("imaging-acute-without-red-flag--order-select-mri")
+    body["context"]["selections"] = ["ServiceRequest/mri-1", "ServiceRequest/elsewhere"]
+    response = client.post("/cds-services/order-select", json=body)
+    assert response.status_code == 400
+    assert _expressions(response) == ["context.selections[1]"]
+    assert "ServiceRequest/elsewhere" in _issues(response)[0]["diagnostics"]
+
+
+def test_a_selection_may_name_an_order_by_its_full_url(client: TestClient) -> None:
+    body, _ = load_example("imaging-acute-without-red-flag--order-select-mri")
+    (entry,) = body["context"]["draftOrders"]["entry"]
+    entry["fullUrl"] = "urn:uuid:6f1c2a8e-2a55-4c1e-9d1e-0b7c1f1d2e3a"
+    body["context"]["selections"] = [entry["fullUrl"]]
+    response = client.post("/cds-services/order-select", json=body)
+    assert response.status_code == 200, response.text
+    rules = [card["extension"]["org.spine-cds.rule"]["id"] for card in response.json()["cards"]]
+    assert "imaging-acute-without-red-flag" in rules
 
 
 def test_order_hook_without_draft_orders_is_400(
@@ -383,3 +441,10 @@ def test_a_paired_surrogate_escape_is_text(
         "/cds-services/patient-view", content=text, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 200, response.text
+
+
+def test_readme_states_the_prefetch_discovery_gives(client: TestClient) -> None:
+    readme = (ROOT / "README.md").read_text()
+    (service, *_) = client.get("/cds-services").json()["services"]
+    for key, template in service["prefetch"].items():
+        assert f"| `{key}` | `{template}` |" in readme, key

@@ -78,6 +78,12 @@ def test_both_icd10_and_snomed_map_cauda_equina(knowledge: Knowledge) -> None:
         ),
         ("valuesets/fever.yaml", "system: snomed", "system: made-up", "unknown code system"),
         ("config.yaml", "fever_celsius: 38.0", "fever_celsius: hot", "thresholds.fever_celsius"),
+        (
+            "config.yaml",
+            "system: hl7-non-adherence, code: patient-contraindication",
+            "system: made-up, code: patient-contraindication",
+            "override reason 'patient-contraindication': unknown system",
+        ),
         ("rules/derive-fever.yaml", "match:", "match: [oops\n", "cannot read YAML"),
     ],
 )

@@ -13,7 +13,6 @@ from cds_service.app import create_app
 from cds_service.hooks import HOOKS, Hook
 from cds_service.models import FeedbackRequest, PatientViewContext
 from cds_service.openapi import openapi_document
-from cds_service.prefetch import PREFETCH
 from tests.conftest import ROOT, app_settings, example_names, load_example
 
 
@@ -56,10 +55,10 @@ def test_a_hook_added_to_the_registry_gets_its_own_request_schema() -> None:
         context=PatientViewContext,
         title="Discharge",
         description="At discharge.",
-        prefetch={"patient": PREFETCH["patient"], "encounters": "Encounter?patient={{p}}"},
     )
     hooks = HOOKS.with_hook(discharge)
-    document = openapi_document(create_app(app_settings()), hooks)
+    app = create_app(app_settings())
+    document = openapi_document(app, app.state.wiring.service.triage.queries, hooks)
     body = _body(document, "/cds-services/{service_id}")
     assert body["discriminator"]["mapping"]["encounter-discharge"] == (
         "#/components/schemas/EncounterDischargeRequest"
@@ -72,14 +71,19 @@ def test_a_hook_added_to_the_registry_gets_its_own_request_schema() -> None:
         "context": {"patientId": "p1"},
         "prefetch": {
             "patient": {"resourceType": "Patient", "id": "p1"},
-            "encounters": {
+            "procedures": {
                 "resourceType": "Bundle",
-                "entry": [{"resource": {"resourceType": "Encounter", "id": "e1"}}],
+                "entry": [
+                    {
+                        "resource": {"resourceType": "Encounter", "id": "e1"},
+                        "search": {"mode": "include"},
+                    }
+                ],
             },
         },
     }
     assert requests.is_valid(request)
-    request["prefetch"]["encounters"]["entry"][0]["resource"]["resourceType"] = "Condition"
+    del request["prefetch"]["procedures"]["entry"][0]["search"]
     assert not requests.is_valid(request)  # a matched entry of another type than the template's
 
 

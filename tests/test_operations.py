@@ -86,6 +86,27 @@ def test_responses_carry_security_headers(client: TestClient) -> None:
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
 
 
+@pytest.mark.slow  # builds an app of its own (~1 s)
+def test_the_review_page_connects_to_its_smart_issuers_and_authorization_servers() -> None:
+    settings = app_settings(
+        smart_client_id="review",
+        smart_issuers=["https://ehr.example/fhir/r4"],
+        smart_origins=["https://login.ehr.example"],
+        trust_sandbox=True,
+    )
+    with TestClient(create_app(settings)) as client:
+        policy = client.get("/review").headers["Content-Security-Policy"]
+        config = client.get("/review/config").json()
+        playground = client.get("/playground").headers["Content-Security-Policy"]
+    origins = "https://ehr.example https://launch.smarthealthit.org https://login.ehr.example"
+    assert policy.endswith(f"; connect-src 'self' {origins}")
+    assert config == {
+        "clientId": "review",
+        "issuers": ["https://ehr.example/fhir/r4", "https://launch.smarthealthit.org/v/r4/fhir"],
+    }
+    assert "connect-src" not in playground
+
+
 @pytest.mark.slow  # builds apps of its own (~1 s each)
 def test_a_production_deployment_serves_no_playground_docs_or_open_metrics() -> None:
     production = app_settings(auth_disabled=False)

@@ -8,12 +8,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
-from tests.conftest import app_settings, load_example
+from cds_service.knowledge import load_knowledge
+from cds_service.queries import queries
+from tests.conftest import EXAMPLE_TODAY, app_settings, load_example
 from tests.fhir_server import FhirServer, fhir_server
 
 EXAMPLE = "red-flag-spinal-infection--fever-ivdu-markers"
 PATIENT = "pt-infection-ivdu"
 TOKEN = "secret-access-token"
+QUERIES = queries(load_knowledge())
+OBSERVATION_KEYS = tuple(k for k in QUERIES.templates if k.startswith("observations-"))
 
 # Each test runs a loopback FHIR server and builds an app of its own (~1 s).
 pytestmark = pytest.mark.slow
@@ -55,29 +59,39 @@ def _request(server: FhirServer, drop: tuple[str, ...]) -> dict[str, Any]:
     return request
 
 
+def _search(key: str) -> str:
+    """The path the service asks the fhirServer for `key` (a US Core search shape)."""
+    return QUERIES.search(key, PATIENT, EXAMPLE_TODAY)
+
+
+def _category(observation: dict[str, Any]) -> str:
+    return str(observation["category"][0]["coding"][0]["code"])
+
+
 def _serve_record(server: FhirServer, pages: int = 2) -> None:
-    """The example's prefetch, with observations split over `pages` search pages."""
+    """The example's prefetch at the paths the service searches, each Observation category's
+    results split over `pages` search pages."""
     prefetch = load_example(EXAMPLE)[0]["prefetch"]
-    server.routes[f"Patient/{PATIENT}"] = (200, prefetch["patient"])
-    server.routes[f"Condition?patient={PATIENT}"] = (200, prefetch["conditions"])
-    entries = prefetch["observations"]["entry"]
-    for page in range(pages):
-        bundle: dict[str, Any] = {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "entry": entries[page::pages],
-        }
-        if page + 1 < pages:
-            bundle["link"] = [
-                {"relation": "next", "url": f"{server.base}/Observation?page={page + 1}"}
-            ]
-        path = f"Observation?patient={PATIENT}" if page == 0 else f"Observation?page={page}"
-        server.routes[path] = (200, bundle)
-    for key in ("Procedure", "MedicationRequest", "ServiceRequest"):
-        server.routes[f"{key}?patient={PATIENT}"] = (
-            200,
-            {"resourceType": "Bundle", "type": "searchset"},
-        )
+    server.routes[_search("patient")] = (200, prefetch["patient"])
+    server.routes[_search("conditions")] = (200, prefetch["conditions"])
+    for key in [k for k in QUERIES.templates if k.startswith("observations-")]:
+        category = key.removeprefix("observations-")
+        entries = [
+            e for e in prefetch["observations"]["entry"] if _category(e["resource"]) == category
+        ]
+        for page in range(pages):
+            bundle: dict[str, Any] = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": entries[page::pages],
+            }
+            if page + 1 < pages:
+                following = f"Observation?category={category}&page={page + 1}"
+                bundle["link"] = [{"relation": "next", "url": f"{server.base}/{following}"}]
+            path = _search(key) if page == 0 else f"Observation?category={category}&page={page}"
+            server.routes[path] = (200, bundle)
+    for key in ("procedures", "medications", "referrals"):
+        server.routes[_search(key)] = (200, {"resourceType": "Bundle", "type": "searchset"})
 
 
 def _rules(response: Any) -> list[str]:
@@ -93,7 +107,7 @@ def test_missing_prefetch_is_fetched_with_the_token_and_pages_followed(
     assert response.status_code == 200, response.text
     assert _rules(response) == ["red-flag-spinal-infection"]  # needs all three observations
     paths = [path for path, _ in server.requests]
-    assert "Observation?page=2" in paths
+    assert "Observation?category=laboratory&page=2" in paths
     assert {auth for _, auth in server.requests} == {f"Bearer {TOKEN}"}
 
 
@@ -122,13 +136,13 @@ def test_required_data_that_cannot_be_fetched_is_412(
     server: FhirServer, app_client: TestClient, status: int, body: Any, reason: str
 ) -> None:
     _serve_record(server)
-    server.routes[f"Condition?patient={PATIENT}"] = (status, body)
+    server.routes[_search("conditions")] = (status, body)
     request = _request(server, drop=("conditions",))
     response = app_client.post("/cds-services/patient-view", json=request)
     assert response.status_code == 412
     (issue,) = response.json()["issue"]
     assert issue["expression"] == ["prefetch.conditions"]
-    assert "could not fetch Condition?patient=" in issue["diagnostics"]
+    assert f"could not fetch Condition?patient={PATIENT}&_count=" in issue["diagnostics"]
     assert reason not in issue["diagnostics"]  # nothing of the upstream answer is repeated
     assert TOKEN not in response.text
 
@@ -144,7 +158,7 @@ def test_too_many_pages_is_412(server: FhirServer, app_client: TestClient) -> No
 
 def test_next_link_to_another_host_is_refused(server: FhirServer, app_client: TestClient) -> None:
     _serve_record(server, pages=2)
-    bundle = server.routes[f"Observation?patient={PATIENT}"][1]
+    bundle = server.routes[_search("observations-laboratory")][1]
     bundle["link"] = [{"relation": "next", "url": "http://127.0.0.2:9/steal-token"}]
     response = app_client.post(
         "/cds-services/patient-view", json=_request(server, drop=("observations",))
@@ -166,7 +180,7 @@ def test_optional_prefetch_that_fails_is_skipped(
     server: FhirServer, app_client: TestClient
 ) -> None:
     _serve_record(server)
-    server.routes[f"Procedure?patient={PATIENT}"] = (500, {})
+    server.routes[_search("procedures")] = (500, {})
     response = app_client.post("/cds-services/patient-view", json=_request(server, drop=()))
     assert response.status_code == 200
     assert _rules(response) == ["red-flag-spinal-infection"]
@@ -226,10 +240,13 @@ def test_an_unsafe_patient_id_is_400_before_any_fetch(
 
 
 def _first_page_sent(server: FhirServer) -> dict[str, Any]:
-    """The example with its observations sent as the first of two pages (a `next` link)."""
+    """The example with its Observations sent by category, the laboratory results as the first
+    of two pages (a `next` link)."""
     _serve_record(server, pages=2)
-    request = _request(server, drop=())
-    request["prefetch"]["observations"] = server.routes[f"Observation?patient={PATIENT}"][1]
+    request = _request(server, drop=("observations",))
+    for key in OBSERVATION_KEYS:
+        request["prefetch"][key] = server.routes[_search(key)][1]
+    request["prefetch"]["observations-vital-signs"]["link"] = []  # that one is whole
     return request
 
 
@@ -238,7 +255,7 @@ def test_a_sent_first_page_is_completed_from_the_fhir_server(
 ) -> None:
     response = app_client.post("/cds-services/patient-view", json=_first_page_sent(server))
     assert response.status_code == 200, response.text
-    assert "Observation?page=1" in [path for path, _ in server.requests]
+    assert "Observation?category=laboratory&page=1" in [path for path, _ in server.requests]
     assert _rules(response) == ["red-flag-spinal-infection"]
     assert all("Partial record" not in c["detail"] for c in response.json()["cards"])
 
@@ -247,7 +264,7 @@ def test_a_sent_first_page_that_cannot_be_completed_is_flagged_partial(
     server: FhirServer, app_client: TestClient
 ) -> None:
     request = _first_page_sent(server)
-    del server.routes["Observation?page=1"]  # the next page now answers 404
+    del server.routes["Observation?category=laboratory&page=1"]  # now a 404
     response = app_client.post("/cds-services/patient-view", json=request)
     assert response.status_code == 200, response.text
     cards = response.json()["cards"]
@@ -271,7 +288,7 @@ def test_a_malformed_fhir_server_answer_is_412_never_500(
     server: FhirServer, app_client: TestClient, answer: Any
 ) -> None:
     _serve_record(server)
-    server.routes[f"Condition?patient={PATIENT}"] = (200, answer)
+    server.routes[_search("conditions")] = (200, answer)
     response = app_client.post(
         "/cds-services/patient-view", json=_request(server, drop=("conditions",))
     )
@@ -282,9 +299,8 @@ def test_a_trickling_fhir_server_costs_one_deadline_for_all_keys(server: FhirSer
     """Each read is within the per-read timeout, but the whole answer never comes: every key
     is cut at one deadline for the request, not a timeout per key."""
     _serve_record(server)
-    for key in ("Patient", "Condition", "Observation"):
-        path = next(p for p in server.routes if p.startswith(key))
-        server.trickle[path] = 0.2
+    for key in ("patient", "conditions", *OBSERVATION_KEYS):
+        server.trickle[_search(key)] = 0.2
     settings = app_settings(
         fhir_servers=[server.base], fhir_allow_private=True, fhir_deadline_seconds=1
     )
@@ -296,7 +312,8 @@ def test_a_trickling_fhir_server_costs_one_deadline_for_all_keys(server: FhirSer
     assert {tuple(issue["expression"]) for issue in issues} == {
         ("prefetch.patient",),
         ("prefetch.conditions",),
-        ("prefetch.observations",),
+        ("prefetch.observations-laboratory",),  # the survey key is optional: no issue
+        ("prefetch.observations-vital-signs",),
     }
     assert all("deadline" in issue["diagnostics"] for issue in issues)
 
@@ -304,7 +321,7 @@ def test_a_trickling_fhir_server_costs_one_deadline_for_all_keys(server: FhirSer
 def test_an_answer_over_the_size_limit_is_not_read(server: FhirServer) -> None:
     _serve_record(server)
     bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [], "pad": "x" * 5000}
-    server.routes[f"Condition?patient={PATIENT}"] = (200, bundle)
+    server.routes[_search("conditions")] = (200, bundle)
     settings = app_settings(
         fhir_servers=[server.base], fhir_allow_private=True, fhir_max_answer_bytes=4000
     )

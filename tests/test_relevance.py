@@ -20,11 +20,16 @@ def _coded(kind: str, system: str, code: Any) -> dict[str, Any]:
         (_coded("Observation", LOINC, "8310-5"), True),
         (_coded("Observation", LOINC, "2345-7"), False),
         (_coded("Condition", "http://hl7.org/fhir/sid/icd-10-cm", "C50.911"), True),
-        (_coded("Condition", SNOMED, "38341003"), False),
+        (_coded("Condition", SNOMED, "38341003"), True),  # every Condition is classified
         (_coded("Condition", SNOMED, ["not", "a", "code"]), True),  # malformed: validated
         ({"resourceType": "Condition", "code": {"coding": "x"}}, True),
         ({"resourceType": "Condition", "code": {"coding": [5]}}, True),
-        ({"resourceType": "Condition"}, False),
+        ({"resourceType": "Condition"}, True),
+        (_coded("Procedure", SNOMED, "22298006"), False),
+        (
+            {"resourceType": "MedicationRequest", "medicationReference": {"reference": "#m1"}},
+            True,
+        ),
         (
             {
                 "resourceType": "MedicationRequest",

@@ -16,7 +16,8 @@ from types import ModuleType
 import pytest
 
 from cds_service.knowledge import Code, Knowledge, KnowledgeError, ValueSet, load_knowledge
-from tests.conftest import ROOT
+from tests.conftest import EXAMPLES, ROOT
+from tests.synthea.convert import load_corpus, load_request
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,26 @@ def test_icd10cm_matching_ignores_dots_and_case(knowledge: Knowledge) -> None:
     uri = knowledge.system_uri("icd-10-cm")
     assert "back-pain" in knowledge.concepts(uri, "M54.50")
     assert knowledge.concepts(uri, "m5450") == knowledge.concepts(uri, "M54.50")
+
+
+CORPUS_SOURCES = {"synthea-smart": ("smart-r4",), "synthea-exf": ("exf-california", "exf-new-york")}
+"""Value-set sources that are the Synthea corpus kept in fhir_examples/synthea: its codes are
+checked against the data itself."""
+
+
+@pytest.mark.slow  # reads every corpus request
+def test_codes_sourced_from_the_synthea_corpus_are_in_it(knowledge: Knowledge) -> None:
+    corpus = load_corpus(EXAMPLES / "synthea")
+    seen: set[tuple[str, str, str]] = set()  # (corpus source, code, display)
+    for patient in corpus["patients"]:
+        request = load_request(EXAMPLES / "synthea", patient["id"])
+        for entry in request["prefetch"]["conditions"].get("entry", []):
+            for coding in entry["resource"].get("code", {}).get("coding", []):
+                seen.add((patient["source"], coding.get("code"), coding.get("display")))
+    missing = []
+    for value_set, code in _codes(knowledge):
+        if code.source in CORPUS_SOURCES:
+            names = CORPUS_SOURCES[code.source]
+            if not any((name, code.code, code.display) in seen for name in names):
+                missing.append(f"{value_set.concept}: {code.code} {code.display!r}")
+    assert missing == []

@@ -20,8 +20,16 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/review")
 async def review() -> FileResponse:
-    """The SMART referral-review page that referral cards link to."""
+    """The SMART referral-review page that referral cards link to (static/review.js)."""
     return FileResponse(STATIC / "review.html")
+
+
+@router.get("/review/config")
+async def review_config(wired: Wired) -> JSONResponse:
+    """What the review page needs for a SMART launch: its client id and the issuers it accepts."""
+    settings = wired.settings
+    config = {"clientId": settings.smart_client_id, "issuers": settings.review_issuers()}
+    return JSONResponse(config)
 
 
 @router.get("/review/card")
