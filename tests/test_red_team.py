@@ -40,7 +40,7 @@ from tests.conftest import EXAMPLE_TODAY, app_settings, load_example
 from tests.fhir_server import FhirServer
 from tests.loopback import serving
 from tests.test_auth import BASE, ISSUER, RSA_KEY, _jwk, call, jwks, token  # noqa: F401
-from tests.test_prefetch_fetch import PATIENT, TOKEN, _request, _serve_record, app_client, server  # noqa: F401
+from tests.test_prefetch_fetch import TOKEN, _request, _search, _serve_record, app_client, server  # noqa: F401
 
 ATTACKER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EHR_B = "https://ehr-b.example.org"
@@ -141,9 +141,10 @@ def test_a_next_link_with_dot_segments_gets_no_access_token(
     """The finding: `{fhirServer}/../outside/...` as a `next` link sent the access token outside
     the fhirServer base. (The loopback server records paths under /fhir/ without that prefix.)"""
     _serve_record(server, pages=2)
-    first = server.routes[f"Observation?patient={PATIENT}"][1]
-    first["link"] = [{"relation": "next", "url": f"{server.base}/../outside/Observation?page=1"}]
-    server.routes["/outside/Observation?page=1"] = server.routes.pop("Observation?page=1")
+    first = server.routes[_search("observations-laboratory")][1]
+    following = "Observation?category=laboratory&page=1"
+    first["link"] = [{"relation": "next", "url": f"{server.base}/../outside/{following}"}]
+    server.routes[f"/outside/{following}"] = server.routes.pop(following)
     response = app_client.post(PATH, json=_request(server, drop=("observations",)))
     assert response.status_code == 412
     assert "away from fhirServer" in response.json()["issue"][0]["diagnostics"]
