@@ -7,9 +7,10 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY cds_service ./cds_service
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+COPY rules ./rules
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt .
 
 FROM python:3.11-slim-bookworm
 RUN useradd --system --uid 10001 --home-dir /app cds
@@ -17,10 +18,8 @@ WORKDIR /app
 RUN mkdir /app/data && chown cds /app/data
 COPY --from=builder /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links=/wheels spine-cds && rm -rf /wheels
-COPY rules ./rules
 COPY fhir_examples ./fhir_examples
-ENV CDS_RULES_DIR=/app/rules \
-    CDS_EXAMPLES_DIR=/app/fhir_examples \
+ENV CDS_EXAMPLES_DIR=/app/fhir_examples \
     CDS_DATABASE_URL=sqlite:////app/data/spine-cds.db \
     PYTHONUNBUFFERED=1
 USER cds

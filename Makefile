@@ -5,13 +5,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test fast lint bench postgres chromium oauth-server
+.PHONY: serve test fast lint bench postgres chromium oauth-server constraints
 
-$(STAMP): pyproject.toml
+# Installs the versions the suite last passed with (constraints.txt), within pyproject's ranges.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# Refresh constraints.txt: the newest releases pyproject.toml allows, installed into a scratch
+# venv and frozen. Then `make test` (which reinstalls from it) and commit it if green.
+CONSTRAINTS_VENV := build/constraints-venv
+constraints:
+	rm -rf $(CONSTRAINTS_VENV)
+	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	$(CONSTRAINTS_VENV)/bin/pip install --quiet --upgrade pip
+	$(CONSTRAINTS_VENV)/bin/pip install --quiet '.[dev]'
+	(echo '# The versions `make` installs (pip -c), refreshed by `make constraints`.'; \
+		$(CONSTRAINTS_VENV)/bin/pip freeze --exclude spine-cds) > constraints.txt
+	rm -rf $(CONSTRAINTS_VENV)
 
 # Try-it mode: authentication off (logged at start-up) so curl works without a JWT, and the
 # committee dashboard (/admin) opens with the token `try-it`. In production run

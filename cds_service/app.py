@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
         title="spine-cds",
         version=__version__,
         summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
-        docs_url=None,  # routes/pages.py serves them, under a policy that fits them
+        docs_url=None,  # pages.docs_router serves /docs from vendored Swagger UI, offline
         redoc_url=None,
         redirect_slashes=False,  # a redirect would be built from the request's Host
         lifespan=_purging(wiring.store, settings),
@@ -93,7 +93,9 @@ def _wire(settings: Settings, hooks: HookRegistry) -> Wiring:
     """The objects of one app, from its settings."""
     knowledge = load_knowledge(settings.rules_dir, hooks)
     triage = Triage(knowledge, hooks, settings.rule_modes)
-    store = Store(settings.database_url, migrate=settings.migrate_on_start)
+    store = Store(settings.database_url, migrate=settings.migrates_on_start)
+    store.check_schema()  # a store behind this version's schema: refuse to start, saying so
+    log.info("store: %s", store.location)
     metrics = Metrics()
     fetch = FetchPolicy(
         fhir_servers=[],  # set per caller, from its issuer
@@ -162,9 +164,8 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
 
 def _page_sources(settings: Settings) -> dict[str, dict[str, str]]:
     """Per page, the CSP sources it needs besides the service's own: the SMART review page calls
-    the EHR's FHIR and authorization servers, the interactive docs load from their CDN."""
-    review = {"/review": {"connect-src": " ".join(["'self'", *settings.review_origins()])}}
-    return review | (pages.DOCS_SOURCES if settings.pages_on else {})
+    the EHR's FHIR and authorization servers."""
+    return {"/review": {"connect-src": " ".join(["'self'", *settings.review_origins()])}}
 
 
 def _purging(

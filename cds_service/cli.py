@@ -11,7 +11,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import ValidationError
 
-from cds_service import demo
+from cds_service import demo, examples
 from cds_service.analytics import render, report
 from cds_service.errors import CDSError, validation_issues
 from cds_service.hooks import HOOKS
@@ -20,7 +20,7 @@ from cds_service.logs import configure_logging
 from cds_service.models import HookRequest, dump
 from cds_service.rules_table import rules_table
 from cds_service.settings import Settings, UnsafeSettings
-from cds_service.storage import Store
+from cds_service.storage import Store, StoreNotReady
 from cds_service.triage import Triage, today_utc
 
 
@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["check", "table"],
         help="check: validate rule files and value sets; table: print the rules as markdown",
     )
+
+    example = commands.add_parser(
+        "example",
+        help="print an example request, its dates moved to today (CDS_TODAY), ready to send",
+    )
+    example.add_argument("name", nargs="?", help="the example's name; none: list the names")
 
     commands.add_parser("openapi", help="print the service's OpenAPI document (JSON)")
 
@@ -82,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(settings, args.host, args.port, args.workers)
         if args.command == "evaluate":
             return _evaluate(settings, args.request)
+        if args.command == "example":
+            return _example(settings, args.name)
         if args.command == "openapi":
             return _openapi(settings)
         if args.command == "store":
@@ -97,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except KnowledgeError as exc:
         print(f"cds-service: invalid knowledge base: {exc}", file=sys.stderr)
         return 2
+    except StoreNotReady as exc:
+        print(f"cds-service: {exc}", file=sys.stderr)
+        return 2
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
@@ -111,9 +122,11 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
         return 2
     load_knowledge(settings.rules_dir)  # fail fast, before uvicorn starts its workers
     configure_logging(settings.log_level)
-    if settings.migrate_on_start:  # once, here, not once per worker at the same time
-        Store(settings.database_url).migrate()
+    store = Store(settings.database_url, migrate=False)
+    if settings.migrates_on_start:  # once, here, not once per worker at the same time
+        store.migrate()
         os.environ["CDS_MIGRATE_ON_START"] = "false"  # the workers read their settings anew
+    store.check_schema()  # one line and exit 2 when the store is missing or behind
     uvicorn.run(
         "cds_service.app:create_app",
         factory=True,
@@ -151,6 +164,18 @@ def _evaluate(settings: Settings, source: str) -> int:
     return 0
 
 
+def _example(settings: Settings, name: str | None) -> int:
+    found = examples.names(settings.examples_dir)
+    if name is None:
+        print("\n".join(found))
+        return 0
+    if name not in found:
+        print(f"cds-service: no example {name!r} in {settings.examples_dir}", file=sys.stderr)
+        return 1
+    print(json.dumps(examples.load(found[name], settings.today or today_utc()), indent=2))
+    return 0
+
+
 def _check(settings: Settings) -> int:
     knowledge = load_knowledge(settings.rules_dir, HOOKS)
     Triage(knowledge, HOOKS, settings.rule_modes)  # compiles every hook's ruleset
@@ -163,10 +188,15 @@ def _check(settings: Settings) -> int:
 
 
 def _store(settings: Settings, action: str) -> int:
-    store = Store(settings.database_url)  # opening it migrates
-    if action == "purge":
-        deleted = store.purge(settings.audit_retention_days, settings.feedback_retention_days)
-        print(json.dumps(deleted))
+    store = Store(settings.database_url, migrate=False)
+    if action == "migrate":
+        before, after = store.migrate()
+        done = "already at" if before == after else f"migrated from {before or 'empty'} to"
+        print(f"store at {store.location}: {done} schema {after}")
+        return 0
+    store.check_schema()
+    deleted = store.purge(settings.audit_retention_days, settings.feedback_retention_days)
+    print(json.dumps(deleted))
     return 0
 
 
@@ -174,6 +204,7 @@ def _report(
     settings: Settings, since: date | None, until: date | None, fmt: Literal["table", "json", "csv"]
 ) -> int:
     store = Store(settings.database_url, migrate=False)
+    store.check_schema()
     triage = Triage(load_knowledge(settings.rules_dir, HOOKS), HOOKS, settings.rule_modes)
     print(render(report(store.engine, since, until, triage.modes), fmt), end="")
     return 0
@@ -181,7 +212,8 @@ def _report(
 
 def _demo(settings: Settings, url: str, rounds: int, seed: int) -> int:
     try:
-        summary = demo.run(url, settings.examples_dir, rounds, seed)
+        today = settings.today or today_utc()
+        summary = demo.run(url, settings.examples_dir, today, rounds, seed)
     except httpx.TransportError as exc:
         print(f"cds-service: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
@@ -192,6 +224,8 @@ def _demo(settings: Settings, url: str, rounds: int, seed: int) -> int:
 def _openapi(settings: Settings) -> int:
     from cds_service.app import create_app
 
-    in_memory = settings.model_copy(update={"database_url": "sqlite://"})  # no file for this
+    in_memory = settings.model_copy(  # no file for this
+        update={"database_url": "sqlite://", "migrate_on_start": True}
+    )
     print(json.dumps(create_app(in_memory).openapi(), indent=2))
     return 0

@@ -1,16 +1,17 @@
 """Demo traffic for the committee dashboard: replay the example requests against a running
 service, as new evaluations, and answer its cards with seeded, realistic CDS Hooks feedback."""
 
-import json
 import random
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import httpx
+
+from cds_service import examples
 
 ACCEPT_RATE: Final = {"critical": 0.80, "warning": 0.45, "info": 0.10}
 """How often a clinician accepts a card's first suggestion, by the card's indicator."""
@@ -50,9 +51,11 @@ class DemoSummary:
     """One line per non-2xx answer: the endpoint called, and the HTTP status."""
 
 
-def run(base_url: str, examples_dir: Path, rounds: int = 3, seed: int = 0) -> DemoSummary:
-    """POST every example in `examples_dir` to the service at `base_url`, `rounds` times, each
-    with a fresh hookInstance, and send feedback on the cards.
+def run(
+    base_url: str, examples_dir: Path, today: date, rounds: int = 3, seed: int = 0
+) -> DemoSummary:
+    """POST every example in `examples_dir`, rebased to `today`, to the service at `base_url`,
+    `rounds` times, each with a fresh hookInstance, and send feedback on the cards.
 
     For a service in try-it mode (`make serve`, authentication off): with authentication on,
     every call needs its own JWT (audience and jti), which a demo has no issuer key to sign.
@@ -61,12 +64,12 @@ def run(base_url: str, examples_dir: Path, rounds: int = 3, seed: int = 0) -> De
     httpx.TransportError.
     """
     rng = random.Random(seed)
-    examples = _examples(examples_dir)
+    requests = [examples.load(path, today) for path in examples.names(examples_dir).values()]
     tally: Counter[str] = Counter()
     errors: list[str] = []
     with httpx.Client(base_url=base_url, timeout=TIMEOUT_SECONDS) as client:
         for _ in range(rounds):
-            for request in examples:
+            for request in requests:
                 _replay(client, request, rng, tally, errors)
     return DemoSummary(
         requests=tally["requests"],
@@ -87,13 +90,6 @@ def format_summary(summary: DemoSummary) -> str:
     ]
     lines += [f"  {count} x {error}" for error, count in Counter(summary.errors).items()]
     return "\n".join(lines)
-
-
-def _examples(examples_dir: Path) -> list[dict[str, Any]]:
-    """The example requests, in file name order."""
-    return [
-        json.loads(path.read_text(encoding="utf-8")) for path in sorted(examples_dir.glob("*.json"))
-    ]
 
 
 def _replay(

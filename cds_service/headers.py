@@ -7,15 +7,10 @@ the EHR). The policy is set here for every response, not per page or route, so n
 a page (`/static/review.html` beside `/review`) serves it without one. JSON (cards, stored cards,
 errors) also gets `Cache-Control: no-store`: it may hold patient data.
 
-A page that needs more (the SMART review page calls the EHR's FHIR and authorization servers, the
-interactive API docs load Swagger UI and ReDoc from a CDN) gets its extra sources by exact path,
-merged into the same policy; `inline_script_hashes` allows the inline scripts of a page the
-service renders itself, and no others.
+A page that needs more (the SMART review page calls the EHR's FHIR and authorization servers)
+gets its extra sources by exact path, merged into the same policy.
 """
 
-import base64
-import hashlib
-import re
 from collections.abc import Mapping
 
 from starlette.datastructures import MutableHeaders
@@ -27,13 +22,6 @@ _BASE = {
     "object-src": "'none'",
     "base-uri": "'none'",
 }
-_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
-
-
-def inline_script_hashes(html: str) -> str:
-    """CSP sources (`'sha256-...'`) for the inline scripts of `html`, a page the service renders."""
-    digests = (hashlib.sha256(script.encode()).digest() for script in _INLINE_SCRIPT.findall(html))
-    return " ".join(f"'sha256-{base64.b64encode(digest).decode()}'" for digest in digests)
 
 
 def _policy(directives: Mapping[str, str]) -> str:

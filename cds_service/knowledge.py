@@ -26,7 +26,15 @@ Mode = Literal["active", "silent"]
 
 M = TypeVar("M", bound=BaseModel)
 
-DEFAULT_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+
+def _default_rules_dir() -> Path:
+    """The knowledge base shipped in the wheel (cds_service/rules), else the checkout's rules/."""
+    package = Path(__file__).resolve().parent
+    shipped = package / "rules"
+    return shipped if (shipped / "ruleset.yaml").is_file() else package.parent / "rules"
+
+
+DEFAULT_RULES_DIR = _default_rules_dir()
 
 
 class KnowledgeError(Exception):

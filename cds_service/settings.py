@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level of the JSON logs on stdout.")
     demo_pages: bool | None = Field(
         None,
-        description="Serve /playground and the interactive API docs (/docs, /redoc). Default: on "
+        description="Serve /playground and the interactive API docs (/docs). Default: on "
         "only with authentication off (try-it mode).",
     )
     metrics_token: str | None = Field(
@@ -127,10 +127,12 @@ class Settings(BaseSettings):
     purge_interval_seconds: float = Field(
         3600, description="How often the service purges what is past retention (0: never)."
     )
-    migrate_on_start: bool = Field(
-        True,
-        description="Run the store's migrations when the app starts; `cds-service serve` runs "
-        "them once before starting its workers and turns this off for them.",
+    migrate_on_start: bool | None = Field(
+        None,
+        description="Run the store's migrations when the app starts (`cds-service serve` runs "
+        "them once, before its workers). Default: only in try-it mode (authentication off); "
+        "otherwise `cds-service store migrate` is a step of its own and the app refuses to "
+        "start on a store that is missing or behind.",
     )
     review_ttl_hours: float = Field(
         24, description="How long a card's referral-review link opens the card (hours)."
@@ -169,6 +171,11 @@ class Settings(BaseSettings):
     def pages_on(self) -> bool:
         """The playground and interactive docs are served (try-it mode, or asked for)."""
         return self.auth_disabled if self.demo_pages is None else self.demo_pages
+
+    @property
+    def migrates_on_start(self) -> bool:
+        """The app migrates the store when it starts (try-it mode, or asked for)."""
+        return self.auth_disabled if self.migrate_on_start is None else self.migrate_on_start
 
     def issuers(self) -> dict[str, IssuerTrust]:
         """The trusted issuers, with the sandbox when opted in."""

@@ -1,8 +1,10 @@
 """Durable storage (SQLite by default, PostgreSQL by URL): evaluation audit and card feedback.
 
-The schema is created and upgraded by the Alembic migrations in `migrations/` when the store
-opens. No token and no patient data is stored: an evaluation keeps its hookInstance, service,
-rule set version, the rules that fired, the cards issued and its duration.
+The schema is created and upgraded by the Alembic migrations in `migrations/`, as a step of its
+own (`cds-service store migrate`; try-it mode runs it at start-up); a store that is missing or
+behind is refused in one line (StoreNotReady), never created empty. No token and no patient
+data is stored: an evaluation keeps its hookInstance, service, rule set version, the rules that
+fired, the cards issued and its duration.
 """
 
 import hashlib
@@ -16,6 +18,8 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -72,6 +76,14 @@ jwt_ids = sa.Table(
     sa.Column("jti", sa.String(300), primary_key=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
+
+
+MIGRATION_LOCK = 0x5350494E45434453
+"""PostgreSQL advisory lock key held while migrating ("SPINECDS"): migrators run one at a time."""
+
+
+class StoreNotReady(Exception):
+    """The store is missing, cannot be opened, or its schema is not this version's."""
 
 
 class UnknownCards(Exception):
@@ -156,6 +168,12 @@ def _probe_row() -> dict[str, Any]:
     }
 
 
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return config
+
+
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
@@ -194,13 +212,47 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         if migrate:
             self.migrate()
 
-    def migrate(self) -> None:
-        """Create or upgrade the schema (Alembic migrations): run once, before the workers."""
-        config = Config()
-        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages (a password is masked)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def migrate(self) -> tuple[str | None, str | None]:
+        """Create or upgrade the schema (Alembic migrations) and return its revision before and
+        after. On PostgreSQL an advisory lock makes concurrent migrators wait for one another:
+        the first upgrades, the others find the schema current."""
+        config = _alembic_config()
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+            before = MigrationContext.configure(connection).get_current_revision()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            after = MigrationContext.configure(connection).get_current_revision()
+        return before, after
+
+    def check_schema(self) -> None:
+        """Raise StoreNotReady unless the store exists and has this version's schema. A SQLite
+        file that does not exist is not created."""
+        path = self.engine.url.database
+        on_disk = self.engine.dialect.name == "sqlite" and path not in (None, "", ":memory:")
+        if on_disk and not Path(str(path)).is_file():
+            raise StoreNotReady(
+                f"no store at {Path(str(path)).resolve()}: create it with `cds-service store "
+                "migrate` (or set CDS_DATABASE_URL)"
+            )
+        try:
+            with self.engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+        except sa.exc.DBAPIError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            raise StoreNotReady(f"cannot open the store at {self.location}: {reason}") from exc
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        if current != head:
+            raise StoreNotReady(
+                f"the store at {self.location} has schema {current or 'none'}, this version "
+                f"needs {head}: run `cds-service store migrate`"
+            )
 
     def ping(self) -> bool:
         """True when the database answers and, once a write failed, takes one again: a probe

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 
+from cds_service import examples
 from cds_service.app import create_app
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.settings import Settings
@@ -26,7 +27,16 @@ if os.environ.get("CI"):
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "fhir_examples"
-EXAMPLE_TODAY = date(2026, 11, 1)
+
+
+def _anchor() -> date:
+    anchor = examples.anchor(EXAMPLES)
+    assert anchor is not None, f"{EXAMPLES / examples.ANCHOR_FILE} is missing"
+    return anchor
+
+
+EXAMPLE_TODAY = _anchor()
+"""The date the example files are written relative to: loaded for it, they are as written."""
 
 
 def app_settings(**overrides: Any) -> Settings:
@@ -37,6 +47,7 @@ def app_settings(**overrides: Any) -> Settings:
         "database_url": f"sqlite:///{database}",
         "fhir_servers": [],  # tests never leave loopback
         "auth_disabled": True,  # tests/test_auth.py turns it on
+        "migrate_on_start": True,  # a fresh store (tests/test_store_ready.py checks the refusal)
     }
     return Settings(**(values | overrides))
 
@@ -45,8 +56,9 @@ def example_names() -> list[str]:
     return sorted(path.stem for path in EXAMPLES.glob("*.json"))
 
 
-def load_example(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    request = json.loads((EXAMPLES / f"{name}.json").read_text())
+def load_example(name: str, today: date = EXAMPLE_TODAY) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An example request rebased to `today` (as written, by default) and its expectation."""
+    request = examples.load(EXAMPLES / f"{name}.json", today)
     expected = json.loads((EXAMPLES / "expected" / f"{name}.json").read_text())
     return request, expected
 

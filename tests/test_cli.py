@@ -96,3 +96,25 @@ def test_store_migrate_then_purge(tmp_path: Path) -> None:
     purged = run("store", "purge", env=env)
     assert purged.returncode == 0, purged.stderr
     assert json.loads(purged.stdout) == {"cards": 0, "evaluations": 0, "feedback": 0, "jwt_ids": 0}
+
+
+def test_example_prints_the_request_rebased_to_today() -> None:
+    name = "red-flag-cauda-equina--diagnosis-icd10"
+    written = json.loads((EXAMPLES / f"{name}.json").read_text())
+    as_written = run("example", name)  # CDS_TODAY is the anchor date
+    assert json.loads(as_written.stdout) == written
+    a_year_on = run("example", name, env={**ENV, "CDS_TODAY": "2027-11-01"})
+    assert a_year_on.returncode == 0, a_year_on.stderr
+    evaluated = run("evaluate", "-", stdin=a_year_on.stdout, env={**ENV, "CDS_TODAY": "2027-11-01"})
+    assert _rules(evaluated.stdout) == ["red-flag-cauda-equina"]
+    assert "2027-10-31" in a_year_on.stdout  # one day old, a year on
+    assert "2026-10-31" not in a_year_on.stdout
+
+
+def test_example_lists_the_names_and_refuses_an_unknown_one() -> None:
+    listed = run("example")
+    assert listed.returncode == 0
+    assert listed.stdout.split() == [path.stem for path in sorted(EXAMPLES.glob("*.json"))]
+    unknown = run("example", "no-such-example")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip().startswith("cds-service: no example 'no-such-example'")

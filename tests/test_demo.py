@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from cds_service import storage
 from cds_service.demo import DemoSummary, format_summary, run
-from tests.conftest import EXAMPLES, app_settings
+from tests.conftest import EXAMPLE_TODAY, EXAMPLES, app_settings
 from tests.loopback import serving
 
 pytestmark = pytest.mark.slow
@@ -17,7 +17,7 @@ def _demo(rounds: int = 1) -> tuple[DemoSummary, dict[str, list[dict[str, Any]]]
     """Run the demo against a fresh service; its summary and the rows it left in the store."""
     settings = app_settings()
     with serving(settings) as url:
-        summary = run(url, EXAMPLES, rounds=rounds, seed=7)
+        summary = run(url, EXAMPLES, EXAMPLE_TODAY, rounds=rounds, seed=7)
     engine = sa.create_engine(settings.database_url)
     with engine.connect() as connection:
         rows = {

@@ -40,3 +40,15 @@ def test_service_and_autoscaler_target_the_deployment() -> None:
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert hpa["spec"]["minReplicas"] >= 2
     assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+
+
+def test_each_pod_migrates_the_shared_store_before_the_service_starts() -> None:
+    pod = _load("deployment.yaml")["spec"]["template"]["spec"]
+    (migrate,) = pod["initContainers"]
+    (service,) = pod["containers"]
+    assert migrate["image"] == service["image"]
+    assert migrate["command"] == ["cds-service", "store", "migrate"]
+    store = {item["name"]: item for item in migrate["env"]}["CDS_DATABASE_URL"]
+    assert store == {item["name"]: item for item in service["env"]}["CDS_DATABASE_URL"]
+    env = {item["name"]: item.get("value") for item in service["env"]}
+    assert env["CDS_MIGRATE_ON_START"] == "false"

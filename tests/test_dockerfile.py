@@ -4,6 +4,7 @@ import json
 import re
 
 from tests.conftest import ROOT
+from tests.test_packaging import SOURCES
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -46,6 +47,13 @@ def test_runs_as_non_root_with_healthcheck_and_serve_entrypoint() -> None:
     assert runtime["USER"] not in ("root", "0")
     assert "/health" in runtime["HEALTHCHECK"]
     assert json.loads(runtime["ENTRYPOINT"])[:2] == ["cds-service", "serve"]
-    assert "CDS_RULES_DIR" in runtime["ENV"]
+    assert "CDS_RULES_DIR" not in runtime["ENV"]  # the wheel carries the knowledge base
     assert "CDS_DATABASE_URL=sqlite:////app/data/" in runtime["ENV"]  # the non-root user's folder
     assert any(i == "RUN" and "chown cds /app/data" in args for i, args in _stages()[-1])
+
+
+def test_the_builder_builds_the_wheel_from_what_the_packaging_test_builds_it_from() -> None:
+    builder = _stages()[0]
+    copied = {name.rstrip("/") for i, args in builder if i == "COPY" for name in args.split()[:-1]}
+    assert set(SOURCES) <= copied
+    assert any(i == "RUN" and "-c constraints.txt" in args for i, args in builder)

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from markdown_it import MarkdownIt
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Route, expect
 
 from cds_service.models import HookRequest, dump
 from cds_service.triage import Triage
@@ -142,4 +142,34 @@ def test_record_text_in_a_card_renders_as_text_in_a_markdown_html_renderer(
         "urn:uuid:<img/src=x>",
     ):
         assert shown in text
+    page.close()
+
+
+def test_api_docs_render_offline_within_the_pages_policy(service: str, browser: Browser) -> None:
+    page = browser.new_page()
+    outside: list[str] = []
+    problems: list[str] = []
+
+    def only_the_service(route: Route) -> None:
+        if route.request.url.startswith(service):
+            route.continue_()
+        else:  # a CDN, say: the docs must not need it
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_service)
+    page.on(
+        "console",
+        lambda message: problems.append(message.text) if message.type == "error" else None,
+    )
+    page.goto(f"{service}/docs")
+    expect(
+        page.locator(".opblock-summary-path", has_text="/cds-services/{service_id}/feedback")
+    ).to_be_visible()
+    assert (
+        "default-src 'self'"
+        in page.request.get(f"{service}/docs").headers["content-security-policy"]
+    )
+    assert outside == []
+    assert problems == []
     page.close()

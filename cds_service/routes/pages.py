@@ -6,12 +6,12 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Header
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
+from cds_service import examples
 from cds_service.deps import Wired
 from cds_service.errors import CDSError
-from cds_service.headers import inline_script_hashes
+from cds_service.triage import today_utc
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -50,11 +50,6 @@ playground_router = APIRouter(prefix="/playground", include_in_schema=False)
 """Try-it pages (served only in try-it mode or with CDS_DEMO_PAGES)."""
 
 
-def _examples(wired: Wired) -> dict[str, Path]:
-    folder = wired.settings.examples_dir
-    return {path.stem: path for path in sorted(folder.glob("*.json"))}
-
-
 @playground_router.get("")
 async def playground() -> FileResponse:
     """A page to send requests and see the cards rendered (static, no build step)."""
@@ -69,50 +64,24 @@ async def hooks(wired: Wired) -> list[str]:
 
 @playground_router.get("/examples")
 async def example_names(wired: Wired) -> list[str]:
-    return list(_examples(wired))
+    return list(examples.names(wired.settings.examples_dir))
 
 
 @playground_router.get("/examples/{name}")
-async def example(name: str, wired: Wired) -> FileResponse:
-    examples = _examples(wired)
-    if name not in examples:
+async def example(name: str, wired: Wired) -> JSONResponse:
+    """The example request, its dates moved to the service's evaluation date (it never ages)."""
+    path = examples.names(wired.settings.examples_dir).get(name)
+    if path is None:
         raise CDSError.of(404, f"no example {name!r}")
-    return FileResponse(examples[name], media_type="application/json")
+    today = wired.settings.today or today_utc()
+    return JSONResponse(await anyio.to_thread.run_sync(examples.load, path, today))
 
-
-_SWAGGER_UI = bytes(
-    get_swagger_ui_html(openapi_url="/openapi.json", title="spine-cds - Swagger UI").body
-)
-_REDOC = bytes(get_redoc_html(openapi_url="/openapi.json", title="spine-cds - ReDoc").body)
-_CDN = "https://cdn.jsdelivr.net"  # where FastAPI's pages load Swagger UI and ReDoc from
-_ICON = "https://fastapi.tiangolo.com"
-
-DOCS_SOURCES = {
-    "/docs": {
-        "script-src": f"'self' {_CDN} {inline_script_hashes(_SWAGGER_UI.decode())}",
-        "style-src": f"'self' 'unsafe-inline' {_CDN}",
-        "img-src": f"'self' data: {_ICON}",
-    },
-    "/redoc": {
-        "script-src": f"'self' {_CDN}",
-        "style-src": "'self' 'unsafe-inline' https://fonts.googleapis.com",
-        "font-src": "https://fonts.gstatic.com",
-        "img-src": f"'self' data: {_ICON}",
-        "worker-src": "blob:",
-    },
-}
-"""CSP sources the interactive docs need besides the base policy (`headers.SecurityHeaders`):
-their scripts from the CDN, and Swagger UI's inline start-up script by its hash."""
 
 docs_router = APIRouter(include_in_schema=False)
-"""The interactive API docs (served only in try-it mode or with CDS_DEMO_PAGES)."""
+"""The interactive API docs (try-it mode or CDS_DEMO_PAGES), from vendored Swagger UI."""
 
 
 @docs_router.get("/docs")
-async def swagger_ui() -> HTMLResponse:
-    return HTMLResponse(_SWAGGER_UI)
-
-
-@docs_router.get("/redoc")
-async def redoc() -> HTMLResponse:
-    return HTMLResponse(_REDOC)
+async def docs() -> FileResponse:
+    """Swagger UI over /openapi.json; its script and styles are the service's own files."""
+    return FileResponse(STATIC / "docs.html")
