@@ -9,8 +9,9 @@ The report's contract (every figure is over the evaluations whose `created_at` f
 - `silent_cards`: would-be cards of silent rules, audited but never shown, so never with feedback.
 - A card's outcome is its latest feedback by `outcome_timestamp`, `accepted` or `overridden`
   (an acceptance and an override at the same instant count as overridden: arrival order within
-  a batch means nothing); an issued card with no feedback is `ignored`. Outcomes count issued
-  cards only, so accepted + overridden + ignored = cards.
+  a batch means nothing), kept on the card as feedback arrives (`storage.settled`); an issued
+  card with no feedback is `ignored`. Outcomes count issued cards only, so accepted +
+  overridden + ignored = cards.
 - `acceptance_rate` = accepted / cards and `override_rate` = overridden / cards, rounded to 3
   decimals; null when no card was issued.
 - `mean_minutes_to_feedback`: the mean, over issued cards with feedback, of the first feedback's
@@ -22,33 +23,84 @@ The report's contract (every figure is over the evaluations whose `created_at` f
   "free text (no coded reason)"; otherwise the display is the coding's display (the greatest
   when they differ), or its code when it has none. An override with neither reason nor comment
   is not counted there. The top 10 per rule by count (ties by code).
-- `mode`: the rule's current mode from `modes` ("active" or "silent"), null when not given.
+- `mode`, `title`, `indicator`, `advice_only`: the rule's current mode ("active" or "silent"),
+  title, card indicator and whether its card has no suggestion (advice only: nothing to accept,
+  so its acceptance rate ranks apart), from `rules`; null when not given (a rule no longer in the
+  knowledge base).
+- `linked`: a pseudonym key is configured (`CDS_PSEUDONYM_KEY`); without one no evaluation is
+  linked to another, so `safety` and `clinicians` only hold what was linked before.
+- `safety`, per watched rule (`safety.py`), over its cards in the window: `followed_up`, the cards
+  whose patient was evaluated again within `window_days`; `possible_misses`, those followed by an
+  evaluation where a red-flag rule fired; `miss_rate` = possible_misses / followed_up (3 decimals),
+  to be read with its count. Silent cards count too (a rule is judged before it goes live).
+- `clinicians`, per clinician pseudonym (`context.userId`, keyed) and rule, over issued cards:
+  `cards`, `accepted`, `overridden`, `ignored` as above, and for rules whose card removes an order
+  `removed_share` (accepted / cards) and `kept_share` (overridden / cards, kept against the
+  advice); a cell of fewer than `min_cell` cards shows no numbers (`suppressed`).
 
-Lists are sorted by name (rules by id, weeks by week then rule); a rule or service appears when
-it has rows in the window, an indicator when it has issued cards.
+Lists are sorted by name (rules by id, weeks by week then rule, clinicians by pseudonym then
+rule); a rule or service appears when it has rows in the window, an indicator when it has issued
+cards.
 
-The report is one SQL statement (one snapshot of the store): the window's cards are counted
-once, by week, rule, service, indicator and override reason, and that small result is summed by
-each grouping the report shows; Python only shapes the rows.
+The report is one SQL statement (one snapshot of the store) over the cards alone (they carry
+their evaluation's time, week, service and clinician, and their outcome, all in one index): the
+window's cards are counted once, by week, rule, service, indicator and override reason, and that
+small result is summed by each grouping the report shows; the clinicians' and the monitor's
+counts are parts of the same statement; Python only shapes the rows.
 """
 
 import csv
 import io
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from typing_extensions import TypedDict  # pydantic reads these (API responses) on Python 3.11
 
-from cds_service.storage import cards, evaluations, feedback
+from cds_service.knowledge import Knowledge
+from cds_service.storage import cards, evaluations, feedback, follow_ups, possible_misses
 
 FREE_TEXT = "free text (no coded reason)"
 """The display of overrides explained by a userComment only."""
 
 TOP_REASONS = 10
 """Override reasons kept per rule."""
+
+MIN_CELL = 10
+"""Fewer cards than this, per clinician and rule, show no numbers."""
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """What the report says of a rule besides its counts."""
+
+    title: str
+    mode: str
+    removes_order: bool = False
+    """Its card advises removing the order (imaging, a surgeon referral)."""
+    indicator: str | None = None
+    suggests: bool = True
+    """Its card has a suggestion to accept (a referral or removing the order); an advice-only
+    card cannot be accepted in the sense the others are, so it ranks apart."""
+
+
+def rule_book(knowledge: Knowledge, modes: Mapping[str, str]) -> dict[str, RuleInfo]:
+    """Per rule with a card: its title, current mode (from `modes`), its card's indicator and
+    what the card suggests."""
+    return {
+        rule.id: RuleInfo(
+            rule.title,
+            modes.get(rule.id, rule.mode),
+            rule.card.remove_order,
+            rule.card.indicator,
+            bool(rule.card.referrals) or rule.card.remove_order,
+        )
+        for rule in knowledge.rules.values()
+        if rule.card is not None
+    }
 
 
 class Totals(TypedDict):
@@ -69,7 +121,10 @@ class ServiceRow(TypedDict):
 
 class RuleRow(TypedDict):
     rule: str
+    title: str | None
     mode: str | None
+    indicator: str | None
+    advice_only: bool | None
     cards: int
     silent_cards: int
     accepted: int
@@ -105,15 +160,77 @@ class ReasonRow(TypedDict):
     count: int
 
 
+class SafetyRow(TypedDict):
+    rule: str
+    title: str | None
+    followed_up: int
+    possible_misses: int
+    miss_rate: float | None
+
+
+class Safety(TypedDict):
+    window_days: float
+    rules: list[SafetyRow]
+
+
+class ClinicianRow(TypedDict):
+    clinician: str
+    rule: str
+    title: str | None
+    suppressed: bool
+    """Fewer than `min_cell` cards: every number below is null."""
+    cards: int | None
+    accepted: int | None
+    overridden: int | None
+    ignored: int | None
+    removed_share: float | None
+    kept_share: float | None
+
+
+class Clinicians(TypedDict):
+    min_cell: int
+    rows: list[ClinicianRow]
+
+
 class Report(TypedDict):
     since: str | None
     until: str | None
+    linked: bool
     totals: Totals
     services: list[ServiceRow]
     rules: list[RuleRow]
     indicators: list[IndicatorRow]
     weeks: list[WeekRow]
     override_reasons: list[ReasonRow]
+    safety: Safety
+    clinicians: Clinicians
+
+
+class ClinicianReport(TypedDict):
+    """One clinician's feedback, beside every clinician's together: no other one is named."""
+
+    clinician: str
+    since: str | None
+    until: str | None
+    min_cell: int
+    rules: list[ClinicianRow]
+    all_clinicians: list[ClinicianRow]
+
+
+class SafetyCase(TypedDict):
+    """A possible miss for review: the earlier card and what was found since (no patient id)."""
+
+    card: str
+    rule: str
+    title: str | None
+    indicator: str
+    summary: str
+    card_date: str
+    found_date: str
+    days_later: int
+    red_flag: str
+    red_flag_title: str | None
+    evidence: list[dict[str, str | None]]
 
 
 class FeedbackRow(TypedDict):
@@ -138,34 +255,24 @@ _REASON_COLUMNS = ("rule", "code", "display", "overridden")
 
 _COLUMNS: dict[str, type[sa.types.TypeEngine[Any]]] = {
     "week": sa.Date,
-    **dict.fromkeys(["rule", "service", "indicator", "code", "display"], sa.String),
-    **dict.fromkeys(["evaluations", *_COUNTS], sa.Integer),
+    **dict.fromkeys(["rule", "service", "indicator", "code", "display", "clinician"], sa.String),
+    **dict.fromkeys(["evaluations", *_COUNTS, "followed_up", "misses"], sa.Integer),
     "minutes": sa.Float,
 }
 """The columns every part of the report's one statement selects (a typed NULL where it has
 none: PostgreSQL matches the parts' types)."""
 
 
-def _window(since: date | None, until: date | None) -> list[sa.ColumnElement[bool]]:
-    """The conditions on `evaluations.created_at` for [since, until) in UTC."""
-    created = evaluations.c.created_at
+def _window(
+    created: sa.ColumnElement[datetime], since: date | None, until: date | None
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions on a timestamp column for [since, until) in UTC."""
     bounds = []
     if since is not None:
         bounds.append(created >= datetime.combine(since, time(), UTC))
     if until is not None:
         bounds.append(created < datetime.combine(until, time(), UTC))
     return bounds
-
-
-def _week(dialect: str) -> sa.ColumnElement[date]:
-    """The Monday (UTC) of `evaluations.created_at`'s week."""
-    created = evaluations.c.created_at
-    if dialect == "postgresql":
-        monday = sa.func.date_trunc("week", sa.func.timezone("UTC", created))
-        return sa.cast(monday, sa.Date)
-    if dialect == "sqlite":  # naive UTC text: forward to Sunday (or stay), back to Monday
-        return sa.func.date(created, "weekday 0", "-6 days", type_=sa.Date)
-    raise NotImplementedError(dialect)
 
 
 def _minutes(dialect: str, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]) -> Any:
@@ -177,64 +284,68 @@ def _minutes(dialect: str, start: sa.ColumnElement[Any], end: sa.ColumnElement[A
     raise NotImplementedError(dialect)
 
 
+def _count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+    return sa.func.count().filter(condition)
+
+
+_ISSUED = sa.not_(cards.c.silent)
+_ANSWERED = cards.c.outcome.is_not(None)
+_OVERRIDDEN = cards.c.outcome == "overridden"
+"""A card's outcome, kept on it as its feedback arrives (`storage.settled`)."""
+
+
 def _fine(dialect: str, since: date | None, until: date | None) -> sa.CTE:
-    """Cards of the window counted by week, rule, service, indicator and override reason code.
-
-    A card's first and last feedback instants come from the feedback_once index; its deciding
-    override, if any, is its override at the last instant (so an override wins a tie)."""
-    answered = (
-        sa.select(
-            feedback.c.card_uuid,
-            sa.func.min(feedback.c.outcome_timestamp).label("first_at"),
-            sa.func.max(feedback.c.outcome_timestamp).label("last_at"),
-        )
-        .group_by(feedback.c.card_uuid)
-        .subquery("answered")
-    )
-    override = feedback.alias("override")
-    deciding = sa.and_(  # on the card's uuid: PostgreSQL then joins it last, 10% faster
-        override.c.card_uuid == cards.c.uuid,
-        override.c.outcome == "overridden",
-        override.c.outcome_timestamp == answered.c.last_at,
-    )
-    issued = sa.not_(cards.c.silent)
-    has_feedback = answered.c.card_uuid.is_not(None)
-    overridden = override.c.id.is_not(None)
-    reason = override.c.override_reason
-    code = reason[("reason", "code")].as_string()
-    explained = code.is_not(None) | reason["userComment"].as_string().is_not(None)
-
-    def count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-        return sa.func.count().filter(condition)
-
-    week = _week(dialect)
-    minutes = _minutes(dialect, evaluations.c.created_at, answered.c.first_at)
+    """Cards of the window counted by week, rule, service, indicator and override reason code."""
+    minutes = _minutes(dialect, cards.c.created_at, cards.c.first_feedback_at)
+    code = cards.c.reason_code
     return (
         sa.select(
-            week.label("week"),
+            cards.c.week,
             cards.c.rule_id.label("rule"),
-            evaluations.c.service,
+            cards.c.service,
             cards.c.indicator,
             code.label("code"),
-            sa.func.max(reason[("reason", "display")].as_string()).label("display"),
-            count(issued).label("cards"),
-            count(cards.c.silent).label("silent_cards"),
-            count(issued & has_feedback & ~overridden).label("accepted"),
-            count(issued & overridden).label("overridden"),
-            count(issued & ~has_feedback).label("ignored"),
-            count(issued & has_feedback).label("answered"),
-            sa.func.sum(minutes).filter(issued).label("minutes"),
-            count(issued & overridden & explained).label("explained"),
+            sa.func.max(cards.c.reason_display).label("display"),
+            _count(_ISSUED).label("cards"),
+            _count(cards.c.silent).label("silent_cards"),
+            _count(_ISSUED & _ANSWERED & ~_OVERRIDDEN).label("accepted"),
+            _count(_ISSUED & _OVERRIDDEN).label("overridden"),
+            _count(_ISSUED & ~_ANSWERED).label("ignored"),
+            _count(_ISSUED & _ANSWERED).label("answered"),
+            sa.func.sum(minutes).filter(_ISSUED).label("minutes"),
+            _count(_ISSUED & _OVERRIDDEN & cards.c.explained).label("explained"),
         )
-        .select_from(
-            evaluations.join(cards, cards.c.evaluation_id == evaluations.c.id)
-            .outerjoin(answered, answered.c.card_uuid == cards.c.uuid)
-            .outerjoin(override, deciding)
-        )
-        .where(*_window(since, until))
-        .group_by(week, cards.c.rule_id, evaluations.c.service, cards.c.indicator, code)
+        .where(*_window(cards.c.created_at, since, until))
+        .group_by(cards.c.week, cards.c.rule_id, cards.c.service, cards.c.indicator, code)
         .cte("fine")
         .prefix_with("MATERIALIZED")  # read by every part below: computed once
+    )
+
+
+def _by_clinician(
+    since: date | None, until: date | None, clinician: str | None, each: bool
+) -> sa.Select[Any]:
+    """Issued cards of linked clinicians counted by rule, and by clinician too when `each`;
+    only `clinician`'s when given."""
+    chosen = cards.c.clinician_key if each else sa.cast(sa.null(), sa.String)
+    only = [] if clinician is None else [cards.c.clinician_key == clinician]
+    keys = [cards.c.clinician_key, cards.c.rule_id] if each else [cards.c.rule_id]
+    return (
+        sa.select(
+            chosen.label("clinician"),
+            cards.c.rule_id.label("rule"),
+            sa.func.count().label("cards"),
+            _count(_ANSWERED & ~_OVERRIDDEN).label("accepted"),
+            _count(_OVERRIDDEN).label("overridden"),
+            _count(~_ANSWERED).label("ignored"),
+        )
+        .where(
+            _ISSUED,
+            cards.c.clinician_key.is_not(None),
+            *only,
+            *_window(cards.c.created_at, since, until),
+        )
+        .group_by(*keys)
     )
 
 
@@ -249,11 +360,27 @@ def _part(kind: str, values: Mapping[str, Any]) -> list[sa.ColumnElement[Any]]:
     ]
 
 
+def _safety(since: date | None, until: date | None) -> list[sa.Select[Any]]:
+    """Per rule, its cards of the window followed up, and those possibly missed."""
+    misses = sa.func.count(sa.distinct(possible_misses.c.card_uuid))
+    return [
+        sa.select(
+            *_part("followed", {"rule": follow_ups.c.rule_id, "followed_up": sa.func.count()})
+        )
+        .where(*_window(follow_ups.c.card_at, since, until))
+        .group_by(follow_ups.c.rule_id),
+        sa.select(*_part("missed", {"rule": possible_misses.c.rule_id, "misses": misses}))
+        .where(*_window(possible_misses.c.card_at, since, until))
+        .group_by(possible_misses.c.rule_id),
+    ]
+
+
 def _statement(
     dialect: str, since: date | None, until: date | None
 ) -> sa.CompoundSelect[*tuple[Any, ...]]:
     """The whole report as one statement (one snapshot): `_fine` summed by each grouping the
-    report shows, the top override reasons per rule, and the evaluations per service."""
+    report shows, the top override reasons per rule, the evaluations per service, the cards per
+    clinician and rule, and the monitor's counts per rule."""
     fine = _fine(dialect, since, until)
 
     def total(name: str) -> sa.ColumnElement[Any]:
@@ -282,6 +409,7 @@ def _statement(
         .subquery("ranked")
     )
     evaluated = sa.func.count()
+    clinicians = _by_clinician(since, until, None, each=True).subquery("clinicians")
     return sa.union_all(
         rollup("total"),
         rollup("service", "service"),
@@ -294,8 +422,10 @@ def _statement(
         sa.select(
             *_part("evaluations", {"service": evaluations.c.service, "evaluations": evaluated})
         )
-        .where(*_window(since, until))
+        .where(*_window(evaluations.c.created_at, since, until))
         .group_by(evaluations.c.service),
+        sa.select(*_part("clinician", dict(clinicians.c))),
+        *_safety(since, until),
     )
 
 
@@ -303,26 +433,61 @@ def _rate(count: int, cards: int) -> float | None:
     return round(count / cards, 3) if cards else None
 
 
+def _run(engine: sa.Engine, statement: sa.Executable) -> list[sa.Row[Any]]:
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":  # JIT compiling would take longer than the run
+            connection.execute(sa.text("SET LOCAL jit = off"))
+        return list(connection.execute(statement).all())  # fetchall: 10x fetchone's speed
+
+
+def _clinician_row(
+    row: Any, rules: Mapping[str, RuleInfo], min_cell: int, clinician: str
+) -> ClinicianRow:
+    """A clinician's (or every clinician's) cards of one rule, hidden below `min_cell`."""
+    info = rules.get(row.rule)
+    shown = row.cards >= min_cell
+    removes = shown and info is not None and info.removes_order
+    return {
+        "clinician": clinician,
+        "rule": row.rule,
+        "title": info.title if info else None,
+        "suppressed": not shown,
+        "cards": row.cards if shown else None,
+        "accepted": row.accepted if shown else None,
+        "overridden": row.overridden if shown else None,
+        "ignored": row.ignored if shown else None,
+        "removed_share": _rate(row.accepted, row.cards) if removes else None,
+        "kept_share": _rate(row.overridden, row.cards) if removes else None,
+    }
+
+
 def report(
     engine: sa.Engine,
     since: date | None,
     until: date | None,
-    modes: Mapping[str, str] | None = None,
+    rules: Mapping[str, RuleInfo] | None = None,
+    *,
+    linked: bool = False,
+    window_days: float = 90,
+    min_cell: int = MIN_CELL,
 ) -> Report:
-    """The committee's report for evaluations created in [since, until) (UTC dates)."""
-    with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":  # JIT compiling would take longer than the run
-            connection.execute(sa.text("SET LOCAL jit = off"))
-        rows = connection.execute(_statement(engine.dialect.name, since, until)).all()
+    """The committee's report for evaluations created in [since, until) (UTC dates); `linked`
+    says a pseudonym key is configured, `window_days` is the monitor's window."""
     parts: dict[str, list[sa.Row[Any]]] = {}
-    for row in rows:
+    for row in _run(engine, _statement(engine.dialect.name, since, until)):
         parts.setdefault(row.kind, []).append(row)
     (total,) = parts["total"]
     by_service = {row.service: row for row in parts.get("service", [])}
-    modes = modes or {}
+    rules = rules or {}
+
+    def title(rule: str) -> str | None:
+        return rules[rule].title if rule in rules else None
+
+    missed = {row.rule: row.misses for row in parts.get("missed", [])}
     return {
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
+        "linked": linked,
         "totals": {
             "evaluations": sum(row.evaluations for row in parts.get("evaluations", [])),
             "cards": total.cards,
@@ -345,7 +510,10 @@ def report(
         "rules": [
             {
                 "rule": row.rule,
-                "mode": modes.get(row.rule),
+                "title": title(row.rule),
+                "mode": rules[row.rule].mode if row.rule in rules else None,
+                "indicator": rules[row.rule].indicator if row.rule in rules else None,
+                "advice_only": not rules[row.rule].suggests if row.rule in rules else None,
                 "cards": row.cards,
                 "silent_cards": row.silent_cards,
                 "accepted": row.accepted,
@@ -393,13 +561,117 @@ def report(
                 parts.get("reason", []), key=lambda row: (row.rule, -row.overridden, row.code or "")
             )
         ],
+        "safety": {
+            "window_days": window_days,
+            "rules": [
+                {
+                    "rule": row.rule,
+                    "title": title(row.rule),
+                    "followed_up": row.followed_up,
+                    "possible_misses": missed.get(row.rule, 0),
+                    "miss_rate": _rate(missed.get(row.rule, 0), row.followed_up),
+                }
+                for row in sorted(parts.get("followed", []), key=lambda row: row.rule)
+            ],
+        },
+        "clinicians": {
+            "min_cell": min_cell,
+            "rows": [
+                _clinician_row(row, rules, min_cell, row.clinician)
+                for row in sorted(
+                    parts.get("clinician", []), key=lambda row: (row.clinician, row.rule)
+                )
+            ],
+        },
     }
 
 
+def clinician_report(
+    engine: sa.Engine,
+    since: date | None,
+    until: date | None,
+    clinician: str,
+    rules: Mapping[str, RuleInfo] | None = None,
+    min_cell: int = MIN_CELL,
+) -> ClinicianReport:
+    """One clinician's cards per rule beside every linked clinician's together, for handing to
+    that clinician: no other clinician is named or counted alone."""
+    rules = rules or {}
+    statement = sa.union_all(
+        _by_clinician(since, until, clinician, each=True),
+        _by_clinician(since, until, None, each=False),
+    )
+    rows = sorted(_run(engine, statement), key=lambda row: row.rule)
+    return {
+        "clinician": clinician,
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "min_cell": min_cell,
+        "rules": [_clinician_row(row, rules, min_cell, clinician) for row in rows if row.clinician],
+        "all_clinicians": [
+            _clinician_row(row, rules, min_cell, "all") for row in rows if not row.clinician
+        ],
+    }
+
+
+def safety_cases(
+    engine: sa.Engine,
+    since: date | None,
+    until: date | None,
+    limit: int,
+    offset: int,
+    rules: Mapping[str, RuleInfo] | None = None,
+) -> list[SafetyCase]:
+    """The possible misses on cards issued in [since, until), most recently found first (a
+    page): the earlier card, when, and the red flag found since with its evidence codes."""
+    rules = rules or {}
+    query = (
+        sa.select(
+            possible_misses.c.card_uuid,
+            possible_misses.c.rule_id,
+            cards.c.indicator,
+            cards.c.summary,
+            possible_misses.c.card_at,
+            possible_misses.c.found_at,
+            possible_misses.c.red_flag_rule,
+            possible_misses.c.evidence,
+        )
+        .join(cards, cards.c.uuid == possible_misses.c.card_uuid)
+        .where(*_window(possible_misses.c.card_at, since, until))
+        .order_by(possible_misses.c.found_at.desc(), possible_misses.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    with engine.connect() as connection:
+        rows = list(connection.execute(query))
+    return [
+        {
+            "card": row.card_uuid,
+            "rule": row.rule_id,
+            "title": rules[row.rule_id].title if row.rule_id in rules else None,
+            "indicator": row.indicator,
+            "summary": row.summary,
+            "card_date": _utc(row.card_at).date().isoformat(),
+            "found_date": _utc(row.found_at).date().isoformat(),
+            "days_later": (_utc(row.found_at) - _utc(row.card_at)).days,
+            "red_flag": row.red_flag_rule,
+            "red_flag_title": (
+                rules[row.red_flag_rule].title if row.red_flag_rule in rules else None
+            ),
+            "evidence": list(row.evidence),
+        }
+        for row in rows
+    ]
+
+
+def _utc(moment: datetime) -> datetime:
+    """A stored instant in UTC (SQLite returns naive UTC, PostgreSQL the session's zone)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _iso_utc(moment: datetime) -> str:
-    """An ISO timestamp in UTC (SQLite returns naive UTC, PostgreSQL the session's zone)."""
-    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return aware.isoformat()
+    """An ISO timestamp in UTC."""
+    return _utc(moment).isoformat()
 
 
 def feedback_rows(
@@ -411,19 +683,15 @@ def feedback_rows(
         sa.select(
             feedback.c.card_uuid,
             cards.c.rule_id,
-            evaluations.c.service,
+            cards.c.service,
             cards.c.indicator,
             feedback.c.outcome,
             feedback.c.outcome_timestamp,
             feedback.c.override_reason,
             feedback.c.accepted_suggestions,
         )
-        .select_from(
-            feedback.join(cards, cards.c.uuid == feedback.c.card_uuid).join(
-                evaluations, evaluations.c.id == cards.c.evaluation_id
-            )
-        )
-        .where(*_window(since, until))
+        .select_from(feedback.join(cards, cards.c.uuid == feedback.c.card_uuid))
+        .where(*_window(cards.c.created_at, since, until))
         .order_by(feedback.c.outcome_timestamp.desc(), feedback.c.id.desc())
         .limit(limit)
         .offset(offset)
@@ -519,8 +787,84 @@ def _table(report: Report) -> str:
             ],
             left=2,
         ),
+        "",
+        f"Safety monitor: possible misses within {report['safety']['window_days']:g} days",
+        *(
+            []
+            if report["linked"]
+            else ["(no CDS_PSEUDONYM_KEY configured: evaluations are not linked)"]
+        ),
+        *_aligned(
+            ["rule", "followed up", "possible misses", "miss %"],
+            [
+                [
+                    row["rule"],
+                    str(row["followed_up"]),
+                    str(row["possible_misses"]),
+                    _percent(row["miss_rate"]),
+                ]
+                for row in report["safety"]["rules"]
+            ],
+            left=1,
+        ),
+        "",
+        f"Clinicians (pseudonyms; fewer than {report['clinicians']['min_cell']} cards: hidden)",
+        *_clinician_lines(report["clinicians"]["rows"]),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _clinician_lines(rows: list[ClinicianRow]) -> list[str]:
+    """Clinician rows aligned (pseudonyms shortened to 12 digits, `<min` when hidden)."""
+
+    def cell(value: float | None, percent: bool = False) -> str:
+        if value is None:
+            return "-"
+        return _percent(value) if percent else str(value)
+
+    return _aligned(
+        ["clinician", "rule", "cards", "accepted", "overridden", "ignored", "removed", "kept"],
+        [
+            [
+                row["clinician"][:12],
+                row["rule"],
+                "<min" if row["suppressed"] else cell(row["cards"]),
+                cell(row["accepted"]),
+                cell(row["overridden"]),
+                cell(row["ignored"]),
+                cell(row["removed_share"], percent=True),
+                cell(row["kept_share"], percent=True),
+            ]
+            for row in rows
+        ],
+        left=2,
+    )
+
+
+def render_clinician(report: ClinicianReport, fmt: Literal["table", "json", "csv"]) -> str:
+    """One clinician's export: `json`, `csv` (their rows, then every clinician's) or `table`."""
+    if fmt == "json":
+        return json.dumps(report, indent=2) + "\n"
+    rows = [*report["rules"], *report["all_clinicians"]]
+    if fmt == "csv":
+        out = io.StringIO()
+        fields = list(ClinicianRow.__annotations__)
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+    period = f"{report['since'] or 'the start'} to {report['until'] or 'now'} (end excluded)"
+    return (
+        "\n".join(
+            [
+                f"CDS feedback for clinician {report['clinician']}, {period}",
+                f'("all": every clinician together; fewer than {report["min_cell"]} cards: hidden)',
+                "",
+                *_clinician_lines(rows),
+            ]
+        )
+        + "\n"
+    )
 
 
 def _csv(report: Report) -> str:

@@ -29,6 +29,7 @@ from cds_service.logs import RequestLog, configure_logging
 from cds_service.metrics import Metrics
 from cds_service.openapi import openapi_document
 from cds_service.routes import admin, cds_hooks, operations, pages
+from cds_service.safety import Monitor
 from cds_service.service import CDSService
 from cds_service.settings import Settings
 from cds_service.storage import Store
@@ -106,7 +107,15 @@ def _wire(settings: Settings, hooks: HookRegistry) -> Wiring:
         max_answer_bytes=settings.fhir_max_answer_bytes,
     )
     service = CDSService(
-        triage, store, store, metrics, fetch, settings.max_record_entries, settings.today
+        triage,
+        store,
+        store,
+        metrics,
+        fetch,
+        settings.max_record_entries,
+        settings.today,
+        settings.pseudonyms(),
+        Monitor.of(knowledge, settings.safety_window_days),
     )
     authenticator = Authenticator(
         settings.issuers(), settings.jwt_leeway_seconds, store.first_use, settings.public_base_url

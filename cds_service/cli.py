@@ -12,7 +12,7 @@ import httpx
 from pydantic import ValidationError
 
 from cds_service import demo, examples
-from cds_service.analytics import render, report
+from cds_service.analytics import clinician_report, render, render_clinician, report, rule_book
 from cds_service.errors import CDSError, validation_issues
 from cds_service.hooks import HOOKS
 from cds_service.knowledge import KnowledgeError, load_knowledge
@@ -57,6 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     reporting.add_argument("--since", type=date.fromisoformat, help="first day included (UTC)")
     reporting.add_argument("--until", type=date.fromisoformat, help="first day not included (UTC)")
     reporting.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    reporting.add_argument(
+        "--clinician",
+        metavar="PSEUDONYM",
+        help="only this clinician's feedback, beside every clinician's together (to hand out)",
+    )
+
+    pseudonym = commands.add_parser(
+        "pseudonym", help="a clinician's pseudonym under CDS_PSEUDONYM_KEY (for --clinician)"
+    )
+    pseudonym.add_argument("user_id", help="the clinician's context.userId, e.g. Practitioner/1")
 
     demo_traffic = commands.add_parser(
         "demo-traffic",
@@ -95,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "store":
             return _store(settings, args.action)
         if args.command == "report":
-            return _report(settings, args.since, args.until, args.format)
+            return _report(settings, args.since, args.until, args.format, args.clinician)
+        if args.command == "pseudonym":
+            return _pseudonym(settings, args.user_id)
         if args.command == "demo-traffic":
             return _demo(settings, args.url, args.rounds, args.seed)
         if args.action == "table":
@@ -201,12 +213,35 @@ def _store(settings: Settings, action: str) -> int:
 
 
 def _report(
-    settings: Settings, since: date | None, until: date | None, fmt: Literal["table", "json", "csv"]
+    settings: Settings,
+    since: date | None,
+    until: date | None,
+    fmt: Literal["table", "json", "csv"],
+    clinician: str | None,
 ) -> int:
     store = Store(settings.database_url, migrate=False)
     store.check_schema()
-    triage = Triage(load_knowledge(settings.rules_dir, HOOKS), HOOKS, settings.rule_modes)
-    print(render(report(store.engine, since, until, triage.modes), fmt), end="")
+    rules = rule_book(load_knowledge(settings.rules_dir, HOOKS), settings.rule_modes)
+    min_cell = settings.clinician_min_cell
+    if clinician is not None:
+        one = clinician_report(store.engine, since, until, clinician, rules, min_cell)
+        print(render_clinician(one, fmt), end="")
+        return 0
+    linked = settings.pseudonyms() is not None
+    window = settings.safety_window_days
+    whole = report(
+        store.engine, since, until, rules, linked=linked, window_days=window, min_cell=min_cell
+    )
+    print(render(whole, fmt), end="")
+    return 0
+
+
+def _pseudonym(settings: Settings, user_id: str) -> int:
+    pseudonyms = settings.pseudonyms()
+    if pseudonyms is None:
+        print("cds-service: no CDS_PSEUDONYM_KEY configured: nothing is linked", file=sys.stderr)
+        return 2
+    print(pseudonyms.clinician(user_id))
     return 0
 
 

@@ -347,7 +347,7 @@ def _add_findings(
                 by_concept[concept].append(replace(found, value=risk.means) if risk else found)
         unjudged = source.condition and source.active and not source.stated
         if unjudged and _unclassified(knowledge, source.entry):
-            facts.unjudged.append(_entry_evidence(knowledge, source.entry, source.when))
+            _add_unclassified(knowledge, facts, by_concept, source)
     for concept, evidence in by_concept.items():
         new = any(e.when is None or (today - e.when).days <= window for e in evidence)
         fact = FindingFact(id=facts.next_id(), type="finding", concept=concept, new=new)
@@ -361,6 +361,29 @@ def _sequela(knowledge: Knowledge, coding: Coding) -> bool:
         return False
     key = icd10cm_key(coding.code)
     return len(key) == 7 and key[6] == "S"
+
+
+def _add_unclassified(
+    knowledge: Knowledge,
+    facts: FactSet,
+    by_concept: dict[str, list[Evidence]],
+    source: _Finding,
+) -> None:
+    """An entry no value set classifies: a risk found in text when its words name a red-flag
+    finding (not negated), else one of the entries the rules could not judge."""
+    evidence = _entry_evidence(knowledge, source.entry, source.when)
+    code: CodeableConcept | None = source.entry.resource.code
+    text = "; ".join(filter(None, [code.text, *(c.display for c in code.coding)])) if code else ""
+    named = knowledge.findings_named(text)
+    risk = next(
+        (c for c, vs in knowledge.value_sets.items() if vs.risk and vs.risk.from_text), None
+    )
+    if not named or risk is None:
+        facts.unjudged.append(evidence)
+        return
+    titles = " or ".join(knowledge.value_sets[c].title.lower() for c in named)
+    said = f"its text names {titles}, but it is not coded: check it"
+    by_concept[risk].append(replace(evidence, value=said))
 
 
 def _unclassified(knowledge: Knowledge, entry: Entry[Any]) -> bool:

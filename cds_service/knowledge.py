@@ -83,6 +83,9 @@ class Risk(Strict):
     guideline: str
     says: str
     """The guideline's sentence that makes it a risk."""
+    from_text: bool = False
+    """Found not by code but in the text of entries no value set classifies, by the `terms` of
+    the finding sets (a red flag written, not coded)."""
 
 
 class ValueSet(Strict):
@@ -93,6 +96,9 @@ class ValueSet(Strict):
     sources: dict[str, Source] = {}
     names: list[str] = []
     """Medication sets: ingredient names, the labelled fallback for uncoded medicine text."""
+    terms: list[str] = []
+    """Finding sets: words that name the concept in text. An entry no value set classifies
+    (text only, an unknown code system) whose text names one is a risk (`Risk.from_text`)."""
     counts_when_inactive: bool = False
     """A Condition counts whatever its clinical status (a history of cancer stays relevant)."""
     risk: Risk | None = None
@@ -105,7 +111,7 @@ class ValueSet(Strict):
     units: dict[str, UnitConversion] = {}
     positive: list[Code] = []
     """Coded results (valueCodeableConcept) that mean positive, for `positive: true` clauses."""
-    codes: list[Code] = Field(min_length=1)
+    codes: list[Code] = []
 
     @model_validator(mode="after")
     def _units_for_observations(self) -> Self:
@@ -127,6 +133,10 @@ class ValueSet(Strict):
             raise ValueError("`names` is for medication value sets only")
         if self.risk and self.fact != "finding":
             raise ValueError("`risk` is for finding value sets only")
+        if self.terms and self.fact != "finding":
+            raise ValueError("`terms` is for finding value sets only")
+        if not self.codes and not (self.risk and self.risk.from_text):
+            raise ValueError("a value set needs `codes` (only a risk found in text has none)")
         return self
 
 
@@ -339,6 +349,8 @@ class Config(Strict):
     plausible: dict[str, tuple[float, float]] = {}
     """Per observation concept, the range of values (canonical unit) a result can really have."""
     prefetch: PrefetchConfig
+    negation_cues: list[str] = []
+    """Words that negate a finding named after them in the same clause of a text."""
 
 
 class CodeSystem(Strict):
@@ -369,11 +381,29 @@ class Knowledge:
     """Per observation concept, the (system URI, code) results that mean positive."""
     name_patterns: dict[str, re.Pattern[str]]
     """Per medicine concept, its ingredient `names` as one whole-word, case-blind pattern."""
+    term_patterns: dict[str, re.Pattern[str]]
+    """Per finding concept, its `terms` as one whole-word, case-blind pattern."""
     read: frozenset[str]
     """The concepts the rules' clauses name (risk sets apart)."""
     flagging: frozenset[str]
     """The concepts that feed a rule deriving `config.prefetch.required_for` (a red flag),
     directly or through the facts other rules derive from them."""
+
+    def findings_named(self, text: str) -> list[str]:
+        """The finding concepts whose `terms` `text` names, each not negated in its clause
+        (a `negation_cues` word before the term: "no cauda equina", "denies fever")."""
+        found = []
+        for clause in re.split(r"[.;,:\n]", text):
+            for concept, pattern in self.term_patterns.items():
+                match = pattern.search(clause)
+                if match and not self._negation.search(clause[: match.start()]):
+                    found.append(concept)
+        return list(dict.fromkeys(found))
+
+    @property
+    def _negation(self) -> re.Pattern[str]:
+        cues = "|".join(map(re.escape, self.config.negation_cues))
+        return re.compile(rf"\b({cues})\b", re.IGNORECASE)
 
     def medicines_named(self, text: str) -> list[tuple[str, str]]:
         """(concept, ingredient name) for each medicine value set whose name `text` holds."""
@@ -492,6 +522,11 @@ def load_knowledge(
             concept: re.compile(r"\b(" + "|".join(map(re.escape, vs.names)) + r")\b", re.IGNORECASE)
             for concept, vs in value_sets.items()
             if vs.names
+        },
+        {
+            concept: re.compile(r"\b(" + "|".join(map(re.escape, vs.terms)) + r")", re.IGNORECASE)
+            for concept, vs in value_sets.items()
+            if vs.terms
         },
         frozenset(
             c for c in concepts_read(rules.values()) if c in value_sets and not value_sets[c].risk

@@ -2,7 +2,8 @@
 
 An evaluation: check the hook, read the context (400 before any fetch), complete the prefetch
 from the fhirServer the caller may send us to, run the triage off the event loop (one at a time
-per process), count it, audit it, answer.
+per process), count it, audit it, run the safety monitor, answer. Neither a failed audit write
+nor a failed monitor withholds the cards.
 """
 
 import logging
@@ -25,7 +26,16 @@ from cds_service.models import (
     dump,
 )
 from cds_service.prefetch import check_size, read_context
-from cds_service.storage import AuditStore, FeedbackStore, IssuedCard, UnknownCards
+from cds_service.safety import Monitor, Pseudonyms
+from cds_service.storage import (
+    Audited,
+    AuditStore,
+    FeedbackStore,
+    IssuedCard,
+    Linkage,
+    RedFlag,
+    UnknownCards,
+)
 from cds_service.triage import Evaluation, Triage, today_utc
 
 log = logging.getLogger("cds_service")
@@ -54,10 +64,13 @@ class CDSService:
         fetch: FetchPolicy,
         max_entries: int,
         today: date | None = None,
+        pseudonyms: Pseudonyms | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         """`fetch` is the policy for every request, its `fhir_servers` set per caller;
         `max_entries` the evaluation-size budget (`check_size`); `today` fixes the evaluation
-        date (demos, tests)."""
+        date (demos, tests); `pseudonyms` link evaluations of one patient and one clinician
+        (none: not linked), which the safety `monitor` needs."""
         self.triage = triage
         self._audit = audit
         self._feedback = feedback
@@ -65,6 +78,8 @@ class CDSService:
         self._fetch = fetch
         self._max_entries = max_entries
         self._today = today
+        self._pseudonyms = pseudonyms
+        self._monitor = monitor
         # One evaluation at a time per process: threads add no throughput under the GIL and
         # only lengthen the tail (docs/performance.md); scale out with worker processes.
         self._limiter = anyio.CapacityLimiter(1)
@@ -125,8 +140,20 @@ class CDSService:
             hook.id, duration_ms / 1000, evaluation.response, evaluation.rules_fired
         )
         response = dump(evaluation.response)
-        await self._record(body.hookInstance, hook.id, evaluation, response, duration_ms)
+        linkage = self._linkage(context.patientId, context.userId)
+        audited = await self._record(
+            body.hookInstance, hook.id, evaluation, response, duration_ms, linkage
+        )
+        if audited is not None and linkage.patient is not None:
+            await self._follow_up(audited, linkage.patient, evaluation)
         return response
+
+    def _linkage(self, patient_id: str, user_id: str | None) -> Linkage:
+        """The evaluation's pseudonyms (none without a key)."""
+        if self._pseudonyms is None:
+            return Linkage()
+        clinician = self._pseudonyms.clinician(user_id) if user_id else None
+        return Linkage(self._pseudonyms.patient(patient_id), clinician)
 
     async def _record(
         self,
@@ -135,7 +162,8 @@ class CDSService:
         evaluation: Evaluation,
         response: dict[str, Any],
         duration_ms: float,
-    ) -> None:
+        linkage: Linkage,
+    ) -> Audited | None:
         """Audit the evaluation. A documented choice: when the write fails the clinician still
         gets the cards; the gap is logged, counted, and /ready turns 503 so traffic moves."""
         issued = [
@@ -144,7 +172,7 @@ class CDSService:
         ]
         issued += [IssuedCard(rule, dump(card), True) for rule, card in evaluation.silent_cards]
         try:
-            await anyio.to_thread.run_sync(
+            return await anyio.to_thread.run_sync(
                 self._audit.record_evaluation,
                 hook_instance,
                 service,
@@ -152,10 +180,49 @@ class CDSService:
                 evaluation.rules_fired,
                 issued,
                 duration_ms,
+                linkage,
             )
         except Unavailable as exc:
             log.error("audit write failed (%s): cards sent without an audit record", exc)
             self._metrics.audit_failures.inc()
+            return None
+
+    async def _follow_up(self, audited: Audited, patient: str, evaluation: Evaluation) -> None:
+        """The safety monitor: earlier watched cards of this patient, checked against the red
+        flags found now. Whatever goes wrong in it is logged; the cards go out regardless."""
+        if self._monitor is None:
+            return
+        red_flags = [
+            RedFlag(
+                rule,
+                [
+                    {
+                        "system": e.system,
+                        "code": e.code,
+                        "display": e.display,
+                        "date": e.when.isoformat() if e.when else None,
+                    }
+                    for e in evidence
+                ],
+            )
+            for rule, evidence in evaluation.red_flags
+        ]
+        try:
+            await anyio.to_thread.run_sync(
+                self._audit.follow_up,
+                audited,
+                patient,
+                self._monitor.window_days,
+                self._monitor.watched,
+                red_flags,
+            )
+        except Exception as exc:  # the monitor must never withhold the cards
+            # the error's name only: its message may carry the rows' values (patient data)
+            log.error(
+                "safety monitor failed (%s): evaluation %s not followed up",
+                type(exc).__name__,
+                audited.id,
+            )
 
     async def feedback(self, hook: Hook, body: FeedbackRequest) -> int:
         """Store the outcomes of cards this service issued; how many items were received."""

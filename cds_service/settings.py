@@ -4,11 +4,12 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.auth import IssuerTrust
 from cds_service.knowledge import DEFAULT_RULES_DIR, Mode
+from cds_service.safety import Pseudonyms
 from cds_service.urls import TrustedURL
 
 SANDBOX = "https://sandbox.cds-hooks.org"
@@ -162,6 +163,24 @@ class Settings(BaseSettings):
         description="Bearer token of the committee's read API and dashboard (/admin); none: "
         "they are not served. Never a CDS client's JWT.",
     )
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="Secret key of the pseudonyms (HMAC-SHA256) that link evaluations of one "
+        "patient (the safety monitor) and of one clinician (feedback per clinician); the store "
+        "never holds the ids. None: nothing is linked. A new key ends linkage with the old.",
+    )
+    safety_window_days: float = Field(
+        90,
+        gt=0,
+        description="The safety monitor checks a patient's reassuring, order-removing and "
+        "routine-referral cards of this many days before against the red flags found now.",
+    )
+    clinician_min_cell: int = Field(
+        10,
+        ge=1,
+        description="Per clinician and rule, fewer cards than this show no numbers in the "
+        "report's clinicians section and the per-clinician export.",
+    )
     today: date | None = Field(
         None,
         description="Fixed evaluation date (YYYY-MM-DD) for demos and tests; default: today (UTC).",
@@ -176,6 +195,11 @@ class Settings(BaseSettings):
     def migrates_on_start(self) -> bool:
         """The app migrates the store when it starts (try-it mode, or asked for)."""
         return self.auth_disabled if self.migrate_on_start is None else self.migrate_on_start
+
+    def pseudonyms(self) -> Pseudonyms | None:
+        """The pseudonyms of the configured key (None: no linkage)."""
+        key = self.pseudonym_key.get_secret_value() if self.pseudonym_key else ""
+        return Pseudonyms(key.encode()) if key else None
 
     def issuers(self) -> dict[str, IssuerTrust]:
         """The trusted issuers, with the sandbox when opted in."""

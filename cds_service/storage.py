@@ -1,17 +1,19 @@
-"""Durable storage (SQLite by default, PostgreSQL by URL): evaluation audit and card feedback.
+"""Durable storage (SQLite by default, PostgreSQL by URL): evaluation audit, card feedback and
+the safety monitor's follow-ups.
 
 The schema is created and upgraded by the Alembic migrations in `migrations/`, as a step of its
 own (`cds-service store migrate`; try-it mode runs it at start-up); a store that is missing or
-behind is refused in one line (StoreNotReady), never created empty. No token and no patient
-data is stored: an evaluation keeps its hookInstance, service, rule set version, the rules that
-fired, the cards issued and its duration.
+behind is refused in one line (StoreNotReady), never created empty. No token is stored, and no
+patient or clinician id outside a stored card's draft ServiceRequest: an evaluation keeps its
+hookInstance, service, rule set version, the rules that fired, the cards issued, its duration,
+and keyed pseudonyms (HMAC) of its patient and clinician.
 """
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -28,6 +30,12 @@ from cds_service.errors import Unavailable
 P = ParamSpec("P")
 T = TypeVar("T")
 
+REPORT_COLUMNS = (
+    *("created_at", "week", "rule_id", "service", "indicator", "silent", "clinician_key"),
+    *("outcome", "first_feedback_at", "reason_code", "reason_display", "explained"),
+)
+"""The cards' columns the committee's report reads, all in one index."""
+
 metadata = sa.MetaData()
 """The schema, the one source: the migrations build it and a test fails when they drift apart."""
 
@@ -41,7 +49,10 @@ evaluations = sa.Table(
     sa.Column("rules_fired", sa.JSON, nullable=False),
     sa.Column("duration_ms", sa.Float, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("evaluations_created_at", "created_at"),
+    sa.Column("patient_key", sa.String(64), nullable=True),
+    sa.Column("clinician_key", sa.String(64), nullable=True),
+    sa.Index("evaluations_created_at", "created_at", "service"),  # the report's count
+    sa.Index("evaluations_patient_key", "patient_key", "created_at"),
 )
 cards = sa.Table(
     "cards",
@@ -54,7 +65,21 @@ cards = sa.Table(
     sa.Column("content", sa.JSON, nullable=True),
     sa.Column("capability_hash", sa.String(64), nullable=True),
     sa.Column("silent", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Copied from the evaluation, so the committee's report reads the cards alone (always
+    # written; nullable only because migration 0006 added them to a table with rows).
+    sa.Column("service", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("week", sa.Date, nullable=True),
+    sa.Column("clinician_key", sa.String(64), nullable=True),
+    # Its outcome, settled from its feedback whenever that changes (`settled`).
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("first_feedback_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("reason_code", sa.String(200), nullable=True),
+    sa.Column("reason_display", sa.String(500), nullable=True),
+    sa.Column("explained", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("cards_evaluation_id", "evaluation_id"),
+    # What the report reads of a card, in the index: scanned without the card's JSON.
+    sa.Index("cards_report", *REPORT_COLUMNS),
 )
 feedback = sa.Table(
     "feedback",
@@ -69,6 +94,32 @@ feedback = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("card_uuid", "outcome", "outcome_timestamp", name="feedback_once"),
 )
+follow_ups = sa.Table(
+    "follow_ups",
+    metadata,
+    sa.Column("card_uuid", sa.String(64), sa.ForeignKey("cards.uuid"), primary_key=True),
+    sa.Column("rule_id", sa.String(100), nullable=False),
+    sa.Column("card_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("evaluation_id", sa.Integer, sa.ForeignKey("evaluations.id"), nullable=False),
+    sa.Column("followed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("follow_ups_card_at", "card_at"),
+)
+"""A watched card whose patient was evaluated again within the window (the first time)."""
+possible_misses = sa.Table(
+    "possible_misses",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("card_uuid", sa.String(64), sa.ForeignKey("cards.uuid"), nullable=False),
+    sa.Column("rule_id", sa.String(100), nullable=False),
+    sa.Column("card_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("evaluation_id", sa.Integer, sa.ForeignKey("evaluations.id"), nullable=False),
+    sa.Column("found_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("red_flag_rule", sa.String(100), nullable=False),
+    sa.Column("evidence", sa.JSON, nullable=False),
+    sa.UniqueConstraint("card_uuid", "red_flag_rule", name="possible_miss_once"),
+    sa.Index("possible_misses_card_at", "card_at"),
+)
+"""A watched card followed, within the window, by an evaluation where a red-flag rule fired."""
 jwt_ids = sa.Table(
     "jwt_ids",
     metadata,
@@ -100,6 +151,31 @@ class IssuedCard:
     silent: bool = False
 
 
+@dataclass(frozen=True)
+class Linkage:
+    """Whom an evaluation is about and who asked, as keyed pseudonyms (None: not linked)."""
+
+    patient: str | None = None
+    clinician: str | None = None
+
+
+@dataclass(frozen=True)
+class Audited:
+    """An evaluation as recorded: its id and when."""
+
+    id: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RedFlag:
+    """A red-flag rule that fired, with the codes of the evidence behind it."""
+
+    rule_id: str
+    evidence: list[dict[str, Any]]
+    """Per entry: `system` (its readable name), `code`, `display` and `date` (or None)."""
+
+
 class AuditStore(Protocol):
     """Where evaluations and the cards they issued are kept (and purged past retention)."""
 
@@ -111,6 +187,16 @@ class AuditStore(Protocol):
         rules_fired: list[str],
         issued: list[IssuedCard],
         duration_ms: float,
+        linkage: Linkage = ...,
+    ) -> Audited: ...
+
+    def follow_up(
+        self,
+        audited: Audited,
+        patient_key: str,
+        window_days: float,
+        watched: Collection[str],
+        red_flags: list[RedFlag],
     ) -> None: ...
 
     def reviewed_card(self, capability: str, max_age_seconds: float) -> dict[str, Any] | None: ...
@@ -130,6 +216,39 @@ class ReplayCache(Protocol):
     """JWT ids seen, across every worker: `first_use` is False for a replay."""
 
     def first_use(self, issuer: str, jti: str, expires: float) -> bool: ...
+
+
+def settled(rows: list[Any]) -> dict[str, Any]:
+    """A card's outcome from its feedback rows (`outcome`, `outcome_timestamp`, `override_reason`,
+    `id`): the latest decides, an override winning a tie (arrival order within a batch means
+    nothing); its reason is that override's (the last received); none when it has no feedback.
+    `explained`: an override with a coded reason or a comment."""
+    if not rows:
+        return {
+            "outcome": None,
+            "first_feedback_at": None,
+            "reason_code": None,
+            "reason_display": None,
+            "explained": False,
+        }
+    last = max(row.outcome_timestamp for row in rows)
+    overrides = [r for r in rows if r.outcome_timestamp == last and r.outcome == "overridden"]
+    deciding = max(overrides, key=lambda row: row.id) if overrides else None
+    reason = (deciding.override_reason or {}) if deciding else {}
+    coding = reason.get("reason") or {}
+    return {
+        "outcome": "overridden" if deciding else "accepted",
+        "first_feedback_at": min(row.outcome_timestamp for row in rows),
+        "reason_code": coding.get("code"),
+        "reason_display": coding.get("display"),
+        "explained": coding.get("code") is not None or reason.get("userComment") is not None,
+    }
+
+
+def monday(moment: datetime) -> date:
+    """The Monday (UTC) of `moment`'s week: the report's week."""
+    day = moment.astimezone(UTC).date()
+    return day - timedelta(days=day.weekday())
 
 
 def _sha256(text: str) -> str:
@@ -280,9 +399,11 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         rules_fired: list[str],
         issued: list[IssuedCard],
         duration_ms: float,
-    ) -> None:
+        linkage: Linkage = Linkage(),
+    ) -> Audited:
         """Audit one evaluation and keep the cards it issued (their JSON, for review) and the
         would-be cards of silent rules."""
+        now = datetime.now(UTC)
         with self.engine.begin() as connection:
             inserted = connection.execute(
                 evaluations.insert().values(
@@ -291,7 +412,9 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
                     ruleset_version=ruleset_version,
                     rules_fired=rules_fired,
                     duration_ms=duration_ms,
-                    created_at=datetime.now(UTC),
+                    created_at=now,
+                    patient_key=linkage.patient,
+                    clinician_key=linkage.clinician,
                 )
             ).inserted_primary_key
             assert inserted is not None  # an INSERT always has one
@@ -311,10 +434,82 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
                             if entry.silent
                             else _capability_hash(entry.card),
                             "silent": entry.silent,
+                            "service": service,
+                            "created_at": now,
+                            "week": monday(now),
+                            "clinician_key": linkage.clinician,
                         }
                         for entry in issued
                     ],
                 )
+        return Audited(evaluation_id, now)
+
+    @_available
+    def follow_up(
+        self,
+        audited: Audited,
+        patient_key: str,
+        window_days: float,
+        watched: Collection[str],
+        red_flags: list[RedFlag],
+    ) -> None:
+        """The safety monitor, after an evaluation of the patient `patient_key`: each card of a
+        `watched` rule issued to them in the `window_days` before is followed up (once), and is
+        a possible miss for each red flag found now (once per red-flag rule)."""
+        earlier = (
+            sa.select(cards.c.uuid, cards.c.rule_id, evaluations.c.created_at)
+            .join(evaluations, evaluations.c.id == cards.c.evaluation_id)
+            .where(
+                evaluations.c.patient_key == patient_key,
+                evaluations.c.created_at >= audited.created_at - timedelta(days=window_days),
+                evaluations.c.created_at <= audited.created_at,
+                evaluations.c.id != audited.id,
+                cards.c.rule_id.in_(sorted(watched)),
+            )
+        )
+        insert = self._insert()
+        with self.engine.begin() as connection:
+            found = connection.execute(earlier).all()
+            if not found:
+                return
+            connection.execute(
+                insert(follow_ups).on_conflict_do_nothing(index_elements=["card_uuid"]),
+                [
+                    {
+                        "card_uuid": card.uuid,
+                        "rule_id": card.rule_id,
+                        "card_at": card.created_at,
+                        "evaluation_id": audited.id,
+                        "followed_at": audited.created_at,
+                    }
+                    for card in found
+                ],
+            )
+            if red_flags:
+                connection.execute(
+                    insert(possible_misses).on_conflict_do_nothing(
+                        index_elements=["card_uuid", "red_flag_rule"]
+                    ),
+                    [
+                        {
+                            "card_uuid": card.uuid,
+                            "rule_id": card.rule_id,
+                            "card_at": card.created_at,
+                            "evaluation_id": audited.id,
+                            "found_at": audited.created_at,
+                            "red_flag_rule": flag.rule_id,
+                            "evidence": flag.evidence,
+                        }
+                        for card in found
+                        for flag in red_flags
+                    ],
+                )
+
+    def _insert(self) -> Callable[[sa.Table], Any]:
+        """The dialect's INSERT, which has ON CONFLICT DO NOTHING."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        insert: Callable[[sa.Table], Any] = dialect.insert
+        return insert
 
     @_available
     def first_use(self, issuer: str, jti: str, expires: float) -> bool:
@@ -358,17 +553,32 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
     def purge(self, audit_days: float, feedback_days: float) -> dict[str, int]:
         """Delete feedback older than `feedback_days`, evaluations older than `audit_days` with
         their cards (a card that still has feedback stays as long as its feedback, for the
-        committee's reports), and expired JWT ids; returns how many rows of each."""
+        committee's reports) and the monitor's rows on them, and expired JWT ids; returns how
+        many rows of each."""
         now = datetime.now(UTC)
         old_audit = now - timedelta(days=audit_days)
         old_feedback = now - timedelta(days=feedback_days)
         expired = sa.select(evaluations.c.id).where(evaluations.c.created_at < old_audit)
         with_feedback = sa.select(feedback.c.card_uuid)
+        old = feedback.c.received_at < old_feedback
         with self.engine.begin() as connection:
-            deleted = {
-                "feedback": connection.execute(
-                    feedback.delete().where(feedback.c.received_at < old_feedback)
+            answered = connection.execute(sa.select(feedback.c.card_uuid).where(old).distinct())
+            stale = list(answered.scalars())
+            expired_cards = sa.select(cards.c.uuid).where(cards.c.evaluation_id.in_(expired))
+            deleted = {  # the monitor's rows go with the card or the later evaluation they name
+                "possible_misses": connection.execute(
+                    possible_misses.delete().where(
+                        possible_misses.c.card_uuid.in_(expired_cards)
+                        | possible_misses.c.evaluation_id.in_(expired)
+                    )
                 ).rowcount,
+                "follow_ups": connection.execute(
+                    follow_ups.delete().where(
+                        follow_ups.c.card_uuid.in_(expired_cards)
+                        | follow_ups.c.evaluation_id.in_(expired)
+                    )
+                ).rowcount,
+                "feedback": connection.execute(feedback.delete().where(old)).rowcount,
                 "cards": connection.execute(
                     cards.delete().where(
                         cards.c.evaluation_id.in_(expired), cards.c.uuid.not_in(with_feedback)
@@ -384,7 +594,36 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
                     jwt_ids.delete().where(jwt_ids.c.expires_at < now)
                 ).rowcount,
             }
+            self._settle(connection, stale)  # cards kept whose feedback went (or some of it)
         return deleted
+
+    def settle(self, card_uuids: Collection[str]) -> None:
+        """Set these cards' outcome from their feedback (`settled`): feedback written around
+        the store (imports, tests) is counted once this has run."""
+        with self.engine.begin() as connection:
+            self._settle(connection, card_uuids)
+
+    @staticmethod
+    def _settle(connection: sa.Connection, card_uuids: Collection[str]) -> None:
+        wanted = sorted(set(card_uuids))
+        if not wanted:
+            return
+        rows = connection.execute(
+            sa.select(
+                feedback.c.card_uuid,
+                feedback.c.id,
+                feedback.c.outcome,
+                feedback.c.outcome_timestamp,
+                feedback.c.override_reason,
+            ).where(feedback.c.card_uuid.in_(wanted))
+        ).all()
+        by_card: dict[str, list[Any]] = {uuid: [] for uuid in wanted}
+        for row in rows:
+            by_card[row.card_uuid].append(row)
+        connection.execute(
+            cards.update().where(cards.c.uuid == sa.bindparam("card")),
+            [{"card": uuid, **settled(answers)} for uuid, answers in by_card.items()],
+        )
 
     @_available
     def record_feedback(self, service: str, items: list[dict[str, Any]]) -> None:
@@ -392,18 +631,20 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         wanted = sorted({item["card_uuid"] for item in items})
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
-            known = set(
+            known = set(  # locked: one transaction at a time settles a card
                 connection.execute(
-                    sa.select(cards.c.uuid).where(cards.c.uuid.in_(wanted), ~cards.c.silent)
+                    sa.select(cards.c.uuid)
+                    .where(cards.c.uuid.in_(wanted), ~cards.c.silent)
+                    .with_for_update()
                 ).scalars()
             )
             missing = [uuid for uuid in wanted if uuid not in known]
             if missing:
                 raise UnknownCards(", ".join(missing))
-            insert = (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert
-            statement = insert(feedback).on_conflict_do_nothing(
+            statement = self._insert()(feedback).on_conflict_do_nothing(
                 index_elements=["card_uuid", "outcome", "outcome_timestamp"]
             )
             connection.execute(
                 statement, [{**item, "service": service, "received_at": now} for item in items]
             )
+            self._settle(connection, wanted)

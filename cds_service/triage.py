@@ -7,18 +7,19 @@ that arbitration, kept for the audit: switching a rule on shows beforehand what 
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
-from cds_service.cards import CardBuilder, arbitrate
+from cds_service.cards import CardBuilder, arbitrate, evidence_of
 from cds_service.engine import Engine
-from cds_service.facts import FactSet, build_facts
+from cds_service.facts import Evidence, FactSet, build_facts
 from cds_service.hooks import HOOKS, Hook, HookRegistry
 from cds_service.knowledge import Knowledge, Mode
 from cds_service.models import Card, CDSResponse, HookRequest, PatientViewContext
 from cds_service.prefetch import read_context, read_record
 from cds_service.queries import queries
 from cds_service.relevance import relevance
+from cds_service.safety import is_red_flag
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Evaluation:
     """Every rule that fired, silent ones included."""
     silent_cards: list[tuple[str, Card]]
     """(rule, card) a silent rule would have added had it been active."""
+    red_flags: list[tuple[str, list[Evidence]]] = field(default_factory=list)
+    """(rule, evidence) of each active red-flag rule that fired (for the safety monitor)."""
 
 
 class Triage:
@@ -106,6 +109,11 @@ class Triage:
             card_rules=[rule.id for rule, _, _ in answered],
             rules_fired=[firing.rule_id for firing in outcome.firings],
             silent_cards=[],
+            red_flags=[
+                (firing.rule_id, evidence_of(firing.fact_ids, outcome, facts))
+                for firing in outcome.firings
+                if is_red_flag(engine.rules[firing.rule_id])
+            ],
         )
         shadow = self.shadows.get(hook.id)
         return evaluation if shadow is None else self._silent(evaluation, shadow, facts, builder)

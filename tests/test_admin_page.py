@@ -1,8 +1,9 @@
 """The committee dashboard (/admin) in a real headless Chromium, against the real app on loopback.
 
-The store is filled through the service's own HTTP API (CDS Hooks calls, then feedback on some of
-the cards); the page must show what GET /admin/report answers, draw its four charts, and stay
-inside its Content-Security-Policy.
+The store is filled through the service's own HTTP API (CDS Hooks calls by two clinicians, then
+feedback on some of the cards, and one patient seen again with a new metastatic cancer); the page
+must show what GET /admin/report and /admin/safety answer, draw its four charts, and stay inside
+its Content-Security-Policy.
 """
 
 import json
@@ -39,6 +40,14 @@ POSTS = {
     "primary-care-acute-nonspecific--two-weeks": 1,
     "physical-therapy-start-back--medium-risk": 2,  # silent: audited, never shown
 }
+# One patient seen twice: reassured first, then a new metastatic cancer (a possible miss).
+FOLLOWED = (
+    "primary-care-acute-nonspecific--two-weeks",
+    "red-flag-metastatic-cord-compression--bone-metastases-without-deficit",
+)
+CLINICIANS = ("Practitioner/dr-a", "Practitioner/dr-b")
+MIN_CELL = 2
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 CHARTS = ("chart-weeks", "chart-outcomes", "chart-reasons", "chart-silent")
 RULE_COUNTS = ("cards", "silent_cards", "accepted", "overridden", "ignored")
 
@@ -64,14 +73,29 @@ def _feedback(card: dict[str, Any], index: int) -> dict[str, Any] | None:
     return {"feedback": [answer]}
 
 
+def _request(name: str, patient: str | None = None) -> dict[str, Any]:
+    """An example request; with `patient`, about that patient instead."""
+    request: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
+    if patient is None:
+        return request
+    text = json.dumps(request).replace(request["context"]["patientId"], patient)
+    patient_request: dict[str, Any] = json.loads(text)
+    return patient_request
+
+
 def _populate(url: str) -> None:
     """CDS Hooks calls as an EHR makes them, then feedback on some of the cards shown."""
     shown = 0
     with httpx.Client(base_url=url, timeout=20) as client:
+        for name in FOLLOWED:
+            request = _request(name, patient="pt-seen-again")
+            response = client.post(f"/cds-services/{request['hook']}", json=request)
+            assert response.status_code == 200, response.text
         for name, times in POSTS.items():
-            request = json.loads((EXAMPLES / f"{name}.json").read_text())
+            request = _request(name)
             for _ in range(times):
                 request["hookInstance"] = str(uuid.uuid4())  # a new call each time
+                request["context"]["userId"] = CLINICIANS[shown % 2]
                 response = client.post(f"/cds-services/{request['hook']}", json=request)
                 assert response.status_code == 200, response.text
                 for card in response.json()["cards"]:
@@ -87,7 +111,12 @@ def _populate(url: str) -> None:
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[str]:
-    settings = app_settings(admin_token=TOKEN, rule_modes={SILENT_RULE: "silent"})
+    settings = app_settings(
+        admin_token=TOKEN,
+        rule_modes={SILENT_RULE: "silent"},
+        pseudonym_key="dashboard-test-key",
+        clinician_min_cell=MIN_CELL,
+    )
     with serving(settings) as url:
         _populate(url)
         yield url
@@ -102,12 +131,27 @@ def report(service: str) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     totals = body["totals"]
     # what the page is about to be checked against is worth checking: every kind of figure
-    assert totals["evaluations"] == sum(POSTS.values())
+    assert totals["evaluations"] == sum(POSTS.values()) + len(FOLLOWED)
     assert min(totals["cards"], totals["silent_cards"], totals["accepted"]) > 0
     assert totals["overridden"] > 0
     assert totals["ignored"] > 0
     assert body["override_reasons"]
+    missed = [row["rule"] for row in body["safety"]["rules"] if row["possible_misses"]]
+    assert missed == [FOLLOWED[0].split("--")[0]]
+    rows = body["clinicians"]["rows"]
+    assert {row["suppressed"] for row in rows} == {True, False}
     return body
+
+
+@pytest.fixture(scope="module")
+def cases(service: str) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{service}/admin/safety", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()
+    assert len(found) == 1
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +198,11 @@ def _check_decimal(cell: Locator, value: float | None, unit: str = "") -> None:
 
 
 def test_the_dashboard_shows_the_report(
-    service: str, report: dict[str, Any], browser: Browser, tmp_path: Path
+    service: str,
+    report: dict[str, Any],
+    cases: list[dict[str, Any]],
+    browser: Browser,
+    tmp_path: Path,
 ) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     problems = _watch(page)
@@ -173,7 +221,9 @@ def test_the_dashboard_shows_the_report(
     for rule in report["rules"]:
         name = rule["rule"]
         cells = page.locator(f'#rules [data-rule="{name}"][data-field]')
-        expect(cells.and_(page.locator('[data-field="rule"]'))).to_have_text(name)
+        title = cells.and_(page.locator('[data-field="rule"]'))
+        expect(title).to_have_text(rule["title"])  # by title, the id on hover
+        expect(title).to_have_attribute("title", name)
         expect(cells.and_(page.locator('[data-field="mode"]'))).to_have_text(rule["mode"] or "—")
         for field in RULE_COUNTS:
             expect(cells.and_(page.locator(f'[data-field="{field}"]'))).to_have_text(
@@ -182,6 +232,9 @@ def test_the_dashboard_shows_the_report(
         for field in ("acceptance_rate", "override_rate"):
             rate = rule[field]
             cell = cells.and_(page.locator(f'[data-field="{field}"]'))
+            if field == "acceptance_rate" and rule["advice_only"]:
+                expect(cell).to_have_text("advice only")  # nothing to accept: not ranked
+                continue
             _check_decimal(cell, None if rate is None else rate * 100, " %")
         minutes = cells.and_(page.locator('[data-field="mean_minutes_to_feedback"]'))
         _check_decimal(minutes, rule["mean_minutes_to_feedback"])
@@ -201,6 +254,13 @@ def test_the_dashboard_shows_the_report(
             )
             expect(cell).to_have_text(f"{indicator[field]:,}")
 
+    expect(page.locator("#period")).to_have_text(
+        re.compile(r"^Period: from the first evaluation up to now\.$")
+    )
+    _check_critical(page, report)
+    _check_safety(page, report, cases)
+    _check_clinicians(page, report)
+
     totals = report["totals"]
     reasons = sum(row["count"] for row in report["override_reasons"])
     for chart, expected in zip(
@@ -217,6 +277,9 @@ def test_the_dashboard_shows_the_report(
             ".flatMap(set => set.data).reduce((sum, n) => sum + n, 0)"
         )
         assert drawn == expected, chart
+    labels = page.locator("#chart-weeks").evaluate("canvas => Chart.getChart(canvas).data.labels")
+    assert labels
+    assert all(ISO_DATE.fullmatch(label) for label in labels)
 
     shot = tmp_path / "admin-dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -224,6 +287,68 @@ def test_the_dashboard_shows_the_report(
     print(f"admin dashboard screenshot: {shot}")
     assert problems == []
     page.close()
+
+
+def _check_critical(page: Page, report: dict[str, Any]) -> None:
+    """Critical cards overridden or ignored are called out, per rule, by title."""
+    critical = [
+        rule
+        for rule in report["rules"]
+        if rule["indicator"] == "critical" and rule["overridden"] + rule["ignored"]
+    ]
+    assert critical  # the fixture has some
+    expect(page.locator("#critical")).to_be_visible()
+    overridden = sum(rule["overridden"] for rule in critical)
+    ignored = sum(rule["ignored"] for rule in critical)
+    expect(page.locator("#critical-summary")).to_contain_text(f"{overridden} critical card")
+    expect(page.locator("#critical-summary")).to_contain_text(f"and {ignored} left unanswered")
+    expect(page.locator("#critical-rules li")).to_have_count(len(critical))
+    for rule in critical:
+        item = page.locator(f'#critical-rules li[data-rule="{rule["rule"]}"]')
+        expect(item).to_contain_text(rule["title"])
+        expect(item).to_contain_text(
+            f"{rule['overridden']} overridden, {rule['ignored']} ignored of {rule['cards']} issued"
+        )
+
+
+def _check_safety(page: Page, report: dict[str, Any], cases: list[dict[str, Any]]) -> None:
+    """The monitor's rows per rule and the case for review, with its evidence, no patient id."""
+    for row in report["safety"]["rules"]:
+        cells = page.locator(f'#safety [data-rule="{row["rule"]}"]')
+        expect(cells.locator("th")).to_have_text(row["title"])
+        expect(cells.locator('[data-field="possible_misses"]')).to_have_text(
+            str(row["possible_misses"])
+        )
+        expect(cells.locator('[data-field="miss_rate"]')).to_have_text(
+            f"{row['miss_rate'] * 100:.1f} % of {row['followed_up']}"
+        )
+    (case,) = cases
+    row = page.locator(f'#safety-cases tr[data-card="{case["card"]}"]')
+    expect(row.locator('[data-field="card"]')).to_contain_text(case["summary"])
+    expect(row.locator('[data-field="red_flag"]')).to_have_text(case["red_flag_title"])
+    expect(row.locator('[data-field="card_date"]')).to_have_text(ISO_DATE)
+    expect(row.locator('[data-field="evidence"]')).to_contain_text("(ICD-10-CM C79.51)")
+    expect(page.locator("#safety-cases")).not_to_contain_text("pt-seen-again")
+
+
+def _check_clinicians(page: Page, report: dict[str, Any]) -> None:
+    """Per pseudonym and rule, the numbers, or `< MIN_CELL` when there are too few cards."""
+    rows = report["clinicians"]["rows"]
+    expect(page.locator("#clinicians tbody tr")).to_have_count(len(rows))
+    for row in rows:
+        tr = page.locator(
+            f'#clinicians tr[data-clinician="{row["clinician"]}"][data-rule="{row["rule"]}"]'
+        )
+        expect(tr.locator("th")).to_have_attribute("title", row["clinician"])
+        cards = tr.locator('[data-field="cards"]')
+        if row["suppressed"]:
+            expect(cards).to_have_text(f"< {MIN_CELL}")
+            expect(tr.locator('[data-field="accepted"]')).to_have_text("—")
+        else:
+            expect(cards).to_have_text(str(row["cards"]))
+            expect(tr.locator('[data-field="overridden"]')).to_have_text(str(row["overridden"]))
+    for clinician in CLINICIANS:
+        expect(page.locator("#clinicians")).not_to_contain_text(clinician)
 
 
 def test_a_wrong_token_is_refused_and_forgotten(service: str, browser: Browser) -> None:

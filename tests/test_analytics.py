@@ -12,29 +12,54 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cds_service.analytics import FREE_TEXT, Report, feedback_rows, render, report
-from cds_service.storage import Store, cards, evaluations, feedback, metadata
+from cds_service.analytics import (
+    FREE_TEXT,
+    Report,
+    RuleInfo,
+    clinician_report,
+    feedback_rows,
+    render,
+    render_clinician,
+    report,
+    safety_cases,
+)
+from cds_service.storage import (
+    Store,
+    cards,
+    evaluations,
+    feedback,
+    follow_ups,
+    metadata,
+    monday,
+    possible_misses,
+)
 
 RED_FLAG = "red-flag-cauda-equina"  # critical, active
-IMAGING = "imaging-acute-without-red-flag"  # warning, mode not given
+IMAGING = "imaging-acute-without-red-flag"  # warning, active, its card removes the order
 THERAPY = "physical-therapy-subacute"  # info, silent: its cards are audited, never shown
-MODES = {RED_FLAG: "active", THERAPY: "silent"}
+RULES = {
+    RED_FLAG: RuleInfo("Cauda equina", "active", False, "critical"),
+    IMAGING: RuleInfo("Imaging for acute pain", "active", True, "warning"),
+    THERAPY: RuleInfo("Subacute pain", "silent", False, "info", suggests=False),
+}
+MALIGNANCY = "red-flag-malignancy"
+DR_A, DR_B = "a" * 64, "b" * 64  # clinician pseudonyms
 SNOMED = "http://snomed.info/sct"
 NOT_INDICATED = {"system": SNOMED, "code": "not-indicated", "display": "Not clinically indicated"}
 PATIENT_DECLINED = {"code": "patient-declined", "display": "Patient declined"}
 
 # The report's window is [2026-11-02, 2026-11-23): three weeks, Mondays 11-02, 11-09, 11-16.
-EVALUATIONS = [  # id, service, created_at (UTC)
-    (10, "patient-view", "2026-11-01 23:59:59"),  # before the window
-    (1, "patient-view", "2026-11-02 09:00"),
-    (2, "patient-view", "2026-11-04 10:00"),
-    (3, "order-sign", "2026-11-08 23:30"),  # Sunday: week of 11-02 (Monday 12:30 in Auckland)
-    (4, "patient-view", "2026-11-09 00:00"),
-    (5, "order-sign", "2026-11-12 15:00"),
-    (6, "patient-view", "2026-11-15 23:59:59"),  # no card
-    (7, "patient-view", "2026-11-16 08:00"),
-    (8, "order-sign", "2026-11-20 12:00"),
-    (11, "order-sign", "2026-11-23 00:00"),  # the window's end, excluded
+EVALUATIONS = [  # id, service, created_at (UTC), clinician pseudonym
+    (10, "patient-view", "2026-11-01 23:59:59", DR_A),  # before the window
+    (1, "patient-view", "2026-11-02 09:00", DR_A),
+    (2, "patient-view", "2026-11-04 10:00", DR_A),
+    (3, "order-sign", "2026-11-08 23:30", DR_A),  # Sunday: week of 11-02 (Monday in Auckland)
+    (4, "patient-view", "2026-11-09 00:00", DR_A),
+    (5, "order-sign", "2026-11-12 15:00", DR_B),
+    (6, "patient-view", "2026-11-15 23:59:59", None),  # no card
+    (7, "patient-view", "2026-11-16 08:00", DR_B),
+    (8, "order-sign", "2026-11-20 12:00", DR_B),
+    (11, "order-sign", "2026-11-23 00:00", DR_B),  # the window's end, excluded
 ]
 CARDS = [  # uuid, evaluation id, rule, indicator, silent
     ("c0", 10, RED_FLAG, "critical", False),
@@ -72,11 +97,26 @@ FEEDBACK: list[tuple[int, str, str, str, dict[str, Any] | None]] = [
     (13, "c14", "overridden", "2026-11-20 12:10", {"reason": NOT_INDICATED}),
     (14, "c99", "overridden", "2026-11-23 00:10", {"reason": NOT_INDICATED}),
 ]
+FOLLOW_UPS = [  # card followed up, the later evaluation
+    ("c3", 7),
+    ("c5", 7),
+    ("c11", 8),
+    ("c2", 4),  # a silent card counts: its rule is judged before it goes live
+    ("c99", 11),  # a card outside the window
+]
+POSSIBLE_MISSES = [  # id, card, the later evaluation, the red flag found then
+    (1, "c3", 7, RED_FLAG),
+    (2, "c3", 7, MALIGNANCY),  # two red flags on one card: one possible miss
+    (3, "c2", 4, RED_FLAG),
+    (4, "c99", 11, RED_FLAG),
+]
+EVIDENCE = [{"system": "ICD-10-CM", "code": "G83.4", "display": "Cauda equina", "date": None}]
 
 # Counted by hand from the rows above (window 2026-11-02 to 2026-11-23, MODES).
 EXPECTED: Report = {
     "since": "2026-11-02",
     "until": "2026-11-23",
+    "linked": True,
     "totals": {
         "evaluations": 8,
         "cards": 11,
@@ -92,7 +132,10 @@ EXPECTED: Report = {
     "rules": [
         {
             "rule": IMAGING,
-            "mode": None,
+            "title": "Imaging for acute pain",
+            "indicator": "warning",
+            "advice_only": False,
+            "mode": "active",
             "cards": 6,
             "silent_cards": 0,
             "accepted": 1,
@@ -104,6 +147,9 @@ EXPECTED: Report = {
         },
         {
             "rule": THERAPY,
+            "title": "Subacute pain",
+            "indicator": "info",
+            "advice_only": True,
             "mode": "silent",
             "cards": 0,
             "silent_cards": 4,
@@ -116,6 +162,9 @@ EXPECTED: Report = {
         },
         {
             "rule": RED_FLAG,
+            "title": "Cauda equina",
+            "indicator": "critical",
+            "advice_only": False,
             "mode": "active",
             "cards": 5,
             "silent_cards": 0,
@@ -225,6 +274,78 @@ EXPECTED: Report = {
         {"rule": RED_FLAG, "code": None, "display": FREE_TEXT, "count": 1},
         {"rule": RED_FLAG, "code": "patient-declined", "display": "Patient declined", "count": 1},
     ],
+    "safety": {
+        "window_days": 90,
+        "rules": [
+            {
+                "rule": IMAGING,
+                "title": "Imaging for acute pain",
+                "followed_up": 3,  # c3, c5 and c11 (c99 is outside the window)
+                "possible_misses": 1,  # c3, for two red flags
+                "miss_rate": 0.333,
+            },
+            {
+                "rule": THERAPY,
+                "title": "Subacute pain",
+                "followed_up": 1,
+                "possible_misses": 1,
+                "miss_rate": 1.0,
+            },
+        ],
+    },
+    "clinicians": {  # issued cards only; with a minimum cell of 3
+        "min_cell": 3,
+        "rows": [
+            {  # c3 accepted (removed), c5 and c15 overridden (kept)
+                "clinician": DR_A,
+                "rule": IMAGING,
+                "title": "Imaging for acute pain",
+                "suppressed": False,
+                "cards": 3,
+                "accepted": 1,
+                "overridden": 2,
+                "ignored": 0,
+                "removed_share": 0.333,
+                "kept_share": 0.667,
+            },
+            {  # c1 accepted, c4 and c17 overridden, c7 ignored
+                "clinician": DR_A,
+                "rule": RED_FLAG,
+                "title": "Cauda equina",
+                "suppressed": False,
+                "cards": 4,
+                "accepted": 1,
+                "overridden": 2,
+                "ignored": 1,
+                "removed_share": None,
+                "kept_share": None,
+            },
+            {  # c8 overridden (at the instant of its acceptance), c11 ignored, c14 overridden
+                "clinician": DR_B,
+                "rule": IMAGING,
+                "title": "Imaging for acute pain",
+                "suppressed": False,
+                "cards": 3,
+                "accepted": 0,
+                "overridden": 2,
+                "ignored": 1,
+                "removed_share": 0.0,
+                "kept_share": 0.667,
+            },
+            {  # c10 alone: under the minimum cell
+                "clinician": DR_B,
+                "rule": RED_FLAG,
+                "title": "Cauda equina",
+                "suppressed": True,
+                "cards": None,
+                "accepted": None,
+                "overridden": None,
+                "ignored": None,
+                "removed_share": None,
+                "kept_share": None,
+            },
+        ],
+    },
 }
 
 
@@ -232,7 +353,9 @@ def _at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def _evaluation(id_: int, service: str, created_at: str) -> dict[str, Any]:
+def _evaluation(
+    id_: int, service: str, created_at: str, clinician: str | None = None
+) -> dict[str, Any]:
     return {
         "id": id_,
         "hook_instance": f"hook-{id_}",
@@ -241,17 +364,28 @@ def _evaluation(id_: int, service: str, created_at: str) -> dict[str, Any]:
         "rules_fired": [],
         "duration_ms": 1.0,
         "created_at": _at(created_at),
+        "clinician_key": clinician,
     }
 
 
-def _card(uuid: str, evaluation_id: int, rule: str, indicator: str, silent: bool) -> dict[str, Any]:
+EVALUATED = {row[0]: _evaluation(*row) for row in EVALUATIONS}
+
+
+def _card(
+    uuid: str, evaluation: dict[str, Any], rule: str, indicator: str, silent: bool
+) -> dict[str, Any]:
+    """A card row as `Store.record_evaluation` writes it, with its evaluation's columns."""
     return {
         "uuid": uuid,
-        "evaluation_id": evaluation_id,
+        "evaluation_id": evaluation["id"],
         "rule_id": rule,
         "indicator": indicator,
         "summary": f"{rule} card",
         "silent": silent,
+        "service": evaluation["service"],
+        "created_at": evaluation["created_at"],
+        "week": monday(evaluation["created_at"]),
+        "clinician_key": evaluation["clinician_key"],
     }
 
 
@@ -270,11 +404,46 @@ def _feedback(
     }
 
 
-def _fill(engine: sa.Engine) -> None:
-    with engine.begin() as connection:
-        connection.execute(evaluations.insert(), [_evaluation(*row) for row in EVALUATIONS])
-        connection.execute(cards.insert(), [_card(*row) for row in CARDS])
+def _fill(store: Store) -> None:
+    """The rows above, written around the store, then their cards' outcomes settled."""
+    card_rows = {
+        uuid: _card(uuid, EVALUATED[e], rule, indicator, silent)
+        for uuid, e, rule, indicator, silent in CARDS
+    }
+    with store.engine.begin() as connection:
+        connection.execute(evaluations.insert(), list(EVALUATED.values()))
+        connection.execute(cards.insert(), list(card_rows.values()))
         connection.execute(feedback.insert(), [_feedback(*row) for row in FEEDBACK])
+        connection.execute(
+            follow_ups.insert(),
+            [
+                {
+                    "card_uuid": uuid,
+                    "rule_id": card_rows[uuid]["rule_id"],
+                    "card_at": card_rows[uuid]["created_at"],
+                    "evaluation_id": later,
+                    "followed_at": EVALUATED[later]["created_at"],
+                }
+                for uuid, later in FOLLOW_UPS
+            ],
+        )
+        connection.execute(
+            possible_misses.insert(),
+            [
+                {
+                    "id": id_,
+                    "card_uuid": uuid,
+                    "rule_id": card_rows[uuid]["rule_id"],
+                    "card_at": card_rows[uuid]["created_at"],
+                    "evaluation_id": later,
+                    "found_at": EVALUATED[later]["created_at"],
+                    "red_flag_rule": flag,
+                    "evidence": EVIDENCE,
+                }
+                for id_, uuid, later, flag in POSSIBLE_MISSES
+            ],
+        )
+    store.settle(card_rows)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
@@ -296,7 +465,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def engine(store: Store) -> Iterator[sa.Engine]:
     """The filled store; on PostgreSQL read through sessions in Auckland time (UTC+13 then)."""
-    _fill(store.engine)
+    _fill(store)
     if store.engine.dialect.name == "sqlite":
         yield store.engine
         return
@@ -307,8 +476,88 @@ def engine(store: Store) -> Iterator[sa.Engine]:
     auckland.dispose()
 
 
+def _window_report(engine: sa.Engine) -> Report:
+    window = (date(2026, 11, 2), date(2026, 11, 23))
+    return report(engine, *window, RULES, linked=True, window_days=90, min_cell=3)
+
+
 def test_the_report_is_the_hand_count(engine: sa.Engine) -> None:
-    assert report(engine, date(2026, 11, 2), date(2026, 11, 23), MODES) == EXPECTED
+    assert _window_report(engine) == EXPECTED
+
+
+def test_the_default_minimum_cell_hides_every_clinician_here(engine: sa.Engine) -> None:
+    rows = report(engine, None, None, RULES)["clinicians"]["rows"]
+    assert [(row["clinician"], row["rule"], row["suppressed"]) for row in rows] == [
+        (DR_A, IMAGING, True),
+        (DR_A, RED_FLAG, True),  # c0 (outside the window before) makes 5: still under 10
+        (DR_B, IMAGING, True),
+        (DR_B, RED_FLAG, True),
+    ]
+    assert {row["cards"] for row in rows} == {None}
+
+
+def test_one_clinicians_export_names_no_other(engine: sa.Engine) -> None:
+    window = (date(2026, 11, 2), date(2026, 11, 23))
+    export = clinician_report(engine, *window, DR_B, RULES, min_cell=3)
+    assert export["clinician"] == DR_B
+    assert export["rules"] == EXPECTED["clinicians"]["rows"][2:]
+    assert export["all_clinicians"] == [
+        {  # DR_A's and DR_B's together: 6 imaging cards, 1 accepted, 4 overridden, 1 ignored
+            "clinician": "all",
+            "rule": IMAGING,
+            "title": "Imaging for acute pain",
+            "suppressed": False,
+            "cards": 6,
+            "accepted": 1,
+            "overridden": 4,
+            "ignored": 1,
+            "removed_share": 0.167,
+            "kept_share": 0.667,
+        },
+        {
+            "clinician": "all",
+            "rule": RED_FLAG,
+            "title": "Cauda equina",
+            "suppressed": False,
+            "cards": 5,
+            "accepted": 1,
+            "overridden": 3,
+            "ignored": 1,
+            "removed_share": None,
+            "kept_share": None,
+        },
+    ]
+    assert DR_A not in json.dumps(export)
+    assert DR_A not in render_clinician(export, "csv") + render_clinician(export, "table")
+    assert clinician_report(engine, *window, "c" * 64, RULES)["rules"] == []
+
+
+def test_the_possible_misses_for_review(engine: sa.Engine) -> None:
+    cases = safety_cases(engine, date(2026, 11, 2), date(2026, 11, 23), 10, 0, RULES)
+    assert [(case["card"], case["red_flag"]) for case in cases] == [
+        ("c3", MALIGNANCY),  # found together: the later-stored first
+        ("c3", RED_FLAG),
+        ("c2", RED_FLAG),
+    ]
+    assert cases[2] == {
+        "card": "c2",
+        "rule": THERAPY,
+        "title": "Subacute pain",
+        "indicator": "info",
+        "summary": f"{THERAPY} card",
+        "card_date": "2026-11-02",
+        "found_date": "2026-11-09",
+        "days_later": 6,  # 09:00 on the 2nd to midnight on the 9th
+        "red_flag": RED_FLAG,
+        "red_flag_title": "Cauda equina",
+        "evidence": EVIDENCE,
+    }
+    assert cases[0]["red_flag_title"] is None  # a rule the report was not told of
+    paged = safety_cases(engine, None, None, limit=2, offset=1)  # c99 (found last) first
+    assert [(case["card"], case["red_flag"]) for case in paged] == [
+        ("c3", MALIGNANCY),
+        ("c3", RED_FLAG),
+    ]
 
 
 def test_open_bounds_take_every_row(engine: sa.Engine) -> None:
@@ -351,6 +600,7 @@ def test_an_empty_window_is_zeros_and_empty_lists(engine: sa.Engine) -> None:
     empty: Report = {
         "since": "2027-01-01",
         "until": "2027-02-01",
+        "linked": False,
         "totals": {
             "evaluations": 0,
             "cards": 0,
@@ -364,6 +614,8 @@ def test_an_empty_window_is_zeros_and_empty_lists(engine: sa.Engine) -> None:
         "indicators": [],
         "weeks": [],
         "override_reasons": [],
+        "safety": {"window_days": 90, "rules": []},
+        "clinicians": {"min_cell": 10, "rows": []},
     }
     assert report(engine, date(2027, 1, 1), date(2027, 2, 1)) == empty
 
@@ -434,9 +686,11 @@ def test_only_the_ten_commonest_reasons_per_rule(tmp_path: Path) -> None:
     counts = {f"code-{n:02d}": 1 for n in range(1, 13)} | {"code-05": 3, "code-09": 2}
     overrides = [(f"{code}-{i}", code) for code, count in counts.items() for i in range(count)]
     with store.engine.begin() as connection:
-        connection.execute(evaluations.insert(), [_evaluation(1, "order-sign", "2026-11-02")])
+        evaluation = _evaluation(1, "order-sign", "2026-11-02")
+        connection.execute(evaluations.insert(), [evaluation])
         connection.execute(
-            cards.insert(), [_card(uuid, 1, IMAGING, "warning", False) for uuid, _ in overrides]
+            cards.insert(),
+            [_card(uuid, evaluation, IMAGING, "warning", False) for uuid, _ in overrides],
         )
         connection.execute(
             feedback.insert(),
@@ -445,6 +699,7 @@ def test_only_the_ten_commonest_reasons_per_rule(tmp_path: Path) -> None:
                 for i, (uuid, code) in enumerate(overrides, 1)
             ],
         )
+    store.settle([uuid for uuid, _ in overrides])
     reasons = report(store.engine, None, None)["override_reasons"]
     store.engine.dispose()
     assert [(reason["code"], reason["count"]) for reason in reasons] == [
@@ -469,7 +724,10 @@ def test_csv_is_the_rules_with_a_header() -> None:
     rows = list(csv.DictReader(io.StringIO(render(EXPECTED, "csv"))))
     assert rows[0] == {
         "rule": IMAGING,
-        "mode": "",
+        "title": "Imaging for acute pain",
+        "mode": "active",
+        "indicator": "warning",
+        "advice_only": "False",
         "cards": "6",
         "silent_cards": "0",
         "accepted": "1",
@@ -507,7 +765,7 @@ def test_table_for_the_minutes() -> None:
         "feedback",
     ]
     assert [line.split() for line in rules] == [
-        [IMAGING, "-", "6", "0", "1", "4", "1", "16.7%", "66.7%", "32.0"],
+        [IMAGING, "active", "6", "0", "1", "4", "1", "16.7%", "66.7%", "32.0"],
         [THERAPY, "silent", "0", "4", "0", "0", "0", "-", "-", "-"],
         [RED_FLAG, "active", "5", "0", "1", "3", "1", "20.0%", "60.0%", "22.5"],
     ]
@@ -515,10 +773,30 @@ def test_table_for_the_minutes() -> None:
     assert lines[8] == "Top override reasons"
     assert lines[9].split() == ["rule", "reason", "count"]
     assert [
-        [line.split(None, 1)[0], *line.split(None, 1)[1].rsplit(None, 1)] for line in lines[10:]
+        [line.split(None, 1)[0], *line.split(None, 1)[1].rsplit(None, 1)] for line in lines[10:14]
     ] == [
         [IMAGING, "Not clinically indicated", "3"],
         [IMAGING, "already-imaged", "1"],
         [RED_FLAG, FREE_TEXT, "1"],
         [RED_FLAG, "Patient declined", "1"],
     ]
+    assert lines[15] == "Safety monitor: possible misses within 90 days"
+    assert [line.split() for line in lines[17:19]] == [
+        [IMAGING, "3", "1", "33.3%"],
+        [THERAPY, "1", "1", "100.0%"],
+    ]
+    assert lines[20] == "Clinicians (pseudonyms; fewer than 3 cards: hidden)"
+    assert [line.split() for line in lines[22:]] == [
+        ["a" * 12, IMAGING, "3", "1", "2", "0", "33.3%", "66.7%"],
+        ["a" * 12, RED_FLAG, "4", "1", "2", "1", "-", "-"],
+        ["b" * 12, IMAGING, "3", "0", "2", "1", "0.0%", "66.7%"],
+        ["b" * 12, RED_FLAG, "<min", "-", "-", "-", "-", "-"],
+    ]
+
+
+def test_the_table_says_when_nothing_is_linked() -> None:
+    unlinked: Report = {**EXPECTED, "linked": False}
+    assert (
+        "(no CDS_PSEUDONYM_KEY configured: evaluations are not linked)"
+        in render(unlinked, "table").splitlines()
+    )

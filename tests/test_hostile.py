@@ -29,7 +29,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     engine = sa.create_engine(url)
     with engine.begin() as connection:  # a clean database for the next test
         connection.execute(
-            sa.text("DROP TABLE IF EXISTS feedback, cards, evaluations, jwt_ids, alembic_version")
+            sa.text(
+                "DROP TABLE IF EXISTS possible_misses, follow_ups, feedback, cards, evaluations,"
+                " jwt_ids, alembic_version"
+            )
         )
     engine.dispose()
 

@@ -118,7 +118,8 @@ def service(request: pytest.FixtureRequest) -> Iterator[str]:
         with engine.begin() as connection:  # a clean database for the next test
             connection.execute(
                 sa.text(
-                    "DROP TABLE IF EXISTS feedback, cards, evaluations, jwt_ids, alembic_version"
+                    "DROP TABLE IF EXISTS possible_misses, follow_ups, feedback, cards,"
+                    " evaluations, jwt_ids, alembic_version"
                 )
             )
         engine.dispose()

@@ -86,7 +86,10 @@ def client(request: pytest.FixtureRequest) -> Iterator[TestClient]:
         engine = sa.create_engine(settings.database_url)
         with engine.begin() as connection:
             connection.execute(
-                sa.text("DROP TABLE feedback, cards, evaluations, jwt_ids, alembic_version")
+                sa.text(
+                    "DROP TABLE possible_misses, follow_ups, feedback, cards, evaluations, jwt_ids,"
+                    " alembic_version"
+                )
             )
         engine.dispose()
 

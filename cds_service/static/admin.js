@@ -1,5 +1,6 @@
-// CDS committee dashboard: GET /admin/report with the admin token, shown as tiles, tables and
-// charts (Chart.js, vendored under /static/vendor). The token lives in sessionStorage only: it
+// CDS committee dashboard: GET /admin/report and /admin/safety with the admin token, shown as
+// tiles, tables and charts (Chart.js, vendored under /static/vendor). Rules show by title (the id
+// on hover), dates as ISO 8601 (YYYY-MM-DD). The token lives in sessionStorage only: it
 // goes in the Authorization header, never in the URL. Data goes into the page with textContent.
 "use strict";
 
@@ -7,7 +8,7 @@
   const TOKEN_KEY = "spine-cds.admin-token";
   const TOP_RULES = 9; // weekly chart: the busiest rules by name, the rest as "Other rules"
   const TOP_REASONS = 10;
-  const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  const SAFETY_CASES = 100; // the most recently found possible misses listed
   // Distinct, print-safe colours; rules keep theirs across the charts.
   // (no pure green or red: those mean accepted and overridden)
   const PALETTE = [
@@ -22,6 +23,8 @@
   const $ = (id) => document.getElementById(id);
   const charts = new Map();
   let shownReport = null;
+  let titles = new Map(); // rule id -> title (the id itself for a rule the service no longer has)
+  const titleOf = (rule) => titles.get(rule) || rule;
   let sortKey = "cards";
   let sortDescending = true;
 
@@ -36,11 +39,6 @@
     return new Date(Date.UTC(year, month - 1, day));
   }
   const isoDay = (date) => date.toISOString().slice(0, 10);
-  const dayLabel = (iso, withYear) => {
-    const date = parseDay(iso);
-    const label = `${date.getUTCDate()} ${MONTHS[date.getUTCMonth()]}`;
-    return withYear ? `${label} ${date.getUTCFullYear()}` : label;
-  };
 
   function setStatus(text, kind) {
     const status = $("status");
@@ -78,11 +76,12 @@
 
     $("load").disabled = true;
     setStatus("Loading the report…", "busy");
+    const get = (path) => fetch(path, {
+      headers: {Authorization: `Bearer ${token}`, Accept: "application/json"},
+      cache: "no-store",
+    });
     try {
-      const response = await fetch(`/admin/report${query.toString() ? `?${query}` : ""}`, {
-        headers: {Authorization: `Bearer ${token}`, Accept: "application/json"},
-        cache: "no-store",
-      });
+      const response = await get(`/admin/report${query.toString() ? `?${query}` : ""}`);
       if (response.status === 401 || response.status === 403) {
         sessionStorage.removeItem(TOKEN_KEY);
         hideReport();
@@ -100,7 +99,14 @@
         setStatus(`No evaluations in this period (${periodText(report)}).`, "empty");
         return;
       }
-      showReport(report);
+      query.set("limit", String(SAFETY_CASES));
+      const cases = await get(`/admin/safety?${query}`);
+      if (!cases.ok) {
+        hideReport();
+        setStatus(`The safety cases could not be loaded (HTTP ${cases.status}): ${await problem(cases)}`, "error");
+        return;
+      }
+      showReport(report, await cases.json());
       const now = new Date();
       const time = `${String(now.getHours()).padStart(2, "0")}:${String(now.getMinutes()).padStart(2, "0")}`;
       setStatus(`Report loaded at ${time}.`, "ok");
@@ -123,12 +129,12 @@
   }
 
   function periodText(report) {
-    const since = report.since ? `from ${dayLabel(report.since, true)}` : "from the first evaluation";
+    const since = report.since ? `from ${report.since}` : "from the first evaluation";
     let until = "up to now";
     if (report.until) {
       // until is exclusive: the last day shown is the day before it
       const last = new Date(parseDay(report.until).getTime() - 86400000);
-      until = `to ${dayLabel(isoDay(last), true)} inclusive`;
+      until = `to ${isoDay(last)} inclusive`;
     }
     return `${since} ${until}`;
   }
@@ -140,12 +146,18 @@
     shownReport = null;
   }
 
-  function showReport(report) {
+  function showReport(report, cases) {
     shownReport = report;
+    titles = new Map(report.rules.filter((row) => row.title).map((row) => [row.rule, row.title]));
+    for (const row of [...report.safety.rules, ...cases]) if (row.title) titles.set(row.rule, row.title);
+    for (const row of cases) if (row.red_flag_title) titles.set(row.red_flag, row.red_flag_title);
     $("report").hidden = false; // first, so the charts measure their boxes
     $("period").textContent = `Period: ${periodText(report)}.`;
     showTotals(report.totals);
+    showCritical(report.rules);
     showRules(report.rules);
+    showSafety(report, cases);
+    showClinicians(report);
     showServices(report.services);
     showIndicators(report.indicators);
     const colours = ruleColours(report);
@@ -170,21 +182,28 @@
   }
 
   const RULE_COLUMNS = [
-    {field: "rule", text: (row) => row.rule},
+    {field: "rule", text: (row) => titleOf(row.rule)},
     {field: "mode", text: (row) => row.mode || "—"},
     {field: "cards", text: (row) => integer(row.cards)},
     {field: "silent_cards", text: (row) => integer(row.silent_cards)},
     {field: "accepted", text: (row) => integer(row.accepted)},
     {field: "overridden", text: (row) => integer(row.overridden)},
     {field: "ignored", text: (row) => integer(row.ignored)},
-    {field: "acceptance_rate", text: (row) => percent(row.acceptance_rate)},
+    {field: "acceptance_rate", text: (row) => (row.advice_only ? "advice only" : percent(row.acceptance_rate))},
     {field: "override_rate", text: (row) => percent(row.override_rate)},
     {field: "mean_minutes_to_feedback", text: (row) => minutes(row.mean_minutes_to_feedback)},
   ];
 
+  // What a rule ranks by: its title for "rule"; no acceptance for an advice-only card.
+  function sortValue(row) {
+    if (sortKey === "rule") return titleOf(row.rule);
+    if (sortKey === "acceptance_rate" && row.advice_only) return null;
+    return row[sortKey];
+  }
+
   function compareRules(a, b) {
-    const x = a[sortKey];
-    const y = b[sortKey];
+    const x = sortValue(a);
+    const y = sortValue(b);
     let order;
     if (x === null || x === undefined) order = y === null || y === undefined ? 0 : 1; // blanks last
     else if (y === null || y === undefined) order = -1;
@@ -206,7 +225,10 @@
           "data-field": column.field,
           "data-value": value === null || value === undefined ? "" : String(value),
         });
-        if (column.field === "rule") cell.setAttribute("scope", "row");
+        if (column.field === "rule") {
+          cell.setAttribute("scope", "row");
+          cell.setAttribute("title", row.rule);
+        }
         if (column.field === "mode") cell.className = `mode ${row.mode || "gone"}`;
         tr.append(cell);
       }
@@ -251,6 +273,92 @@
     }
   }
 
+  // Critical (red-flag) cards overridden or left unanswered: what a committee looks at first.
+  function showCritical(rules) {
+    const missed = rules.filter((row) => row.indicator === "critical" && row.overridden + row.ignored > 0)
+      .sort((a, b) => b.overridden + b.ignored - (a.overridden + a.ignored) || a.rule.localeCompare(b.rule));
+    $("critical").hidden = missed.length === 0;
+    const overridden = missed.reduce((sum, row) => sum + row.overridden, 0);
+    const ignored = missed.reduce((sum, row) => sum + row.ignored, 0);
+    $("critical-summary").textContent =
+      `${integer(overridden)} critical card${overridden === 1 ? " was" : "s were"} overridden and ` +
+      `${integer(ignored)} left unanswered (ignored).`;
+    $("critical-rules").replaceChildren(...missed.map((row) => {
+      const item = element("li", null, {"data-rule": row.rule});
+      item.append(element("strong", titleOf(row.rule), {title: row.rule}));
+      item.append(`: ${integer(row.overridden)} overridden, ${integer(row.ignored)} ignored of ${integer(row.cards)} issued`);
+      return item;
+    }));
+  }
+
+  function cells(tr, key, values) {
+    for (const [field, text, value] of values) {
+      tr.append(element("td", text, {[`data-${key}`]: tr.dataset[key], "data-field": field, "data-value": value === null || value === undefined ? "" : String(value)}));
+    }
+  }
+
+  function showSafety(report, cases) {
+    const days = report.safety.window_days;
+    $("safety-note").textContent = (report.linked ? "" : "No pseudonym key is configured (CDS_PSEUDONYM_KEY): new evaluations are not linked, so nothing new is followed up. ") +
+      `A card that reassured, removed an order or referred routinely is followed up when its patient is evaluated again within ${days} days, and is a possible miss when a red-flag rule fires then. Read each rate with its count.`;
+    const body = $("safety").tBodies[0];
+    body.replaceChildren();
+    for (const row of report.safety.rules) {
+      const tr = element("tr", null, {"data-rule": row.rule});
+      tr.append(element("th", titleOf(row.rule), {scope: "row", title: row.rule}));
+      cells(tr, "rule", [
+        ["followed_up", integer(row.followed_up), row.followed_up],
+        ["possible_misses", integer(row.possible_misses), row.possible_misses],
+        ["miss_rate", `${percent(row.miss_rate)} of ${integer(row.followed_up)}`, row.miss_rate],
+      ]);
+      body.append(tr);
+    }
+    const list = $("safety-cases").tBodies[0];
+    list.replaceChildren();
+    for (const row of cases) {
+      const tr = element("tr", null, {"data-card": row.card});
+      const card = element("td", null, {"data-field": "card"});
+      card.append(element("strong", titleOf(row.rule), {title: row.rule}), element("br"), row.summary);
+      tr.append(card);
+      const evidence = row.evidence.map((e) => `${e.display} (${e.system} ${e.code})${e.date ? `, ${e.date}` : ""}`).join("; ");
+      cells(tr, "card", [
+        ["card_date", row.card_date, row.card_date],
+        ["red_flag", titleOf(row.red_flag), row.red_flag],
+        ["found_date", row.found_date, row.found_date],
+        ["days_later", integer(row.days_later), row.days_later],
+        ["evidence", evidence, evidence],
+      ]);
+      tr.querySelector('[data-field="red_flag"]').setAttribute("title", row.red_flag);
+      list.append(tr);
+    }
+    note("safety-cases-note", cases.length === 0 ? "No possible miss in this period."
+      : cases.length === SAFETY_CASES ? `The ${SAFETY_CASES} most recently found; GET /admin/safety pages through all.` : "");
+  }
+
+  function showClinicians(report) {
+    const {min_cell: minimum, rows} = report.clinicians;
+    $("clinicians-note").textContent = `Clinicians by pseudonym (a keyed hash of their user id; the full one on hover). Fewer than ${minimum} cards of a rule: the numbers are not shown. ` +
+      "Orders removed and kept against advice are for rules whose card advises removing the order. To hand one clinician their own page: GET /admin/clinicians/{pseudonym}.";
+    const body = $("clinicians").tBodies[0];
+    body.replaceChildren();
+    const count = (value) => (value === null ? "—" : integer(value));
+    for (const row of rows) {
+      const tr = element("tr", null, {"data-clinician": row.clinician, "data-rule": row.rule});
+      tr.append(element("th", row.clinician.slice(0, 12), {scope: "row", title: row.clinician, class: "pseudonym"}));
+      tr.append(element("td", titleOf(row.rule), {title: row.rule, "data-field": "rule"}));
+      cells(tr, "rule", [
+        ["cards", row.suppressed ? `< ${minimum}` : count(row.cards), row.cards],
+        ["accepted", count(row.accepted), row.accepted],
+        ["overridden", count(row.overridden), row.overridden],
+        ["ignored", count(row.ignored), row.ignored],
+        ["removed_share", percent(row.removed_share), row.removed_share],
+        ["kept_share", percent(row.kept_share), row.kept_share],
+      ]);
+      if (row.suppressed) tr.className = "suppressed";
+      body.append(tr);
+    }
+  }
+
   const showServices = (services) =>
     fillTable("services", services, "service", ["evaluations", "cards", "silent_cards"]);
 
@@ -279,10 +387,7 @@
     return axis.sort();
   }
 
-  function weekLabels(axis) {
-    const years = new Set(axis.map((day) => day.slice(0, 4)));
-    return axis.map((day) => dayLabel(day, years.size > 1));
-  }
+  const weekLabels = (axis) => axis;
 
   function draw(id, config) {
     if (charts.has(id)) charts.get(id).destroy();
@@ -314,7 +419,7 @@
   function weekTooltip(axis) {
     return {
       callbacks: {
-        title: (items) => (items.length ? `Week of ${dayLabel(axis[items[0].dataIndex], true)}` : ""),
+        title: (items) => (items.length ? `Week of ${axis[items[0].dataIndex]}` : ""),
         footer: (items) => `Total: ${integer(items.reduce((sum, item) => sum + item.parsed.y, 0))}`,
       },
       filter: (item) => item.parsed.y > 0,
@@ -330,7 +435,7 @@
     const named = ranked.length > TOP_RULES + 1 ? ranked.slice(0, TOP_RULES) : ranked;
     const {series, other} = weeklySeries(report, axis, field, named);
     const datasets = named.map((rule) => ({
-      label: rule, data: series.get(rule), backgroundColor: colours.get(rule), stack: "rules", maxBarThickness: 64,
+      label: titleOf(rule), data: series.get(rule), backgroundColor: colours.get(rule), stack: "rules", maxBarThickness: 64,
     }));
     if (ranked.length > named.length) {
       datasets.push({
@@ -397,7 +502,7 @@
     }));
     draw("chart-outcomes", {
       type: "bar",
-      data: {labels: rules.map((row) => row.rule), datasets},
+      data: {labels: rules.map((row) => titleOf(row.rule)), datasets},
       options: baseOptions({
         indexAxis: "y",
         scales: {
@@ -463,7 +568,7 @@
             afterBody: (items) => {
               if (!items.length) return [];
               const byRule = [...top[items[0].dataIndex].rules.entries()].sort((a, b) => b[1] - a[1]);
-              const lines = byRule.slice(0, 6).map(([rule, count]) => `  ${rule}: ${integer(count)}`);
+              const lines = byRule.slice(0, 6).map(([rule, count]) => `  ${titleOf(rule)}: ${integer(count)}`);
               if (byRule.length > 6) lines.push(`  and ${byRule.length - 6} more rules`);
               return lines;
             },
