@@ -43,6 +43,7 @@ RETRY_AFTER_SECONDS = 30
 def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) -> FastAPI:
     """Build the app: load and compile the knowledge base (a broken rule file stops here)."""
     settings = settings or Settings()
+    settings.check_serving()
     if not logging.getLogger().handlers:  # a uvicorn worker process: set up the JSON logs
         configure_logging(settings.log_level)
     wiring = _wire(settings, hooks)
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
         summary="CDS Hooks 2.0 service: back-pain red flags and specialist referrals",
         docs_url=None,  # pages.docs_router serves /docs from vendored Swagger UI, offline
         redoc_url=None,
+        redirect_slashes=False,  # a redirect would be built from the request's Host
         lifespan=_purging(wiring.store, settings),
     )
     app.state.wiring = wiring
@@ -115,7 +117,9 @@ def _wire(settings: Settings, hooks: HookRegistry) -> Wiring:
         settings.pseudonyms(),
         Monitor.of(knowledge, settings.safety_window_days),
     )
-    authenticator = Authenticator(settings.issuers(), settings.jwt_leeway_seconds, store.first_use)
+    authenticator = Authenticator(
+        settings.issuers(), settings.jwt_leeway_seconds, store.first_use, settings.public_base_url
+    )
     return Wiring(settings, service, store, metrics, authenticator)
 
 
@@ -155,7 +159,7 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     app.add_middleware(
         SecurityHeaders,
         frame_ancestors=settings.frame_ancestors,
-        review_connect=settings.review_origins(),
+        page_sources=_page_sources(settings),
     )
     app.add_middleware(RequestLog)
     app.add_middleware(
@@ -165,6 +169,12 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
+
+
+def _page_sources(settings: Settings) -> dict[str, dict[str, str]]:
+    """Per page, the CSP sources it needs besides the service's own: the SMART review page calls
+    the EHR's FHIR and authorization servers."""
+    return {"/review": {"connect-src": " ".join(["'self'", *settings.review_origins()])}}
 
 
 def _purging(

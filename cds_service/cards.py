@@ -305,12 +305,18 @@ def _delete(reference: str, display: str) -> Action:
 
 _MARKUP = re.compile(r"([!-/:-@\[-`{-~])")
 """ASCII punctuation: what Markdown and HTML could read as markup."""
+_LINKLIKE = re.compile(r"\S*(?://|www\.|@|[^\W_]\.[^\W\d_]{2})\S*", re.IGNORECASE)
+"""A word a renderer's autolinking could read as a URL, domain or e-mail address."""
+_LINK_MARKS = re.compile(r":?//|[.:@]")
 
 
 def inert(text: str) -> str:
     """Text from the record made inert in a Markdown `detail`: every ASCII punctuation mark is
-    backslash-escaped (CommonMark), so no link, image, emphasis or raw HTML can come of it."""
-    return _MARKUP.sub(r"\\\1", text)
+    backslash-escaped (CommonMark), so no link, image, emphasis or raw HTML can come of it, and
+    in a word that looks like a URL, domain or e-mail address the marks that make it one are
+    bracketed (`https[://]attacker[.]example`), so no autolinking renderer links it either."""
+    unlinked = _LINKLIKE.sub(lambda word: _LINK_MARKS.sub(r"[\g<0>]", word.group()), text)
+    return _MARKUP.sub(r"\\\1", unlinked)
 
 
 def describe(evidence: Evidence) -> str:

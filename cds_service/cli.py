@@ -19,7 +19,7 @@ from cds_service.knowledge import KnowledgeError, load_knowledge
 from cds_service.logs import configure_logging
 from cds_service.models import HookRequest, dump
 from cds_service.rules_table import rules_table
-from cds_service.settings import Settings
+from cds_service.settings import Settings, UnsafeSettings
 from cds_service.storage import Store, StoreNotReady
 from cds_service.triage import Triage, today_utc
 
@@ -127,6 +127,11 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
 
     from cds_service.protocol import HeaderTimeoutProtocol
 
+    try:
+        settings.check_serving()
+    except UnsafeSettings as exc:
+        print(f"cds-service: {exc}", file=sys.stderr)
+        return 2
     load_knowledge(settings.rules_dir)  # fail fast, before uvicorn starts its workers
     configure_logging(settings.log_level)
     store = Store(settings.database_url, migrate=False)

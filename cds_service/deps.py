@@ -42,13 +42,15 @@ async def caller(request: Request, wired: Wired) -> Caller:
     """The authenticated CDS client (a signed JWT on every call, CDS Hooks 2.0); 401 otherwise.
 
     With authentication off (try-it mode) everyone is a caller with the configured fhirServers.
+    The token's audience is the configured public base URL and the path, never the request's
+    Host; the card links use the request's Host only when no public base URL is configured.
     """
     settings = wired.settings
     base = (settings.public_base_url or str(request.base_url)).rstrip("/")
     if settings.auth_disabled:
         return Caller(settings.fhir_servers, base)
     authorization = request.headers.get("authorization")
-    servers = await wired.authenticator.fhir_servers(authorization, base + request.url.path)
+    servers = await wired.authenticator.fhir_servers(authorization, request.url.path)
     return Caller(servers, base)
 
 

@@ -24,13 +24,13 @@ from urllib.parse import urljoin, urlsplit
 import anyio
 import httpx
 
-from cds_service.auth import url_within
 from cds_service.errors import CDSError, Issue
 from cds_service.fhir_model import FHIR_ID
 from cds_service.limits import unpaired_surrogate
 from cds_service.models import HookRequest
 from cds_service.prefetch import absent
 from cds_service.queries import Queries
+from cds_service.urls import within
 
 log = logging.getLogger(__name__)
 # httpx logs every request's URL at INFO, and a search URL names the patient: not in our logs.
@@ -191,7 +191,7 @@ def _headers(request: HookRequest) -> dict[str, str]:
 
 async def _refusal(base: str, policy: FetchPolicy) -> str | None:
     """Why the service will not fetch from `base` (None: it may)."""
-    if not any(url_within(base, prefix) for prefix in policy.fhir_servers):
+    if not any(within(base, prefix) for prefix in policy.fhir_servers):
         return f"fhirServer at {origin(base)} is not one this caller may send the service to"
     if urlsplit(base).scheme not in ("http", "https"):
         return "fhirServer is not an http(s) URL"
@@ -256,8 +256,8 @@ def _has_next(value: Any) -> bool:
 def _next_link(bundle: dict[str, Any], base: str) -> str | None:
     for link in _links(bundle):
         if link.get("relation") == "next":
-            url = urljoin(base, str(link.get("url", "")))
-            if not url_within(url, base):
+            url = within(urljoin(base, str(link.get("url", ""))), base)  # as it will be sent
+            if url is None:
                 message = "a next link points away from fhirServer"
                 raise FetchError(message, public=message)
             return url

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from cds_service.auth import IssuerTrust
 from cds_service.knowledge import DEFAULT_RULES_DIR, Mode
 from cds_service.safety import Pseudonyms
+from cds_service.urls import TrustedURL
 
 SANDBOX = "https://sandbox.cds-hooks.org"
 SANDBOX_TRUST = IssuerTrust(
@@ -42,9 +43,10 @@ class Settings(BaseSettings):
         description="Try-it only: also trust the public CDS Hooks sandbox, whose signing key is "
         "public (anyone can sign as it). Logged as insecure at start-up.",
     )
-    public_base_url: str | None = Field(
+    public_base_url: TrustedURL | None = Field(
         None,
-        description="Base URL clients call (behind a proxy); the JWT aud is checked against it.",
+        description="Base URL clients call; a JWT's aud must be it followed by the endpoint's path "
+        "(never the request's Host). Required with authentication on and an issuer trusted.",
     )
     jwt_leeway_seconds: float = Field(30.0, description="Clock skew allowed on exp and iat.")
     database_url: str = Field(
@@ -82,7 +84,7 @@ class Settings(BaseSettings):
         ["https://sandbox.cds-hooks.org"],
         description='Browser origins allowed to call the service (JSON list; ["*"] for any).',
     )
-    fhir_servers: list[str] = Field(
+    fhir_servers: list[TrustedURL] = Field(
         [],
         description="With authentication off only: fhirServer base URL prefixes it may fetch "
         "from (JSON list). With authentication on, each trusted issuer names its own.",
@@ -214,6 +216,21 @@ class Settings(BaseSettings):
         return list(
             dict.fromkeys(_origin(url) for url in [*self.review_issuers(), *self.smart_origins])
         )
+
+    def check_serving(self) -> None:
+        """Refuse to serve with settings under which a request could choose what a token is good
+        for: with authentication on and an issuer trusted, the JWT `aud` needs the configured
+        public base URL (the request's Host or X-Forwarded-* headers never stand in for it)."""
+        if not self.auth_disabled and self.issuers() and not self.public_base_url:
+            raise UnsafeSettings(
+                "CDS_PUBLIC_BASE_URL is not set: with trusted issuers (CDS_TRUSTED_ISSUERS or "
+                "CDS_TRUST_SANDBOX) a token's aud is checked against it, never against the "
+                "request's Host; set it to the URL clients call, e.g. https://cds.example.org"
+            )
+
+
+class UnsafeSettings(ValueError):
+    """Settings the service refuses to start with; the message says what to set."""
 
 
 def _origin(url: str) -> str:

@@ -9,7 +9,7 @@ from cds_service.app import create_app
 from cds_service.auth import IssuerTrust
 from tests.conftest import app_settings
 from tests.fhir_server import FhirServer
-from tests.test_auth import ISSUER, SERVICE, call, jwks, token  # noqa: F401 (jwks: a fixture)
+from tests.test_auth import BASE, ISSUER, SERVICE, call, jwks, token  # noqa: F401 (jwks: a fixture)
 
 ADMIN_TOKEN = "committee-secret"
 ENDPOINTS = ["/admin/report", "/admin/feedback"]
@@ -18,7 +18,9 @@ ENDPOINTS = ["/admin/report", "/admin/feedback"]
 @pytest.fixture
 def client(jwks: FhirServer) -> Iterator[TestClient]:  # noqa: F811
     trust = {ISSUER: IssuerTrust(jku=[f"{jwks.base}/"])}
-    settings = app_settings(auth_disabled=False, trusted_issuers=trust, admin_token=ADMIN_TOKEN)
+    settings = app_settings(
+        auth_disabled=False, trusted_issuers=trust, admin_token=ADMIN_TOKEN, public_base_url=BASE
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 

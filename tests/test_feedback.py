@@ -262,15 +262,16 @@ def test_the_replay_check_without_a_database_is_503_not_401() -> None:
     jwk = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())), "kid": "k"}
     issuers = {"https://ehr.example": IssuerTrust(jwks={"keys": [jwk]})}
     now = int(time.time())
-    claims = {"iss": "https://ehr.example", "aud": "x", "exp": now + 60, "iat": now, "jti": "j"}
+    aud = "https://cds.example/cds-services"
+    claims = {"iss": "https://ehr.example", "aud": aud, "exp": now + 60, "iat": now, "jti": "j"}
     token = jwt.encode(claims, key, algorithm="ES384", headers={"kid": "k", "typ": "JWT"})
 
     def unreachable(*_: Any) -> bool:
         raise Unavailable("OperationalError")
 
-    authenticator = Authenticator(issuers, 30, unreachable)
+    authenticator = Authenticator(issuers, 30, unreachable, "https://cds.example")
     with pytest.raises(Unavailable):  # not the 401 of a refused token: the app answers 503
-        anyio.run(authenticator.verify, f"Bearer {token}", "x")
+        anyio.run(authenticator.verify, f"Bearer {token}", "/cds-services")
 
 
 @pytest.mark.slow  # builds its own app per test (~1 s)

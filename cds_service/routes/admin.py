@@ -4,7 +4,6 @@ Protected by its own bearer token (CDS_ADMIN_TOKEN), never a CDS client's JWT: w
 configured every call is refused. The page itself holds no data; it asks for the token.
 """
 
-import hmac
 import re
 from datetime import date
 from typing import Annotated
@@ -27,6 +26,7 @@ from cds_service.analytics import (
     rule_book,
     safety_cases,
 )
+from cds_service.auth import secret_matches
 from cds_service.deps import Wired, Wiring
 from cds_service.errors import CDSError, OperationOutcome
 from cds_service.routes.pages import STATIC
@@ -39,9 +39,8 @@ def admin(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """401 unless the request carries the configured admin token."""
-    token = wired.settings.admin_token
-    given = credentials.credentials if credentials else ""
-    if not token or not hmac.compare_digest(given.encode(), token.encode()):
+    given = credentials.credentials if credentials else None
+    if not secret_matches(given, wired.settings.admin_token):
         raise CDSError.of(401, "the admin API needs the configured admin token")
 
 

@@ -1,12 +1,13 @@
 """Probes for the orchestrator (open) and Prometheus metrics (bearer token, when served)."""
 
-import hmac
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cds_service.auth import secret_matches
 from cds_service.deps import Wired
 from cds_service.errors import CDSError, OperationOutcome
 from cds_service.metrics import CONTENT_TYPE
@@ -34,17 +35,20 @@ async def ready(wired: Wired) -> dict[str, str]:
 
 
 metrics_router = APIRouter()
+_bearer = HTTPBearer(auto_error=False)
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
 async def prometheus(
-    wired: Wired, authorization: Annotated[str | None, Header()] = None
+    wired: Wired,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Response:
     """Prometheus metrics: latency per service, cards by indicator, rules fired, errors.
 
     Open in try-it mode; otherwise only with the configured CDS_METRICS_TOKEN.
     """
     token = wired.settings.metrics_token
-    if token and not hmac.compare_digest(authorization or "", f"Bearer {token}"):
+    given = credentials.credentials if credentials else None
+    if token and not secret_matches(given, token):
         raise CDSError.of(401, "metrics need the configured bearer token")
     return Response(wired.metrics.exposition(), media_type=CONTENT_TYPE)

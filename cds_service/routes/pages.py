@@ -1,4 +1,5 @@
-"""The browser pages: the SMART referral-review page and the playground (static files)."""
+"""The browser pages: the SMART referral-review page, the playground (static files) and, in
+try-it mode, the interactive API docs."""
 
 from pathlib import Path
 from typing import Annotated
