@@ -45,7 +45,8 @@ INEXPRESSIBLE: dict[str, dict[int, tuple[str, ...]]] = {
         ),
         # Absent or OperationOutcome required keys: this service may fetch from no fhirServer.
         412: (
-            r"^prefetch `[\w-]+` \(.*\) is missing or an OperationOutcome, and could not be fetched",
+            r"^prefetch `[\w-]+` \(.*\) is missing or an OperationOutcome, "
+            r"and could not be fetched",
             r"^fhirServer .* is not one this caller may send the service to$",
         ),
     },
