@@ -163,9 +163,10 @@ def test_api_docs_render_offline_within_the_pages_policy(service: str, browser: 
         lambda message: problems.append(message.text) if message.type == "error" else None,
     )
     page.goto(f"{service}/docs")
+    # Swagger UI parses 1.7 MB of script first: on a loaded machine that takes seconds.
     expect(
         page.locator(".opblock-summary-path", has_text="/cds-services/{service_id}/feedback")
-    ).to_be_visible()
+    ).to_be_visible(timeout=30_000)
     assert (
         "default-src 'self'"
         in page.request.get(f"{service}/docs").headers["content-security-policy"]

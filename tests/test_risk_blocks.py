@@ -38,14 +38,16 @@ def icd() -> ModuleType:
 def _billable(icd: ModuleType, knowledge: Knowledge) -> Iterator[tuple[str, str]]:
     """(risk concept, billable code) for every code under each risk set's roots."""
     for concept, value_set in sorted(knowledge.value_sets.items()):
-        if value_set.risk is None:
-            continue
+        if value_set.risk is None or concept in knowledge.config.episode_concepts:
+            continue  # thoracic back pain is the pain itself, not an entry beside it
         for root in value_set.codes:
             if root.system != "icd-10-cm":
                 continue
             subtree = icd.get_descendants(root.code) if root.descendants else []
             for code in [root.code, *subtree]:
-                if icd.is_leaf(code) and not icd.is_chapter_or_block(code):
+                # A sequela (7th character S) is the late effect, read as history on purpose.
+                sequela = len(code.replace(".", "")) == 7 and code.endswith("S")
+                if icd.is_leaf(code) and not icd.is_chapter_or_block(code) and not sequela:
                     yield concept, code
 
 
@@ -86,9 +88,12 @@ def test_no_billable_risk_code_meets_a_reassuring_card(
 ) -> None:
     reassuring = {rule.id for rule in knowledge.rules.values() if rule.card and rule.card.reassures}
     codes = list(_billable(icd, knowledge))
-    assert {concept for concept, _ in codes} == {
-        c for c, vs in knowledge.value_sets.items() if vs.risk
+    coded = {
+        c
+        for c, vs in knowledge.value_sets.items()
+        if vs.risk and vs.codes and c not in knowledge.config.episode_concepts
     }
+    assert {concept for concept, _ in codes} == coded  # a risk found in text has no codes
     wrong: list[str] = []
     for concept, code in codes:
         body = HookRequest.model_validate(_request(code))

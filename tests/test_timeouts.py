@@ -280,7 +280,7 @@ def test_a_client_that_leaves_cancels_its_fhir_server_fetches(service: Service) 
         time.sleep(0.02)
     waited = [upstream.closed - left for upstream in fhir.upstreams if upstream.closed]
     print(f"client left: {len(waited)} fetches abandoned after {max(waited):.2f} s at most")
-    assert len(waited) == 5  # observations and the four optional keys
+    assert len(waited) == 6  # the three Observation categories and the three optional keys
     assert max(waited) < SLACK  # the deadline (20 s) would have ended them much later
     assert "the call is cancelled" in service.log.read_text()
     assert httpx.get(f"{service.url}/ready", timeout=5).status_code == 200
