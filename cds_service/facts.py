@@ -339,10 +339,11 @@ def _add_findings(
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
     for source in sources:
         for concept, coding in source.found:
-            current = source.active and not _sequela(knowledge, coding)
+            risk = knowledge.value_sets[concept].risk
+            # A sequela is history, except for a risk: a late effect still rules nothing out.
+            current = source.active and (risk is not None or not _sequela(knowledge, coding))
             if current or knowledge.value_sets[concept].counts_when_inactive:
                 found = _evidence(knowledge, source.entry, concept, coding, source.when)
-                risk = knowledge.value_sets[concept].risk
                 found = replace(found, stated=source.stated)
                 by_concept[concept].append(replace(found, value=risk.means) if risk else found)
         unjudged = source.condition and source.active and not source.stated

@@ -45,9 +45,7 @@ def _billable(icd: ModuleType, knowledge: Knowledge) -> Iterator[tuple[str, str]
                 continue
             subtree = icd.get_descendants(root.code) if root.descendants else []
             for code in [root.code, *subtree]:
-                # A sequela (7th character S) is the late effect, read as history on purpose.
-                sequela = len(code.replace(".", "")) == 7 and code.endswith("S")
-                if icd.is_leaf(code) and not icd.is_chapter_or_block(code) and not sequela:
+                if icd.is_leaf(code) and not icd.is_chapter_or_block(code):
                     yield concept, code
 
 
