@@ -2,8 +2,8 @@
 understood").
 
 Runs the Synthea corpus (fhir_examples/synthea/) twice: as recorded (each patient on its source's
-date), and with every back-pain patient's back pain made ten days old (its back-pain Conditions'
-onset moved), which is when the reassuring primary-care card can fire. For each run it counts the
+date), and with every back-pain patient's back pain made acute (its back-pain Conditions recoded
+M54.50 and started ten days before), which is when the reassuring primary-care card can fire. For each run it counts the
 reassuring cards, the serious-cause-risk cards that took their place (by risk block), and the
 active Conditions listed as not judged (the most frequent codes).
 
@@ -24,8 +24,20 @@ from tests.synthea.convert import is_back_pain, load_corpus, load_request, patie
 CORPUS_DIR = EXAMPLES / "synthea"
 
 
+ACUTE = {
+    "coding": [
+        {
+            "system": "http://hl7.org/fhir/sid/icd-10-cm",
+            "code": "M54.50",
+            "display": "Low back pain, unspecified",
+        }
+    ]
+}
+
+
 def _made_acute(request: dict[str, Any], today: date) -> dict[str, Any]:
-    """`request` with its back-pain Conditions started ten days before `today`."""
+    """`request` with its back-pain Conditions made acute low back pain (M54.50) that started
+    ten days before `today`."""
     request = copy.deepcopy(request)
     onset = (today - timedelta(days=10)).isoformat()
     for entry in request["prefetch"]["conditions"].get("entry", []):
@@ -34,6 +46,7 @@ def _made_acute(request: dict[str, Any], today: date) -> dict[str, Any]:
             for key in ("onsetPeriod", "onsetAge", "abatementDateTime", "abatementPeriod"):
                 condition.pop(key, None)
             condition["onsetDateTime"] = onset
+            condition["code"] = ACUTE
             condition["clinicalStatus"] = {"coding": [{"code": "active"}]}
     return request
 
@@ -81,7 +94,7 @@ def main() -> None:
     triage = Triage(load_knowledge())
     for acute in (False, True):
         result = _run(triage, acute)
-        label = "back pain made ten days old" if acute else "as recorded"
+        label = "back pain made acute (M54.50, ten days old)" if acute else "as recorded"
         counts = result["counts"]
         print(f"## Corpus {label}: {counts.pop('patients')} patients")
         for rule, count in counts.most_common():
