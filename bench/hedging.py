@@ -3,9 +3,9 @@ understood").
 
 Runs the Synthea corpus (fhir_examples/synthea/) twice: as recorded (each patient on its source's
 date), and with every back-pain patient's back pain made acute (its back-pain Conditions recoded
-M54.50 and started ten days before), which is when the reassuring primary-care card can fire. For each run it counts the
-reassuring cards, the serious-cause-risk cards that took their place (by risk block), and the
-active Conditions listed as not judged (the most frequent codes).
+M54.50 and started ten days before), which is when the reassuring primary-care card can fire. For
+each run it counts the reassuring cards, the serious-cause-risk cards that took their place (by
+risk block), and the active Conditions listed as not judged (the most frequent codes).
 
     python -m bench.hedging
 """
