@@ -376,9 +376,7 @@ def _add_unclassified(
     code: CodeableConcept | None = source.entry.resource.code
     text = "; ".join(filter(None, [code.text, *(c.display for c in code.coding)])) if code else ""
     named = knowledge.findings_named(text)
-    risk = next(
-        (c for c, vs in knowledge.value_sets.items() if vs.risk and vs.risk.from_text), None
-    )
+    risk = knowledge.text_risk
     if not named or risk is None:
         facts.unjudged.append(evidence)
         return

@@ -382,7 +382,12 @@ class Knowledge:
     name_patterns: dict[str, re.Pattern[str]]
     """Per medicine concept, its ingredient `names` as one whole-word, case-blind pattern."""
     term_patterns: dict[str, re.Pattern[str]]
-    """Per finding concept, its `terms` as one whole-word, case-blind pattern."""
+    """Per finding concept, its `terms` as one case-blind pattern, each matched at the start of
+    a word (`metasta` finds "metastatic")."""
+    negation: re.Pattern[str] | None
+    """The `negation_cues` as one whole-word, case-blind pattern (None: no cues)."""
+    text_risk: str | None
+    """The risk concept found in text (`Risk.from_text`), if the knowledge base has one."""
     read: frozenset[str]
     """The concepts the rules' clauses name (risk sets apart)."""
     flagging: frozenset[str]
@@ -396,14 +401,9 @@ class Knowledge:
         for clause in re.split(r"[.;,:\n]", text):
             for concept, pattern in self.term_patterns.items():
                 match = pattern.search(clause)
-                if match and not self._negation.search(clause[: match.start()]):
+                if match and not (self.negation and self.negation.search(clause[: match.start()])):
                     found.append(concept)
         return list(dict.fromkeys(found))
-
-    @property
-    def _negation(self) -> re.Pattern[str]:
-        cues = "|".join(map(re.escape, self.config.negation_cues))
-        return re.compile(rf"\b({cues})\b", re.IGNORECASE)
 
     def medicines_named(self, text: str) -> list[tuple[str, str]]:
         """(concept, ingredient name) for each medicine value set whose name `text` holds."""
@@ -528,6 +528,8 @@ def load_knowledge(
             for concept, vs in value_sets.items()
             if vs.terms
         },
+        _negation(config.negation_cues),
+        next((c for c, vs in value_sets.items() if vs.risk and vs.risk.from_text), None),
         frozenset(
             c for c in concepts_read(rules.values()) if c in value_sets and not value_sets[c].risk
         ),
@@ -542,6 +544,12 @@ def load_knowledge(
                 rule_paths[rule.id], f"unknown hooks {unknown}: not {list(hooks or [])}"
             )
     return knowledge
+
+
+def _negation(cues: list[str]) -> re.Pattern[str] | None:
+    if not cues:
+        return None
+    return re.compile(r"\b(" + "|".join(map(re.escape, cues)) + r")\b", re.IGNORECASE)
 
 
 def concepts_read(rules: Iterable[Rule]) -> set[str]:
