@@ -5,6 +5,7 @@ Codes become clinical concepts through the value sets in `rules/`. Findings are 
 combination of concepts, not once per duplicate Condition.
 """
 
+import operator
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -20,7 +21,7 @@ from cds_service.fhir_model import (
     Observation,
     Reference,
 )
-from cds_service.knowledge import FactKind, Knowledge
+from cds_service.knowledge import FactKind, Knowledge, Measured, unit_key
 from cds_service.prefetch import Entry, PatientRecord
 
 _COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
@@ -60,13 +61,15 @@ class FindingFact(TypedDict):
 
 
 class ObservationFact(TypedDict):
-    """A result: a value in the concept's canonical unit, or a coded positive/negative."""
+    """A result: a value in the concept's canonical unit, or a coded positive/negative, and
+    the laboratory's own flag (`high`, `low`, `abnormal`) when it gives one."""
 
     id: str
     type: Literal["observation"]
     concept: str
     value: NotRequired[float]
     positive: NotRequired[bool]
+    flag: NotRequired[str]
 
 
 class TreatmentFact(TypedDict):
@@ -185,10 +188,12 @@ def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> Fac
     birth = record.patient.birthDate if record.patient else None
     confirmed = [entry for entry in record.conditions if not refuted(entry.resource)]
     sources = _finding_sources(knowledge, record, confirmed, birth, today)
+    readings = _readings(knowledge, record, today, facts.implausible)
+    observed = [*_observed_findings(knowledge, record, today), *_measured(knowledge, readings)]
     _add_patient(facts, record, today)
-    _add_findings(facts, knowledge, sources, today)
+    _add_findings(facts, knowledge, sources, observed, today)
     _add_episode(facts, knowledge, [s for s in sources if s.condition and s.active], birth, today)
-    _add_observations(facts, knowledge, record, today)
+    _add_observations(facts, readings)
     _add_treatments(facts, knowledge, record, today)
     _add_medications(facts, knowledge, record, today)
     _add_orders(facts, knowledge, record)
@@ -328,9 +333,14 @@ def _finding_sources(
 
 
 def _add_findings(
-    facts: FactSet, knowledge: Knowledge, sources: list[_Finding], today: date
+    facts: FactSet,
+    knowledge: Knowledge,
+    sources: list[_Finding],
+    observed: list[tuple[str, Evidence]],
+    today: date,
 ) -> None:
-    """One fact per concept of the active entries (or any status, where the value set says).
+    """One fact per concept of the active entries (or any status, where the value set says),
+    and of the findings `observed` in Observations (recorded as such, or measured).
 
     `new`: at least one entry started (or, undated, was recorded) within `new_finding_days`,
     or carries no date at all (it cannot be shown to be long-standing).
@@ -349,6 +359,8 @@ def _add_findings(
         unjudged = source.condition and source.active and not source.stated
         if unjudged and _unclassified(knowledge, source.entry):
             _add_unclassified(knowledge, facts, by_concept, source)
+    for concept, seen in observed:
+        by_concept[concept].append(seen)
     for concept, evidence in by_concept.items():
         new = any(e.when is None or (today - e.when).days <= window for e in evidence)
         fact = FindingFact(id=facts.next_id(), type="finding", concept=concept, new=new)
@@ -461,10 +473,23 @@ def _observed(observation: Observation) -> date | None:
     )
 
 
-def _add_observations(
-    facts: FactSet, knowledge: Knowledge, record: PatientRecord, today: date
-) -> None:
-    """One fact per counting Observation within its concept's lookback window."""
+@dataclass(frozen=True)
+class _Reading:
+    """A result within its concept's lookback: its value in the canonical unit, or whether it
+    is positive, and the laboratory's flag."""
+
+    evidence: Evidence
+    value: float | None
+    positive: bool | None
+    flag: str | None
+
+
+def _readings(
+    knowledge: Knowledge, record: PatientRecord, today: date, implausible: list[Evidence]
+) -> dict[str, list[_Reading]]:
+    """Per observation concept, its counting results within the concept's lookback window,
+    oldest first. A value outside the plausible range goes to `implausible`, never a reading."""
+    readings: dict[str, list[_Reading]] = defaultdict(list)
     for entry in record.observations:
         observation = entry.resource
         when = _observed(observation)
@@ -476,17 +501,29 @@ def _add_observations(
             result = _result(knowledge, concept, observation)
             if result is None:
                 continue
-            value, positive, shown = result
+            value, positive, flag, shown = result
             evidence = _evidence(knowledge, entry, concept, coding, when, shown)
             if _implausible(knowledge, concept, value):
-                facts.implausible.append(evidence)  # never a trigger; the cards say so
+                implausible.append(evidence)  # never a trigger; the cards say so
                 continue
+            readings[concept].append(_Reading(evidence, value, positive, flag))
+    for results in readings.values():
+        results.sort(key=lambda reading: reading.evidence.when or date.min)
+    return readings
+
+
+def _add_observations(facts: FactSet, readings: dict[str, list[_Reading]]) -> None:
+    """One fact per reading."""
+    for concept, results in readings.items():
+        for reading in results:
             fact = ObservationFact(id=facts.next_id(), type="observation", concept=concept)
-            if value is not None:
-                fact["value"] = value
-            if positive is not None:
-                fact["positive"] = positive
-            facts.add(fact, [evidence])
+            if reading.value is not None:
+                fact["value"] = reading.value
+            if reading.positive is not None:
+                fact["positive"] = reading.positive
+            if reading.flag is not None:
+                fact["flag"] = reading.flag
+            facts.add(fact, [reading.evidence])
 
 
 def _implausible(knowledge: Knowledge, concept: str, value: float | None) -> bool:
@@ -497,21 +534,143 @@ def _implausible(knowledge: Knowledge, concept: str, value: float | None) -> boo
 
 def _result(
     knowledge: Knowledge, concept: str, observation: Observation
-) -> tuple[float | None, bool | None, str] | None:
-    """A result's value in the canonical unit or whether it is positive, and its text."""
+) -> tuple[float | None, bool | None, str | None, str] | None:
+    """A result's value in the canonical unit or whether it is positive, the laboratory's
+    flag, and its text. A unit we cannot convert gives no value (never a guess), but the flag
+    still counts."""
     quantity, coded = observation.valueQuantity, observation.valueCodeableConcept
+    flag = _flag(knowledge, observation)
+    shown_flag = f" (flagged {flag} by the laboratory)" if flag else ""
     if quantity is not None and quantity.value is not None:
-        unit = quantity.code or quantity.unit or ""
-        conversion = knowledge.value_sets[concept].units.get(unit)
+        spellings = [quantity.code, quantity.unit, ""]
+        units = knowledge.units.get(concept, {})
+        conversion = next((units[k] for s in spellings if (k := unit_key(s or "")) in units), None)
+        shown = f"{quantity.value:g} {quantity.unit or quantity.code or ''}".strip()
         if conversion is None:
-            return None  # a unit we cannot convert: never guess
+            return (None, None, flag, shown + shown_flag) if flag else None
         value = round(quantity.value * conversion.factor + conversion.offset, 3)
-        return value, None, f"{quantity.value:g} {quantity.unit or unit}"
+        return value, None, flag, shown + shown_flag
     if coded is not None and coded.coding:
         positives = knowledge.positive_results[concept]
         positive = any((c.system, c.code) in positives for c in coded.coding)
-        return None, positive, coded.coding[0].display or coded.text or "coded result"
+        return None, positive, flag, coded.coding[0].display or coded.text or "coded result"
+    if flag is not None:
+        return None, None, flag, (observation.valueString or "result") + shown_flag
     return None
+
+
+def _flag(knowledge: Knowledge, observation: Observation) -> str | None:
+    """The laboratory's interpretation of a result (config `observed_findings.flags`)."""
+    for concept in observation.interpretation:
+        for coding in concept.coding:
+            flag = knowledge.flags.get((coding.system or "", coding.code or ""))
+            if flag is not None:
+                return flag
+    return None
+
+
+def _observed_findings(
+    knowledge: Knowledge, record: PatientRecord, today: date
+) -> list[tuple[str, Evidence]]:
+    """Findings recorded as Observations: the Observation's code is the finding and its value
+    says present (or, with no value, it was observed), or its coded answer is the finding (a
+    symptom, a pregnancy status). Current within the concept's lookback, else
+    `observed_finding_days`; a value that says neither present nor absent cannot be read, and
+    the card names it."""
+    found: list[tuple[str, Evidence]] = []
+    for entry in record.observations:
+        observation = entry.resource
+        when = _observed(observation)
+        if observation.status in _IGNORED_OBSERVATION or when is None:
+            continue
+        coded = _matches(knowledge, observation.code, "finding")
+        present = _presence(knowledge, observation, {c for c, _ in coded}) if coded else True
+        if not coded:
+            coded = _matches(knowledge, observation.valueCodeableConcept, "finding")
+        for concept, coding in coded:
+            if not _still_current(knowledge, concept, when, today) or present is False:
+                continue
+            evidence = _evidence(
+                knowledge, entry, concept, coding, when, "recorded as an Observation"
+            )
+            if present is None and knowledge.text_risk is not None:
+                title = knowledge.value_sets[concept].title.lower()
+                unread = f"an Observation of {title} with a value the service cannot read: check it"
+                found.append((knowledge.text_risk, replace(evidence, value=unread)))
+            elif present:
+                risk = knowledge.value_sets[concept].risk
+                found.append((concept, replace(evidence, value=risk.means) if risk else evidence))
+    return found
+
+
+def _presence(knowledge: Knowledge, observation: Observation, concepts: set[str]) -> bool | None:
+    """Whether an Observation of a finding says it is present: its boolean or coded value (or
+    interpretation), the finding itself as the answer, or no value at all (observed). None: a
+    value that says neither."""
+    if observation.valueBoolean is not None:
+        return observation.valueBoolean
+    answer = observation.valueCodeableConcept
+    for concept in [*([answer] if answer else []), *observation.interpretation]:
+        for coding in concept.coding:
+            said = knowledge.presence.get((coding.system or "", coding.code or ""))
+            if said is not None:
+                return said
+    if answer is not None:
+        answered = {c for c, _ in _matches(knowledge, answer, "finding")}
+        return True if answered & concepts else None
+    unread = observation.valueQuantity is not None or observation.valueString is not None
+    if unread or observation.dataAbsentReason is not None:
+        return None if unread else False
+    return True
+
+
+def _still_current(knowledge: Knowledge, concept: str, when: date, today: date) -> bool:
+    if knowledge.value_sets[concept].counts_when_inactive:
+        return True
+    thresholds, lookback = knowledge.config.thresholds, knowledge.config.lookback_days
+    return (today - when).days <= lookback.get(concept, thresholds["observed_finding_days"])
+
+
+def _measured(
+    knowledge: Knowledge, readings: dict[str, list[_Reading]]
+) -> list[tuple[str, Evidence]]:
+    """Findings the measurements show (a finding set's `measured` routes)."""
+    found: list[tuple[str, Evidence]] = []
+    for concept, value_set in knowledge.value_sets.items():
+        for route in value_set.measured:
+            values = [r for r in readings.get(route.observation, []) if r.value is not None]
+            shown = _route_met(knowledge, route, values)
+            if shown is not None:
+                found.append((concept, shown))
+    return found
+
+
+def _route_met(knowledge: Knowledge, route: Measured, readings: list[_Reading]) -> Evidence | None:
+    """The evidence of a measured route when its results meet it (readings oldest first)."""
+    if route.value is not None:
+        bounds = [(op, knowledge.threshold(bound)) for op, bound in route.value.items()]
+        met = [r for r in readings if all(_compare(r.value, op, b) for op, b in bounds)]
+        return met[-1].evidence if met else None
+    if route.fall_percent is not None and len(readings) >= 2:
+        latest = readings[-1]
+        highest = max(readings[:-1], key=lambda r: r.value or 0.0)
+        top, now = highest.value or 0.0, latest.value or 0.0
+        fall = 100 * (top - now) / top if top > 0 else 0.0
+        if fall < knowledge.threshold(route.fall_percent):
+            return None
+        since = highest.evidence.when.isoformat() if highest.evidence.when else "earlier"
+        said = (
+            f"fell {fall:.0f}% from {highest.evidence.value} ({since}) to {latest.evidence.value}"
+        )
+        return replace(latest.evidence, value=said)
+    return None
+
+
+_COMPARE = {"gte": operator.ge, "gt": operator.gt, "lte": operator.le, "lt": operator.lt}
+
+
+def _compare(value: float | None, op: str, bound: float) -> bool:
+    return value is not None and bool(_COMPARE[op](value, bound))
 
 
 def _add_treatments(

@@ -165,6 +165,10 @@ class Observation(Resource):
     issued: FhirDate | None = None
     valueQuantity: Quantity | None = None
     valueCodeableConcept: CodeableConcept | None = None
+    valueBoolean: bool | None = None
+    valueString: str | None = None
+    interpretation: list[CodeableConcept] = []
+    dataAbsentReason: CodeableConcept | None = None
 
 
 class ServiceRequest(Resource):
