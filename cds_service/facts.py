@@ -25,6 +25,7 @@ from cds_service.knowledge import FactKind, Knowledge, Measured, unit_key
 from cds_service.prefetch import Entry, PatientRecord
 
 _COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
+_RECURRING = {"recurrence", "relapse"}
 _NOT_COUNTING_VERIFICATION = {"refuted", "entered-in-error"}
 _IGNORED_OBSERVATION = {"entered-in-error", "cancelled"}
 _PROCEDURE_DONE = {"completed", "in-progress"}
@@ -278,7 +279,17 @@ def _add_patient(facts: FactSet, record: PatientRecord, today: date) -> None:
 
 
 def onset(condition: Condition, birth: date | None) -> date | None:
-    """When a Condition started: onset[x], else the date it was recorded."""
+    """When a Condition started: onset[x], else the date it was recorded. A recurrence or
+    relapse started again: the later of its first onset and the date it was recorded."""
+    first = _first_onset(condition, birth)
+    status = condition.clinicalStatus
+    again = status is not None and any(c.code in _RECURRING for c in status.coding)
+    if again and first is not None and condition.recordedDate is not None:
+        return max(first, condition.recordedDate)
+    return first
+
+
+def _first_onset(condition: Condition, birth: date | None) -> date | None:
     if condition.onsetDateTime is not None:
         return condition.onsetDateTime
     if condition.onsetPeriod is not None and condition.onsetPeriod.start is not None:
