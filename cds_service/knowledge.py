@@ -408,6 +408,8 @@ class Config(Strict):
     negation_cues: list[str] = []
     """Words that negate a finding named after them in the same clause of a text."""
     observed_findings: ObservedFindings
+    cautions: list[Caution] = []
+    """Lines every card adds when their derived fact holds (a population: pregnancy)."""
 
 
 class CodeSystem(Strict):
@@ -744,6 +746,9 @@ def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) 
             wrong = f"risk {concept!r} is read by no rule: its entries would go unnamed"
             raise KnowledgeError(root / "valuesets" / f"{concept}.yaml", wrong)
     derivable = {name for rule in knowledge.rules.values() for name in rule.derive}
+    for caution in config.cautions:
+        if caution.if_ not in derivable:
+            raise KnowledgeError(config_path, f"caution {caution.if_!r}: no rule derives it")
     if config.prefetch.required_for not in derivable:
         wrong = f"prefetch.required_for {config.prefetch.required_for!r}: no rule derives it"
         raise KnowledgeError(config_path, wrong)
