@@ -16,6 +16,7 @@ import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from datetime import date
 from typing import Any
 
 from cds_service.engine import SENTINEL, Firing, Outcome, compile_ruleset
@@ -72,6 +73,7 @@ class Summaries:
     def __init__(self, knowledge: Knowledge, rules: Iterable[Rule]) -> None:
         self._by_concept: dict[str | None, list[tuple[int, list[Test]]]] = defaultdict(list)
         self._count = 0
+        self._candidates: dict[str, list[tuple[int, list[Test]]]] = {}
         self.per_class = 1
         """Readings kept per class: the most observation patterns of one rule alternative."""
         for name, rule in compile_ruleset(knowledge, rules).items():
@@ -86,6 +88,12 @@ class Summaries:
                 self._by_concept[concept].append((self._count, tests))
                 self._count += 1
 
+    def _patterns_for(self, concept: str) -> list[tuple[int, list[Test]]]:
+        """The patterns that can match a reading of `concept` (remembered)."""
+        patterns = [*self._by_concept.get(concept, ()), *self._by_concept.get(None, ())]
+        self._candidates[concept] = patterns
+        return patterns
+
     def summarise(self, facts: FactSet) -> Summary:
         """The engine's facts for `facts`: its other facts, and a few readings of each class.
 
@@ -98,7 +106,7 @@ class Summaries:
                 kept.append(fact)
                 continue
             concept = fact["concept"]  # type: ignore[typeddict-item]
-            candidates = [*self._by_concept.get(concept, ()), *self._by_concept.get(None, ())]
+            candidates = self._candidates.get(concept) or self._patterns_for(concept)
             matched = tuple(n for n, tests in candidates if all(test(fact) for test in tests))
             if matched:
                 classes[concept, matched].append(fact)
@@ -133,6 +141,6 @@ def _shown(members: list[Fact], facts: FactSet) -> tuple[str, ...]:
     return tuple(sorted(roles, key=record_fact_order))
 
 
-def _when(facts: FactSet, fact_id: str) -> str:
-    """The date of a reading's evidence (ISO, sortable; '' when undated)."""
-    return max((e.when.isoformat() for e in facts.evidence[fact_id] if e.when), default="")
+def _when(facts: FactSet, fact_id: str) -> date:
+    """The date of a reading's evidence (`date.min` when undated)."""
+    return max((e.when for e in facts.evidence[fact_id] if e.when), default=date.min)
