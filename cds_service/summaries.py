@@ -20,7 +20,7 @@ from datetime import date
 from typing import Any
 
 from cds_service.engine import SENTINEL, Firing, Outcome, compile_ruleset
-from cds_service.facts import Fact, FactSet, record_fact_order
+from cds_service.facts import Fact, FactSet
 from cds_service.knowledge import Knowledge, Rule
 
 SHOWN = 10
@@ -99,11 +99,11 @@ class Summaries:
 
         A large class's shown readings get their count in `facts.evidence`.
         """
-        kept: list[Fact] = []
+        kept: set[str] = set()
         classes: dict[tuple[str, tuple[int, ...]], list[Fact]] = defaultdict(list)
         for fact in facts.facts:
             if fact["type"] != _OBSERVATION:
-                kept.append(fact)
+                kept.add(fact["id"])
                 continue
             concept = fact["concept"]  # type: ignore[typeddict-item]
             candidates = self._candidates.get(concept) or self._patterns_for(concept)
@@ -114,10 +114,9 @@ class Summaries:
         for members in classes.values():
             shown = _shown(members, facts)
             for fact in members[: self.per_class]:
-                kept.append(fact)
+                kept.add(fact["id"])
                 stands_for[fact["id"]] = shown
-        kept.sort(key=lambda fact: record_fact_order(fact["id"]))
-        return Summary(kept, stands_for)
+        return Summary([fact for fact in facts.facts if fact["id"] in kept], stands_for)
 
 
 def _shown(members: list[Fact], facts: FactSet) -> tuple[str, ...]:
@@ -130,15 +129,15 @@ def _shown(members: list[Fact], facts: FactSet) -> tuple[str, ...]:
     if valued:
         roles[max(valued, key=lambda f: f["value"])["id"]].append("highest")  # type: ignore[typeddict-item]
         roles[min(valued, key=lambda f: f["value"])["id"]].append("lowest")  # type: ignore[typeddict-item]
-    latest = max(reversed(members), key=lambda fact: _when(facts, fact["id"]))
-    roles[latest["id"]].append("latest")
+    dated = [(_when(facts, fact["id"]), n) for n, fact in enumerate(members)]
+    roles[members[max(dated)[1]]["id"]].append("latest")  # of the latest day, the last sent
     for fact_id, said in roles.items():
         evidence = facts.evidence[fact_id]
         count = f"the {' and '.join(said)} of {len(members):,} readings that meet the same rules"
         facts.evidence[fact_id] = tuple(
             replace(e, value=f"{e.value}; {count}" if e.value else count) for e in evidence
         )
-    return tuple(sorted(roles, key=record_fact_order))
+    return tuple(fact["id"] for fact in members if fact["id"] in roles)
 
 
 def _when(facts: FactSet, fact_id: str) -> date:
