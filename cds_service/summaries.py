@@ -106,7 +106,9 @@ class Summaries:
                 kept.add(fact["id"])
                 continue
             concept = fact["concept"]  # type: ignore[typeddict-item]
-            candidates = self._candidates.get(concept) or self._patterns_for(concept)
+            candidates = self._candidates.get(concept)
+            if candidates is None:
+                candidates = self._patterns_for(concept)
             matched = tuple(n for n, tests in candidates if all(test(fact) for test in tests))
             if matched:
                 classes[concept, matched].append(fact)
