@@ -202,8 +202,13 @@ def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> Fac
     birth = record.patient.birthDate if record.patient else None
     confirmed = [entry for entry in record.conditions if not refuted(entry.resource)]
     sources = _finding_sources(knowledge, record, confirmed, birth, today)
-    readings = _readings(knowledge, record, today, facts.implausible)
-    observed = [*_observed_findings(knowledge, record, today), *_measured(knowledge, readings)]
+    unread: list[tuple[str, Evidence]] = []
+    readings = _readings(knowledge, record, today, facts.implausible, unread)
+    observed = [
+        *_observed_findings(knowledge, record, today),
+        *_measured(knowledge, readings),
+        *unread,
+    ]
     _add_patient(facts, record, today)
     _add_findings(facts, knowledge, sources, observed, today)
     active = [s for s in sources if s.condition and s.active]
@@ -516,10 +521,16 @@ class _Reading:
 
 
 def _readings(
-    knowledge: Knowledge, record: PatientRecord, today: date, implausible: list[Evidence]
+    knowledge: Knowledge,
+    record: PatientRecord,
+    today: date,
+    implausible: list[Evidence],
+    unread: list[tuple[str, Evidence]],
 ) -> dict[str, list[_Reading]]:
     """Per observation concept, its counting results within the concept's lookback window,
-    oldest first. A value outside the plausible range goes to `implausible`, never a reading."""
+    oldest first. A value outside the plausible range goes to `implausible`, never a reading;
+    a value in a unit that cannot be converted, of a concept that feeds a red flag, goes to
+    `unread` as a risk the card names (it may hide a red flag)."""
     readings: dict[str, list[_Reading]] = defaultdict(list)
     for entry in record.observations:
         observation = entry.resource
@@ -531,6 +542,7 @@ def _readings(
                 continue
             result = _result(knowledge, concept, observation)
             if result is None:
+                _unconverted(knowledge, entry, concept, coding, when, unread)
                 continue
             value, positive, flag, shown = result
             evidence = _evidence(knowledge, entry, concept, coding, when, shown)
@@ -541,6 +553,28 @@ def _readings(
     for results in readings.values():
         results.sort(key=lambda reading: reading.evidence.when or date.min)
     return readings
+
+
+def _unconverted(
+    knowledge: Knowledge,
+    entry: Entry[Observation],
+    concept: str,
+    coding: Coding,
+    when: date,
+    unread: list[tuple[str, Evidence]],
+) -> None:
+    """A value whose unit cannot be converted, of a concept that feeds a red flag: named on the
+    risk card (`Risk.from_text`) so no card reassures past it."""
+    quantity = entry.resource.valueQuantity
+    risk = knowledge.text_risk
+    if quantity is None or quantity.value is None or risk is None:
+        return
+    if concept not in knowledge.flagging:
+        return
+    unit = quantity.unit or quantity.code or "no unit"
+    title = knowledge.value_sets[concept].title
+    said = f"{title} {quantity.value:g} in a unit the service cannot convert ({unit}): check it"
+    unread.append((risk, _evidence(knowledge, entry, concept, coding, when, said)))
 
 
 def _add_observations(facts: FactSet, readings: dict[str, list[_Reading]]) -> None:

@@ -336,3 +336,15 @@ def test_a_pregnancy_status_observation_is_read_by_its_answer(
     status = _observation("82810-3", "http://loinc.org", valueCodeableConcept=_coded(*answer))
     facts = _facts(knowledge, observations=[status])
     assert (_of(facts, "finding", "pregnancy") is not None) is pregnant
+
+
+def test_a_red_flag_result_in_a_unit_that_cannot_be_converted_is_named_not_dropped(
+    knowledge: Knowledge,
+) -> None:
+    odd = _observation("8310-5", "http://loinc.org", valueQuantity={"value": 102, "unit": "deg"})
+    facts = _facts(knowledge, observations=[odd])
+    assert _of(facts, "observation", "body-temperature") is None
+    risk = _of(facts, "finding", "risk-named-in-text")
+    assert risk is not None
+    (evidence,) = facts.evidence[risk["id"]]
+    assert "cannot convert (deg)" in (evidence.value or "")
