@@ -239,7 +239,7 @@ def _derives_for(knowledge: Knowledge, derived: str, population: Population) -> 
 
 def matrix_markdown(knowledge: Knowledge, matrix: Matrix) -> str:
     """The route matrix and the population table, as `docs/red-flag-routes.md`."""
-    used = [r for r in ROUTES if any(r in row.applicable for row in matrix.rows)]
+    used = list(ROUTES)
     reasons: list[str] = []
     lines = [
         f"# Red-flag routes of {knowledge.manifest.name} {knowledge.version}",
@@ -316,6 +316,7 @@ def routes_used(triage: Triage, request: HookRequest, today: date) -> set[tuple[
     facts = build_facts(record, triage.knowledge, today)
     engine = triage.engines[hook.id]
     outcome = engine.evaluate(facts.facts)
+    entries = _entries(record)
     flagged = {r.id for r in red_flag_rules(triage.knowledge)}
     text_risk = triage.knowledge.text_risk
     used: set[tuple[str, str]] = set()
@@ -325,15 +326,20 @@ def routes_used(triage: Triage, request: HookRequest, today: date) -> set[tuple[
             continue  # withdrawn: its card is not shown
         if rule.id in flagged or (rule.card and text_risk in concepts_read([rule])):
             for fact_id in rests_on(firing.fact_ids, outcome) & facts.evidence.keys():
-                used |= _fact_routes(triage.knowledge, record, facts, fact_id, rule.id in flagged)
+                used |= _fact_routes(triage.knowledge, entries, facts, fact_id, rule.id in flagged)
     return used
 
 
 def _fact_routes(
-    knowledge: Knowledge, record: PatientRecord, facts: FactSet, fact_id: str, red_flag: bool
+    knowledge: Knowledge,
+    entries: dict[str, Entry[Any]],
+    facts: FactSet,
+    fact_id: str,
+    red_flag: bool,
 ) -> set[tuple[str, str]]:
+    """The (concept, route) pairs of one fact's evidence: every route of a red flag's facts,
+    only the free-text route of another card's."""
     fact: Any = next(f for f in facts.facts if f["id"] == fact_id)
-    entries = _entries(record)
     used = set()
     for evidence in facts.evidence[fact_id]:
         entry = entries.get(evidence.reference or "")
