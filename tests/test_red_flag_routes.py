@@ -83,3 +83,50 @@ def test_populations_name_the_rules_that_treat_them_apart(
     assert "| `paediatric-back-pain` | match via `child` |" in table
     assert "| `red-flag-fracture-fragility` |  | match |" in table
     assert "unless `red-flag`" not in table  # the red flag is not a population
+
+
+@pytest.mark.parametrize(
+    ("name", "cells"),
+    [
+        (
+            "red-flag-anticoagulated-sudden-pain--warfarin-by-name-only",
+            {("anticoagulants", "medicine-name"), ("back-pain", "condition-icd-10-cm")},
+        ),
+        (
+            "red-flag-anticoagulated-sudden-pain--warfarin-contained-medication",
+            {("anticoagulants", "medicine-reference"), ("back-pain", "condition-snomed")},
+        ),
+        (
+            "red-flag-cauda-equina--back-pain-and-retention-as-symptom-answers",
+            {("back-pain", "observation-answer"), ("cauda-equina-sign", "observation-answer")},
+        ),
+        (
+            "red-flag-neuro-deficit--back-pain-and-foot-drop-observed-true",
+            {("back-pain", "observation-of-finding"), ("neuro-deficit", "observation-of-finding")},
+        ),
+        (
+            "red-flag-fracture-fragility--dexa-t-score-osteoporosis",
+            {("osteoporosis", "measurement"), ("back-pain", "condition-icd-10-cm")},
+        ),
+        (
+            "serious-cause-risk--spinal-injury-and-fracture-written-not-coded",
+            {("major-spinal-trauma", "free-text"), ("vertebral-fracture", "free-text")},
+        ),
+        (
+            "red-flag-spinal-infection-suspected--crp-flagged-high-unknown-unit",
+            {
+                ("crp", "lab-flag"),
+                ("immunosuppression", "condition-icd-10-cm"),
+                ("back-pain", "condition-icd-10-cm"),
+            },
+        ),
+        ("primary-care-acute-nonspecific--urinary-retention-observed-absent", set()),
+        ("primary-care-acute-nonspecific--negated-text-is-listed-not-flagged", set()),
+    ],
+)
+def test_routes_used_reads_the_route_from_the_evidence(
+    triage: Triage, name: str, cells: set[tuple[str, str]]
+) -> None:
+    request, _ = load_example(name)
+    used = routes_used(triage, HookRequest.model_validate(request), EXAMPLE_TODAY)
+    assert used == cells
