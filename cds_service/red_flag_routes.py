@@ -44,6 +44,7 @@ ROUTES: dict[str, str] = {
     "measurement": "measurement",
     "lab-flag": "laboratory flag",
     "procedure": "Procedure",
+    "order-reason": "reason stated on a draft order",
     "medicine-code": "medicine by code",
     "medicine-reference": "medicine by reference",
     "medicine-name": "medicine by name",
@@ -132,6 +133,8 @@ def applicable(knowledge: Knowledge, value_set: ValueSet) -> frozenset[str]:
         routes |= {f"condition-{s}" for s in ("icd-10-cm", "snomed") if s in systems}
         if systems & set(_OBSERVATION_SYSTEMS):
             routes |= {"observation-of-finding", "observation-answer"}
+        if systems & {"icd-10-cm", "snomed"}:
+            routes.add("order-reason")  # ServiceRequest.reasonCode (US Core: SNOMED, ICD-10-CM)
         if value_set.measured:
             routes.add("measurement")
         if any(c.display.endswith(_PROCEDURE_TAG) or c.system == "cpt" for c in value_set.codes):
@@ -253,7 +256,9 @@ def matrix_markdown(knowledge: Knowledge, matrix: Matrix) -> str:
         "checks). **n/a**: the route exists but cannot carry the concept in a real record, for",
         "the numbered reason below (`rules/routes.yaml`). Blank: no such route for the concept.",
         "Observation routes are for sets with SNOMED CT or LOINC codes (what FHIR binds",
-        "Observation.code and its answer to); Procedure for sets with SNOMED CT procedures or CPT.",
+        "Observation.code and its answer to); Procedure for sets with SNOMED CT procedures or CPT;",
+        "the reason stated on a draft order (ServiceRequest.reasonCode, order hooks) for sets with",
+        "ICD-10-CM or SNOMED CT codes.",
         "A finding named only in free text raises the risk card that asks the clinician to check",
         "the entry, never the red flag itself.",
         "",
@@ -369,6 +374,7 @@ def _entries(record: PatientRecord) -> dict[str, Entry[Any]]:
         *record.observations,
         *record.procedures,
         *record.medications,
+        *record.draft_orders,
     ]
     return {entry.reference: entry for entry in every if entry.reference}
 
@@ -388,6 +394,8 @@ def _route(
 ) -> str | None:
     resource = entry.resource
     kind = resource.resourceType
+    if evidence.stated:
+        return "order-reason"
     if kind == "Condition":
         system = {s.name: key for key, s in knowledge.manifest.code_systems.items()}
         route = f"condition-{system.get(evidence.system)}"
