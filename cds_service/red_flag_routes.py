@@ -126,9 +126,12 @@ def _derived_read(rule: Rule) -> set[str]:
 
 
 def applicable(knowledge: Knowledge, value_set: ValueSet) -> frozenset[str]:
-    """The routes by which a concept of `value_set` can reach the facts."""
-    systems = {code.system for code in value_set.codes}
-    routes: set[str] = set()
+    """The routes by which a concept of `value_set` can reach the facts. A procedure code
+    (CPT, or SNOMED CT tagged `(procedure)`) is a Procedure's, never a Condition's or an
+    Observation's."""
+    procedures = [c for c in value_set.codes if c.system == "cpt" or _PROCEDURE_TAG in c.display]
+    systems = {code.system for code in value_set.codes if code not in procedures}
+    routes: set[str] = {"procedure"} if procedures or value_set.fact == "treatment" else set()
     if value_set.fact == "finding":
         routes |= {f"condition-{s}" for s in ("icd-10-cm", "snomed") if s in systems}
         if systems & set(_OBSERVATION_SYSTEMS):
@@ -137,8 +140,6 @@ def applicable(knowledge: Knowledge, value_set: ValueSet) -> frozenset[str]:
             routes.add("order-reason")  # ServiceRequest.reasonCode (US Core: SNOMED, ICD-10-CM)
         if value_set.measured:
             routes.add("measurement")
-        if any(c.display.endswith(_PROCEDURE_TAG) or c.system == "cpt" for c in value_set.codes):
-            routes.add("procedure")
         if value_set.terms and knowledge.text_risk is not None:
             routes.add("free-text")
     elif value_set.fact == "observation":

@@ -9,7 +9,13 @@ import pytest
 
 from cds_service.knowledge import Knowledge, KnowledgeError
 from cds_service.models import HookRequest
-from cds_service.red_flag_routes import Matrix, build_matrix, matrix_markdown, routes_used
+from cds_service.red_flag_routes import (
+    Matrix,
+    applicable,
+    build_matrix,
+    matrix_markdown,
+    routes_used,
+)
 from cds_service.triage import Triage
 from tests.conftest import EXAMPLE_TODAY, ROOT, example_names, load_example
 
@@ -49,6 +55,10 @@ def test_the_matrix_rows_are_the_red_flag_concepts(knowledge: Knowledge, matrix:
         "medicine-reference",
         "medicine-name",
     }
+    assert applicable(knowledge, knowledge.value_sets["conservative-care"]) == {"procedure"}
+    surgery = applicable(knowledge, knowledge.value_sets["prior-spine-surgery"])
+    assert {"procedure", "condition-icd-10-cm"} <= surgery  # laminectomy; M96.1
+    assert "condition-snomed" not in surgery  # its SNOMED CT codes are all procedures
     assert "lab-flag" in rows["crp"].applicable
     assert "lab-flag" not in rows["body-temperature"].applicable
 
