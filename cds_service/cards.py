@@ -118,7 +118,8 @@ class CardBuilder:
         facts: FactSet,
         outcome: Outcome,
     ) -> Card:
-        cautions = (self._caution(c.say, c.if_, outcome, facts) for c in spec.cautions)
+        every = [*spec.cautions, *self._knowledge.config.cautions]
+        cautions = (self._caution(c.say, c.if_, outcome, facts) for c in every)
         notes = [note for note in cautions if note is not None]
         notes += [self._partial_note()] if self._partial else []
         notes += [_implausible_note(facts.implausible)] if facts.implausible else []

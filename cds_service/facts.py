@@ -53,12 +53,14 @@ class EpisodeFact(TypedDict):
 
 
 class FindingFact(TypedDict):
-    """A finding concept (Conditions, procedures done); `new` within `new_finding_days`."""
+    """A finding concept (Conditions, procedures done); `new` within `new_finding_days`;
+    `last_days` since its latest dated entry."""
 
     id: str
     type: Literal["finding"]
     concept: str
     new: bool
+    last_days: NotRequired[int]
 
 
 class ObservationFact(TypedDict):
@@ -74,10 +76,13 @@ class ObservationFact(TypedDict):
 
 
 class TreatmentFact(TypedDict):
+    """Weeks since the treatment was first done; `last_days` since it was last done."""
+
     id: str
     type: Literal["treatment"]
     concept: str
     weeks: float
+    last_days: int
 
 
 class MedicationFact(TypedDict):
@@ -375,6 +380,9 @@ def _add_findings(
     for concept, evidence in by_concept.items():
         new = any(e.when is None or (today - e.when).days <= window for e in evidence)
         fact = FindingFact(id=facts.next_id(), type="finding", concept=concept, new=new)
+        dated = [e.when for e in evidence if e.when is not None]
+        if dated:
+            fact["last_days"] = (today - max(dated)).days
         facts.add(fact, evidence)
 
 
@@ -696,9 +704,12 @@ def _add_treatments(
         for concept, coding in _matches(knowledge, entry.resource.code, "treatment"):
             by_concept[concept].append(_evidence(knowledge, entry, concept, coding, start))
     for concept, evidence in by_concept.items():
-        first = min(e.when for e in evidence if e.when is not None)
-        weeks = round((today - first).days / 7, 2)
-        fact = TreatmentFact(id=facts.next_id(), type="treatment", concept=concept, weeks=weeks)
+        dated = [e.when for e in evidence if e.when is not None]
+        weeks = round((today - min(dated)).days / 7, 2)
+        last = (today - max(dated)).days
+        fact = TreatmentFact(
+            id=facts.next_id(), type="treatment", concept=concept, weeks=weeks, last_days=last
+        )
         facts.add(fact, evidence)
 
 

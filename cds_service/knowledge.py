@@ -211,6 +211,8 @@ class Clause(Strict):
     """The laboratory's own interpretation of a result (Observation.interpretation)."""
     weeks: Comparison | None = None
     span_weeks: Comparison | None = Field(None, alias="span-weeks")
+    last_days: Comparison | None = Field(None, alias="last-days")
+    """Days since the latest dated entry of a finding or a treatment (a recent procedure)."""
     current: bool | None = None
     new: bool | None = None
     """A finding that started (or was recorded) within `new_finding_days`, or is undated."""
@@ -229,6 +231,8 @@ class Clause(Strict):
             raise ValueError("`span-weeks` and `current` apply to a medication clause only")
         if self.new is not None and self.finding is None:
             raise ValueError("`new` applies to a finding clause only")
+        if self.last_days is not None and self.finding is None and self.treatment is None:
+            raise ValueError("`last-days` applies to a finding or treatment clause only")
         return self
 
     @property
@@ -408,6 +412,8 @@ class Config(Strict):
     negation_cues: list[str] = []
     """Words that negate a finding named after them in the same clause of a text."""
     observed_findings: ObservedFindings
+    cautions: list[Caution] = []
+    """Lines every card adds when their derived fact holds (a population: pregnancy)."""
 
 
 class CodeSystem(Strict):
@@ -744,6 +750,9 @@ def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) 
             wrong = f"risk {concept!r} is read by no rule: its entries would go unnamed"
             raise KnowledgeError(root / "valuesets" / f"{concept}.yaml", wrong)
     derivable = {name for rule in knowledge.rules.values() for name in rule.derive}
+    for caution in config.cautions:
+        if caution.if_ not in derivable:
+            raise KnowledgeError(config_path, f"caution {caution.if_!r}: no rule derives it")
     if config.prefetch.required_for not in derivable:
         wrong = f"prefetch.required_for {config.prefetch.required_for!r}: no rule derives it"
         raise KnowledgeError(config_path, wrong)
@@ -787,6 +796,7 @@ def _clause_problem(knowledge: Knowledge, clause: Clause, derivable: set[str]) -
         clause.value,
         clause.weeks,
         clause.span_weeks,
+        clause.last_days,
         clause.episode_weeks,
         clause.onset_age,
         clause.age,

@@ -319,3 +319,20 @@ def test_a_laboratory_flag_is_read_when_the_unit_is_not(knowledge: Knowledge) ->
     assert (fact.get("flag"), fact.get("value")) == ("high", None)
     unflagged = _observation("1988-5", "http://loinc.org", valueQuantity=odd)
     assert _of(_facts(knowledge, observations=[unflagged]), "observation", "crp") is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "pregnant"),
+    [
+        (("http://loinc.org", "LA15173-0"), True),  # US Core / LOINC: Pregnant
+        (("http://snomed.info/sct", "77386006"), True),  # IPS: Pregnant
+        (("http://loinc.org", "LA26683-5"), False),  # Not pregnant
+        (("http://loinc.org", "LA4489-6"), False),  # Unknown
+    ],
+)
+def test_a_pregnancy_status_observation_is_read_by_its_answer(
+    knowledge: Knowledge, answer: tuple[str, str], pregnant: bool
+) -> None:
+    status = _observation("82810-3", "http://loinc.org", valueCodeableConcept=_coded(*answer))
+    facts = _facts(knowledge, observations=[status])
+    assert (_of(facts, "finding", "pregnancy") is not None) is pregnant
