@@ -216,7 +216,11 @@ def population_paths(knowledge: Knowledge, rule: Rule, population: Population) -
     paths = []
     if any(population.marks(c) for alternative in rule.match for c in alternative):
         paths.append("match")
-    through = [d for d in sorted(_derived_read(rule)) if _derives_for(knowledge, d, population)]
+    through = [
+        d
+        for d in sorted(_derived_read(rule))
+        if d != population.derived and _derives_for(knowledge, d, population)
+    ]
     paths += [f"match via `{d}`" for d in through]
     paths += [f"unless `{d}`" for d in rule.unless if _derives_for(knowledge, d, population)]
     cautions = [c.if_ for c in rule.card.cautions] if rule.card else []
@@ -307,7 +311,13 @@ def _population_lines(knowledge: Knowledge, matrix: Matrix) -> list[str]:
         cells = ["; ".join(population_paths(knowledge, rule, p)) for p in populations.values()]
         if any(cells):
             lines.append(f"| `{rule.id}` | " + " | ".join(cells) + " |")
-    return lines
+    everywhere = [
+        f"{population.title}: every card adds the caution for `{caution.if_}` (config `cautions`)."
+        for population in populations.values()
+        for caution in knowledge.config.cautions
+        if _derives_for(knowledge, caution.if_, population)
+    ]
+    return [*lines, *(["", *everywhere] if everywhere else [])]
 
 
 # --- Routes an evaluation used ----------------------------------------------------------------

@@ -93,6 +93,8 @@ def test_populations_name_the_rules_that_treat_them_apart(
     assert "| `paediatric-back-pain` | match via `child` |" in table
     assert "| `red-flag-fracture-fragility` |  | match |" in table
     assert "unless `red-flag`" not in table  # the red flag is not a population
+    assert "| `red-flag-spinal-infection-suspected` |  |  |  | match |" in table
+    assert "Pregnancy: every card adds the caution for `pregnant`" in table
 
 
 @pytest.mark.parametrize(
