@@ -78,7 +78,7 @@ def _pattern(clause: Clause, knowledge: Knowledge) -> dict[str, Any]:
             terms.append({_field(fact_type, flag): getattr(clause, flag)})
     for op, bound in comparison.items() if comparison else ():
         terms.append({_OPERATORS[op]: {_field(fact_type, field_name): knowledge.threshold(bound)}})
-    for name in ("span_weeks", "last_days"):
+    for name in ("span_weeks", "last_days", "course_weeks", "sessions"):
         comparison = getattr(clause, name)
         for op, bound in comparison.items() if comparison else ():
             terms.append({_OPERATORS[op]: {_field(fact_type, name): knowledge.threshold(bound)}})

@@ -8,7 +8,7 @@ combination of concepts, not once per duplicate Condition.
 import operator
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Literal, NotRequired, TypedDict, get_args, get_type_hints
 
 from cds_service.codes import icd10cm_key
@@ -76,22 +76,30 @@ class ObservationFact(TypedDict):
 
 
 class TreatmentFact(TypedDict):
-    """Weeks since the treatment was first done; `last_days` since it was last done."""
+    """Weeks since the treatment was first done; `last_days` since it was last done; within the
+    current back-pain episode, the `sessions` done and the `course_weeks` from the first of them
+    to the last (absent: none in the episode)."""
 
     id: str
     type: Literal["treatment"]
     concept: str
     weeks: float
     last_days: int
+    sessions: NotRequired[int]
+    course_weeks: NotRequired[float]
 
 
 class MedicationFact(TypedDict):
+    """Weeks since first taken, the span of use, `current`; and `course_weeks` of use within
+    the current back-pain episode (absent: none in the episode)."""
+
     id: str
     type: Literal["medication"]
     concept: str
     weeks: float
     span_weeks: float
     current: bool
+    course_weeks: NotRequired[float]
 
 
 class OrderFact(TypedDict):
@@ -198,10 +206,11 @@ def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> Fac
     observed = [*_observed_findings(knowledge, record, today), *_measured(knowledge, readings)]
     _add_patient(facts, record, today)
     _add_findings(facts, knowledge, sources, observed, today)
-    _add_episode(facts, knowledge, [s for s in sources if s.condition and s.active], birth, today)
+    active = [s for s in sources if s.condition and s.active]
+    episode = _add_episode(facts, knowledge, active, birth, today)
     _add_observations(facts, readings)
-    _add_treatments(facts, knowledge, record, today)
-    _add_medications(facts, knowledge, record, today)
+    _add_treatments(facts, knowledge, record, today, episode)
+    _add_medications(facts, knowledge, record, today, episode)
     _add_orders(facts, knowledge, record)
     facts.referred = _referred(knowledge, record)
     return facts
@@ -445,8 +454,9 @@ def _add_episode(
     conditions: list[_Finding],
     birth: date | None,
     today: date,
-) -> None:
-    """The back-pain episode, from the earliest active back-pain Condition's onset (docs/rules.md).
+) -> date | None:
+    """The back-pain episode, from the earliest active back-pain Condition's onset (docs/rules.md);
+    its start, if there is one.
 
     A generic code (`qualified_episode_concepts`, e.g. "Chronic pain") counts only beside
     another back-pain Condition or with a back body site: alone it may be a knee or a migraine.
@@ -471,6 +481,8 @@ def _add_episode(
             fact["onset_age"] = years_between(birth, start)
             shown += f", from age {fact['onset_age']}"
         facts.add(fact, [replace(first, value=shown)])
+        return start
+    return None
 
 
 def _at_back(knowledge: Knowledge, condition: Condition) -> bool:
@@ -693,24 +705,37 @@ def _compare(value: float | None, op: str, bound: float) -> bool:
 
 
 def _add_treatments(
-    facts: FactSet, knowledge: Knowledge, record: PatientRecord, today: date
+    facts: FactSet,
+    knowledge: Knowledge,
+    record: PatientRecord,
+    today: date,
+    episode: date | None,
 ) -> None:
-    """Prior treatment (procedures done), one fact per concept, dated from its earliest start."""
-    by_concept: dict[str, list[Evidence]] = defaultdict(list)
+    """Prior treatment (procedures done), one fact per concept, dated from its earliest start;
+    the sessions within the episode make its course (care for an earlier episode is history)."""
+    by_concept: dict[str, list[tuple[Evidence, date]]] = defaultdict(list)
     for entry in record.procedures:
         start = _performed(entry)
         if entry.resource.status not in _PROCEDURE_DONE or start is None:
             continue
+        period = entry.resource.performedPeriod
+        end = min(max(period.end, start), today) if period and period.end else start
         for concept, coding in _matches(knowledge, entry.resource.code, "treatment"):
-            by_concept[concept].append(_evidence(knowledge, entry, concept, coding, start))
-    for concept, evidence in by_concept.items():
-        dated = [e.when for e in evidence if e.when is not None]
-        weeks = round((today - min(dated)).days / 7, 2)
-        last = (today - max(dated)).days
+            evidence = _evidence(knowledge, entry, concept, coding, start)
+            by_concept[concept].append((evidence, end))
+    for concept, done in by_concept.items():
+        starts = [evidence.when for evidence, _ in done if evidence.when is not None]
+        weeks = round((today - min(starts)).days / 7, 2)
+        last = (today - max(end for _, end in done)).days
         fact = TreatmentFact(
             id=facts.next_id(), type="treatment", concept=concept, weeks=weeks, last_days=last
         )
-        facts.add(fact, evidence)
+        course = [(e.when, end) for e, end in done if e.when and episode and end >= episode]
+        if course and episode is not None:
+            began = max(episode, min(start for start, _ in course))
+            fact["sessions"] = len(course)
+            fact["course_weeks"] = round((max(end for _, end in course) - began).days / 7, 2)
+        facts.add(fact, [evidence for evidence, _ in done])
 
 
 def _performed(entry: Entry[Any]) -> date | None:
@@ -742,6 +767,9 @@ def _exposure(
     if isinstance(medication, MedicationRequest):
         start = end = medication.authoredOn
         current = current and start is not None and (today - start).days <= stale_days
+        supplied = _supply_days(medication)
+        if start is not None and supplied:
+            end = min(start + timedelta(days=supplied), today)
     else:
         period = medication.effectivePeriod
         start = medication.effectiveDateTime or (period and period.start) or medication.dateAsserted
@@ -749,10 +777,32 @@ def _exposure(
     return _Exposure(start, end or start, current) if start is not None else None
 
 
+_DAYS_PER_UNIT = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30}
+"""Days in a duration unit (UCUM code or its usual text), for a prescription's supply."""
+
+
+def _supply_days(request: MedicationRequest) -> float | None:
+    """How long a prescription lasts: the expected supply of one fill times the fills allowed
+    (None: not stated, or in a unit that is not a duration)."""
+    dispense = request.dispenseRequest
+    supply = dispense.expectedSupplyDuration if dispense else None
+    if dispense is None or supply is None or supply.value is None:
+        return None
+    per_unit = _DAYS_PER_UNIT.get((supply.code or supply.unit or "").lower())
+    fills = 1 + (dispense.numberOfRepeatsAllowed or 0)
+    return supply.value * per_unit * fills if per_unit else None
+
+
 def _add_medications(
-    facts: FactSet, knowledge: Knowledge, record: PatientRecord, today: date
+    facts: FactSet,
+    knowledge: Knowledge,
+    record: PatientRecord,
+    today: date,
+    episode: date | None,
 ) -> None:
-    """One fact per medicine concept: weeks since first taken, span of use, and `current`.
+    """One fact per medicine concept: weeks since first taken, span of use, `current`, and the
+    course within the back-pain episode (from the episode's start or the first use after it,
+    to the last use or today while current).
 
     A medicine counts as current when a statement is active, a request is active and not stale
     (renewed within `active_order_max_days`), or the last one is within
@@ -794,6 +844,11 @@ def _add_medications(
             span_weeks=round((last - first).days / 7, 2),
             current=current,
         )
+        during = [e for _, e in taken if episode is not None and (e.current or e.end >= episode)]
+        if during and episode is not None:
+            began = max(episode, min(exposure.start for exposure in during))
+            ended = today if current_now else max(exposure.end for exposure in during)
+            fact["course_weeks"] = round(max((ended - began).days, 0) / 7, 2)
         facts.add(fact, _medicine_lines(taken, current))
 
 

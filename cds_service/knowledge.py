@@ -213,6 +213,10 @@ class Clause(Strict):
     span_weeks: Comparison | None = Field(None, alias="span-weeks")
     last_days: Comparison | None = Field(None, alias="last-days")
     """Days since the latest dated entry of a finding or a treatment (a recent procedure)."""
+    course_weeks: Comparison | None = Field(None, alias="course-weeks")
+    """Weeks of a treatment or medicine within the current back-pain episode."""
+    sessions: Comparison | None = None
+    """Sessions of a treatment done within the current back-pain episode."""
     current: bool | None = None
     new: bool | None = None
     """A finding that started (or was recorded) within `new_finding_days`, or is undated."""
@@ -233,6 +237,10 @@ class Clause(Strict):
             raise ValueError("`new` applies to a finding clause only")
         if self.last_days is not None and self.finding is None and self.treatment is None:
             raise ValueError("`last-days` applies to a finding or treatment clause only")
+        if self.course_weeks is not None and self.treatment is None and self.medication is None:
+            raise ValueError("`course-weeks` applies to a treatment or medication clause only")
+        if self.sessions is not None and self.treatment is None:
+            raise ValueError("`sessions` applies to a treatment clause only")
         return self
 
     @property
@@ -797,6 +805,8 @@ def _clause_problem(knowledge: Knowledge, clause: Clause, derivable: set[str]) -
         clause.weeks,
         clause.span_weeks,
         clause.last_days,
+        clause.course_weeks,
+        clause.sessions,
         clause.episode_weeks,
         clause.onset_age,
         clause.age,
