@@ -427,6 +427,8 @@ class Config(Strict):
 class CodeSystem(Strict):
     uri: str
     name: str
+    read_as: str | None = None
+    """Another system of the manifest whose value sets this one's codes are looked up in."""
 
 
 class Manifest(Strict):
@@ -565,7 +567,14 @@ def load_knowledge(
     rule_files = _load_dir(Rule, root / "rules")
 
     value_sets: dict[str, ValueSet] = {}
-    codes = CodeIndex(manifest.code_systems["icd-10-cm"].uri)
+    for alias, listed in manifest.code_systems.items():
+        if listed.read_as is not None and listed.read_as not in manifest.code_systems:
+            wrong = f"code system {alias!r} is read as {listed.read_as!r}, which is not listed"
+            raise KnowledgeError(root / "ruleset.yaml", wrong)
+    codes = CodeIndex(
+        manifest.code_systems["icd-10-cm"].uri,
+        frozenset(s.uri for s in manifest.code_systems.values() if s.read_as == "icd-10-cm"),
+    )
     positive_results: dict[str, frozenset[tuple[str, str]]] = {}
 
     def keyed(path: Path, codes: list[Code]) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ _MEDICINES = {"MedicationRequest", "MedicationStatement"}
 
 def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
     """A predicate on a raw resource (parsed JSON): True when the triage must read it."""
-    exact, icd10cm = knowledge.codes.exact, knowledge.codes.icd10cm
+    exact, is_icd10 = knowledge.codes.exact, knowledge.codes.is_icd10
 
     def coded(concept: Any) -> bool | None:
         """True/False whether a CodeableConcept's codings hit a value set; None: malformed."""
@@ -35,7 +35,7 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
                 system, code = coding.get("system"), coding.get("code")
                 if (system, code) in exact:
                     return True
-                if system == icd10cm and type(code) is str and knowledge.concepts(system, code):
+                if is_icd10(system) and type(code) is str and knowledge.concepts(system, code):
                     return True
         except (AttributeError, TypeError):  # a coding that is not an object, an unhashable code
             return None
