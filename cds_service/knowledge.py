@@ -419,6 +419,9 @@ class Config(Strict):
     prefetch: PrefetchConfig
     negation_cues: list[str] = []
     """Words that negate a finding named after them in the same clause of a text."""
+    negation_after: list[str] = []
+    """Words that negate a finding named before them in the same clause ("fracture ruled
+    out")."""
     observed_findings: ObservedFindings
     cautions: list[Caution] = []
     """Lines every card adds when their derived fact holds (a population: pregnancy)."""
@@ -459,6 +462,10 @@ class Knowledge:
     a word (`metasta` finds "metastatic")."""
     negation: re.Pattern[str] | None
     """The `negation_cues` as one whole-word, case-blind pattern (None: no cues)."""
+    negation_after: re.Pattern[str] | None
+    """The `negation_after` cues, likewise."""
+    any_term: re.Pattern[str] | None
+    """Every finding set's `terms` as one pattern: a quick test that a text names any of them."""
     text_risk: str | None
     """The risk concept found in text (`Risk.from_text`), if the knowledge base has one."""
     read: frozenset[str]
@@ -475,15 +482,23 @@ class Knowledge:
     """Per observation concept, its conversions by `unit_key` of the unit and its aliases."""
 
     def findings_named(self, text: str) -> list[str]:
-        """The finding concepts whose `terms` `text` names, each not negated in its clause
-        (a `negation_cues` word before the term: "no cauda equina", "denies fever")."""
+        """The finding concepts whose `terms` `text` names, each not negated in its clause (a
+        `negation_cues` word before the term: "no cauda equina", "denies fever"; a
+        `negation_after` word after it: "fracture ruled out")."""
+        if self.any_term is None or not self.any_term.search(text):
+            return []
         found = []
         for clause in re.split(r"[.;,:\n]", text):
             for concept, pattern in self.term_patterns.items():
                 match = pattern.search(clause)
-                if match and not (self.negation and self.negation.search(clause[: match.start()])):
+                if match and not self._negated(clause, match):
                     found.append(concept)
         return list(dict.fromkeys(found))
+
+    def _negated(self, clause: str, match: re.Match[str]) -> bool:
+        before = self.negation and self.negation.search(clause[: match.start()])
+        after = self.negation_after and self.negation_after.search(clause[match.end() :])
+        return bool(before or after)
 
     def medicines_named(self, text: str) -> list[tuple[str, str]]:
         """(concept, ingredient name) for each medicine value set whose name `text` holds."""
@@ -619,11 +634,13 @@ def load_knowledge(
             if vs.names
         },
         {
-            concept: re.compile(r"\b(" + "|".join(map(re.escape, vs.terms)) + r")", re.IGNORECASE)
+            concept: pattern
             for concept, vs in value_sets.items()
-            if vs.terms
+            if (pattern := _words(vs.terms, whole=False)) is not None
         },
-        _negation(config.negation_cues),
+        _words(config.negation_cues),
+        _words(config.negation_after),
+        _words([term for vs in value_sets.values() for term in vs.terms], whole=False),
         next((c for c, vs in value_sets.items() if vs.risk and vs.risk.from_text), None),
         frozenset(
             c
@@ -697,10 +714,12 @@ def _check_measured(knowledge: Knowledge, root: Path) -> None:
                     raise KnowledgeError(path, f"unknown threshold {bound!r}")
 
 
-def _negation(cues: list[str]) -> re.Pattern[str] | None:
+def _words(cues: list[str], whole: bool = True) -> re.Pattern[str] | None:
+    """`cues` as one case-blind pattern of whole words (or, not `whole`, word starts)."""
     if not cues:
         return None
-    return re.compile(r"\b(" + "|".join(map(re.escape, cues)) + r")\b", re.IGNORECASE)
+    end = r"\b" if whole else ""
+    return re.compile(r"\b(" + "|".join(map(re.escape, cues)) + ")" + end, re.IGNORECASE)
 
 
 def concepts_read(rules: Iterable[Rule]) -> set[str]:
