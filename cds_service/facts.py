@@ -885,14 +885,18 @@ def _add_medications(
         if exposure is None:
             continue
         code = record.medicine(medication)
-        coded = _matches(knowledge, code, "medication")
+        text = _medication_text(code, medication.medicationReference)
+        coded = [
+            (concept, coding)
+            for concept, coding in _matches(knowledge, code, "medication")
+            if not _other_form(knowledge, concept, text)
+        ]
         for concept, coding in coded:
             evidence = _evidence(knowledge, entry, concept, coding, exposure.start)
             by_concept[concept].append((evidence, exposure))
-        text = _medication_text(code, medication.medicationReference)
         by_code = {concept for concept, _ in coded}
         for concept, name in knowledge.medicines_named(text) if text else ():
-            if concept in by_code:
+            if concept in by_code or _other_form(knowledge, concept, text):
                 continue
             shown = f"{text} (matched by the ingredient name '{name}', not by code)"
             evidence = Evidence(
@@ -918,6 +922,12 @@ def _add_medications(
             ended = today if current_now else max(exposure.end for exposure in during)
             fact["course_weeks"] = round(max((ended - began).days, 0) / 7, 2)
         facts.add(fact, _medicine_lines(taken, current))
+
+
+def _other_form(knowledge: Knowledge, concept: str, text: str) -> bool:
+    """The medicine's text names a form its concept leaves out (a topical immunosuppressant)."""
+    pattern = knowledge.form_patterns.get(concept)
+    return bool(text and pattern and pattern.search(text))
 
 
 def _medicine_lines(taken: list[tuple[Evidence, _Exposure]], current: bool) -> list[Evidence]:

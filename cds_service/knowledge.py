@@ -145,6 +145,10 @@ class ValueSet(Strict):
     sources: dict[str, Source] = {}
     names: list[str] = []
     """Medication sets: ingredient names, the labelled fallback for uncoded medicine text."""
+    not_forms: list[str] = []
+    """Medication sets: words of a medicine's text that name a form outside the concept
+    (`topical`, `ointment` for a systemic concept); such an entry does not count, by code or
+    by name."""
     terms: list[str] = []
     """Finding sets: words that name the concept in text. An entry no value set classifies
     (text only, an unknown code system) whose text names one is a risk (`Risk.from_text`)."""
@@ -180,8 +184,8 @@ class ValueSet(Strict):
                 raise ValueError(f"code {code.code}: source {code.source!r} is not in `sources`")
             if code.descendants and code.system != "icd-10-cm":
                 raise ValueError(f"code {code.code}: `descendants` is for ICD-10-CM codes only")
-        if self.names and self.fact != "medication":
-            raise ValueError("`names` is for medication value sets only")
+        if (self.names or self.not_forms) and self.fact != "medication":
+            raise ValueError("`names` and `not_forms` are for medication value sets only")
         if self.risk and self.fact != "finding":
             raise ValueError("`risk` is for finding value sets only")
         if self.terms and self.fact != "finding":
@@ -457,6 +461,8 @@ class Knowledge:
     """Per observation concept, the (system URI, code) results that mean positive."""
     name_patterns: dict[str, re.Pattern[str]]
     """Per medicine concept, its ingredient `names` as one whole-word, case-blind pattern."""
+    form_patterns: dict[str, re.Pattern[str]]
+    """Per medicine concept, its `not_forms` likewise."""
     term_patterns: dict[str, re.Pattern[str]]
     """Per finding concept, its `terms` as one case-blind pattern, each matched at the start of
     a word (`metasta` finds "metastatic")."""
@@ -629,9 +635,14 @@ def load_knowledge(
         codes,
         positive_results,
         {
-            concept: re.compile(r"\b(" + "|".join(map(re.escape, vs.names)) + r")\b", re.IGNORECASE)
+            concept: pattern
             for concept, vs in value_sets.items()
-            if vs.names
+            if (pattern := _words(vs.names)) is not None
+        },
+        {
+            concept: pattern
+            for concept, vs in value_sets.items()
+            if (pattern := _words(vs.not_forms)) is not None
         },
         {
             concept: pattern
