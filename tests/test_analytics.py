@@ -16,6 +16,7 @@ from cds_service.analytics import (
     FREE_TEXT,
     Report,
     RuleInfo,
+    _run,
     clinician_report,
     feedback_rows,
     render,
@@ -800,3 +801,20 @@ def test_the_table_says_when_nothing_is_linked() -> None:
         "(no CDS_PSEUDONYM_KEY configured: evaluations are not linked)"
         in render(unlinked, "table").splitlines()
     )
+
+
+@pytest.mark.slow
+def test_the_report_hashes_in_memory_on_postgresql_without_lowering_a_larger_setting(
+    postgres_url: str,
+) -> None:
+    """Its transaction raises the server's default 4 MB of work_mem to 32 MB (a year's finest
+    grouping is then hashed, not sorted on disk) and keeps a larger setting."""
+    show = sa.text("SHOW work_mem")
+    for options, expected in [("", "32MB"), ("-c work_mem=64MB", "64MB")]:
+        engine = sa.create_engine(postgres_url, connect_args={"options": options})
+        try:
+            assert [tuple(row) for row in _run(engine, show)] == [(expected,)]
+            with engine.connect() as connection:  # for that transaction only
+                assert connection.execute(show).scalar_one() == (expected if options else "4MB")
+        finally:
+            engine.dispose()
