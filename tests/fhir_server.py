@@ -57,6 +57,20 @@ def fhir_server() -> Iterator[FhirServer]:
                 except OSError:  # the client gave up
                     return
 
+        def do_POST(self) -> None:
+            """A search by POST (`Type/_search`, form-encoded parameters), answered as the GET
+            `Type?parameters` (FHIR R4 §3.1.0.8.1); anything else is refused."""
+            path = self.path.removeprefix("/fhir/")
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            form = self.headers.get("Content-Type", "").startswith(
+                "application/x-www-form-urlencoded"
+            )
+            if not (path.endswith("/_search") and form):
+                self.send_error(405)
+                return
+            self.path = f"/fhir/{path.removesuffix('/_search')}?{body}"
+            self.do_GET()
+
         def do_OPTIONS(self) -> None:  # a browser's CORS preflight (an Authorization header)
             self.send_response(204)
             self.send_header("Access-Control-Allow-Origin", "*")
