@@ -42,7 +42,8 @@ pytestmark = pytest.mark.slow  # Chromium, the sandbox's 5 MB bundle and the ser
 ARCHIVE = ROOT / "tests" / "sandbox" / "cds-hooks-sandbox-3b7e255.tar.gz"
 APP = ROOT / "tests" / "sandbox" / "build" / "cds-hooks-sandbox" / "build"
 PATIENT = "pt-acute-mri"  # two weeks of low back pain, no red flag
-WAIT_MS = 60_000  # upper bound on the sandbox's rendering (a busy machine), not a measurement
+WAIT_MS = 60_000
+"""How long to wait for the sandbox to render (a bound for a busy machine, not a measure)."""
 
 ACUTE = "Acute low back pain, no red flag found in the coded record: primary care, no imaging"
 IMAGING = (
@@ -213,10 +214,10 @@ def test_patient_view_shows_the_card(
     browser: Browser, sandbox: str, service: str, ehr: FhirServer
 ) -> None:
     with opened(browser, sandbox, service, ehr) as (page, exchanges):
-        expect(page.get_by_text(ACUTE, exact=True)).to_be_visible()
+        expect(page.get_by_text(ACUTE, exact=True)).to_be_visible(timeout=WAIT_MS)
         assert _cards(page) == [ACUTE]
         page.get_by_role("button", name="Dismiss").click()  # feedback: overridden
-        expect(page.get_by_text(ACUTE, exact=True)).to_have_count(0)
+        expect(page.get_by_text(ACUTE, exact=True)).to_have_count(0, timeout=WAIT_MS)
         page.wait_for_load_state("networkidle")
     assert exchanges.hooks() == [("patient-view", "patient-view"), ("feedback", "")]
     (_, call), (_, feedback) = exchanges.calls
@@ -234,15 +235,22 @@ def test_pama_tab_judges_the_order_it_builds(
     browser: Browser, sandbox: str, service: str, ehr: FhirServer
 ) -> None:
     with opened(browser, sandbox, service, ehr) as (page, exchanges):
-        expect(page.get_by_text(ACUTE, exact=True)).to_be_visible()
+        expect(page.get_by_text(ACUTE, exact=True)).to_be_visible(timeout=WAIT_MS)
         page.get_by_role("button", name="PAMA Imaging").click()
         _choose(page, "Search orders", "72133", CT_72133)
         _choose(page, "Search reasons", "low back pain", "Low back pain (finding)")
-        expect(page.get_by_text(IMAGING, exact=True)).to_be_visible()
+        expect(page.get_by_text(IMAGING, exact=True)).to_be_visible(timeout=WAIT_MS)
         assert _cards(page) == [IMAGING, ACUTE]
+        # the rating the service returned as a systemAction, in the tab's own box
+        expect(page.get_by_text("PAMA Rating:")).to_have_text(
+            "PAMA Rating: not-appropriate⚠", timeout=WAIT_MS
+        )
         page.get_by_role("button", name=f"Remove the order: {CT_72133}").click()  # accepted
         _choose(page, "Search reasons", "cauda equina", "Cauda equina syndrome (disorder)")
-        expect(page.get_by_text(SUPPORTED, exact=True)).to_be_visible()
+        expect(page.get_by_text(SUPPORTED, exact=True)).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text("PAMA Rating:")).to_have_text(
+            "PAMA Rating: appropriate✓", timeout=WAIT_MS
+        )
         shown = _cards(page)
         page.wait_for_load_state("networkidle")
     assert IMAGING not in shown, shown
@@ -263,13 +271,13 @@ def test_rx_tabs_send_order_select_and_order_sign(
     browser: Browser, sandbox: str, service: str, ehr: FhirServer
 ) -> None:
     with opened(browser, sandbox, service, ehr) as (page, exchanges):
-        expect(page.get_by_text(ACUTE, exact=True)).to_be_visible()
+        expect(page.get_by_text(ACUTE, exact=True)).to_be_visible(timeout=WAIT_MS)
         page.get_by_role("button", name="Rx View").click()
-        expect(page.get_by_text(ACUTE, exact=True)).to_be_visible()
+        expect(page.get_by_text(ACUTE, exact=True)).to_be_visible(timeout=WAIT_MS)
         assert _cards(page) == [ACUTE]
         page.get_by_role("button", name="Rx Sign").click()
         page.get_by_role("button", name="Sign Order").click()
-        expect(page.get_by_text(ACUTE, exact=True)).to_be_visible()
+        expect(page.get_by_text(ACUTE, exact=True)).to_be_visible(timeout=WAIT_MS)
         assert _cards(page) == [ACUTE]
         page.wait_for_load_state("networkidle")
     hooks = exchanges.hooks()
