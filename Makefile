@@ -73,7 +73,8 @@ $(SANDBOX_DIR)/build/app.bundle.js: $(SANDBOX_ARCHIVE)
 	mkdir -p $(dir $(SANDBOX_DIR))
 	tar -xzf $(SANDBOX_ARCHIVE) -C $(dir $(SANDBOX_DIR))
 	cd $(SANDBOX_DIR) && npm ci --silent --no-audit --no-fund --ignore-scripts
-	cd $(SANDBOX_DIR) && npx --no-install webpack --config webpack.config.prod.js --no-stats
+	cd $(SANDBOX_DIR) && (npx --no-install webpack --config webpack.config.prod.js \
+		>webpack.log 2>&1 || (cat webpack.log; exit 1))
 
 test: lint postgres chromium oauth-server sandbox
 	$(BIN)/pytest
