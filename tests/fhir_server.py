@@ -1,4 +1,5 @@
-"""A small FHIR server on loopback for prefetch tests: canned answers, paging, failures."""
+"""A small FHIR server on loopback for prefetch tests: canned answers, paging, failures; searches
+by GET or by POST `_search`."""
 
 import json
 import threading
