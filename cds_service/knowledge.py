@@ -288,6 +288,9 @@ class Rule(Strict):
             raise ValueError("only a rule with a card can be silent (its card is what is held)")
         if any(not alternative for alternative in self.match):
             raise ValueError("each `match` alternative needs at least one clause")
+        rates = self.card is not None and self.card.rates_order is not None
+        if rates and not all(any(c.order for c in alt) for alt in self.match):
+            raise ValueError("`rates-order` needs an `order` clause in every `match` alternative")
         return self
 
 
