@@ -70,12 +70,8 @@ def _orders_as_sent(draft_orders: Any) -> dict[str, Mapping[str, Any]]:
 def _rated(order: Mapping[str, Any], rating: Rating) -> dict[str, Any]:
     """`order` with its PAMA rating replaced by `rating`, everything else as sent."""
     resource = copy.deepcopy(dict(order))
-    sent = resource.get("extension")
-    others = [
-        e
-        for e in (sent if isinstance(sent, list) else [])
-        if not (isinstance(e, Mapping) and e.get("url") == PAMA_RATING)
-    ]
+    # a list of objects with a `url`: checked when the record was read (fhir_model.Extension)
+    others = [e for e in resource.get("extension", []) if e["url"] != PAMA_RATING]
     coding = {"system": PAMA_RATING_SYSTEM, "code": rating}
     rated = {"url": PAMA_RATING, "valueCodeableConcept": {"coding": [coding]}}
     resource["extension"] = [*others, rated]

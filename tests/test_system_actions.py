@@ -92,3 +92,24 @@ def test_a_rating_sent_before_is_replaced_and_other_extensions_kept(client: Test
     (action,) = response.json()["systemActions"]
     assert action["resource"]["extension"][0] == other
     assert _rating(action["resource"]) == "appropriate"
+
+
+@pytest.mark.parametrize(
+    ("extension", "path"),
+    [
+        ("pama", "extension"),
+        ([{"valueString": "no url"}], "extension[0].url"),
+        ([None], "extension[0]"),
+    ],
+)
+def test_a_malformed_extension_on_an_order_is_a_400_naming_it(
+    client: TestClient, extension: Any, path: str
+) -> None:
+    """The extensions of a rated order are sent back: they are checked like what is read."""
+    request, _ = load_example("imaging-acute-without-red-flag--order-select-mri")
+    request = copy.deepcopy(request)
+    request["context"]["draftOrders"]["entry"][0]["resource"]["extension"] = extension
+    response = client.post("/cds-services/order-select", json=request)
+    assert response.status_code == 400
+    (issue,) = response.json()["issue"]
+    assert issue["expression"] == [f"context.draftOrders.entry[0].resource.{path}"]
