@@ -42,6 +42,12 @@ pytestmark = pytest.mark.slow  # Chromium, the sandbox's 5 MB bundle and the ser
 ARCHIVE = ROOT / "tests" / "sandbox" / "cds-hooks-sandbox-3b7e255.tar.gz"
 APP = ROOT / "tests" / "sandbox" / "build" / "cds-hooks-sandbox" / "build"
 PATIENT = "pt-acute-mri"  # two weeks of low back pain, no red flag
+REFERRED = "pt-radic"  # radiculopathy for seven weeks: a referral card, with its SMART link
+RECORDS = [
+    "imaging-acute-without-red-flag--order-select-mri",
+    "neurology-radiculopathy--seven-weeks",
+]
+"""The examples whose patients the FHIR server holds."""
 WAIT_MS = 60_000
 """How long to wait for the sandbox to render (a bound for a busy machine, not a measure)."""
 
@@ -51,6 +57,7 @@ IMAGING = (
     "coded record"
 )
 SUPPORTED = "Lumbar imaging is supported: a red flag is present"
+NO_LAUNCH = "Cannot launch SMART link without a SMART-enabled FHIR server"  # the sandbox's words
 CT_72133 = (
     "Computed tomography, lumbar spine; without contrast material, followed by contrast "
     "material(s) and further sections"
@@ -95,15 +102,17 @@ class _QuietFiles(SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def ehr() -> Iterator[FhirServer]:
-    """The EHR's FHIR server: one patient's record, searched as US Core allows."""
-    request, _ = load_example("imaging-acute-without-red-flag--order-select-mri")
-    prefetch = request["prefetch"]
-    resources = [prefetch["patient"]] + [
-        entry["resource"]
-        for key, bundle in prefetch.items()
-        if key != "patient"
-        for entry in bundle.get("entry", [])
-    ]
+    """The EHR's FHIR server: the patients' records, searched as US Core allows."""
+    resources = []
+    for name in RECORDS:
+        request, _ = load_example(name)
+        prefetch = request["prefetch"]
+        resources += [prefetch["patient"]] + [
+            entry["resource"]
+            for key, bundle in prefetch.items()
+            if key != "patient"
+            for entry in bundle.get("entry", [])
+        ]
     with us_core_server(Record(resources=resources)) as server:
         searches = server.answer
         assert searches is not None
@@ -139,7 +148,7 @@ def browser() -> Iterator[Browser]:
 
 @contextmanager
 def opened(
-    browser: Browser, sandbox: str, service: str, ehr: FhirServer
+    browser: Browser, sandbox: str, service: str, ehr: FhirServer, patient: str = PATIENT
 ) -> Iterator[tuple[Page, Exchanges]]:
     """The sandbox opened as the README says, recording its exchanges with the service."""
     context = browser.new_context()
@@ -164,7 +173,7 @@ def opened(
     page.route(lambda url: not url.startswith("http://127.0.0.1:"), lambda route: route.abort())
     query = {
         "fhirServiceUrl": ehr.base,
-        "patientId": PATIENT,
+        "patientId": patient,
         "serviceDiscoveryURL": f"{service}/cds-services",
     }
     page.goto(f"{sandbox}/?{urlencode(query)}")
@@ -294,4 +303,29 @@ def test_rx_tabs_send_order_select_and_order_sign(
     (sign,) = [body for path, body in exchanges.calls if path.endswith("/order-sign")]
     (order,) = [entry["resource"] for entry in sign["context"]["draftOrders"]["entry"]]
     assert order["resourceType"] == "MedicationRequest"
+    _all_answered(exchanges, service)
+
+
+def test_a_referral_cards_smart_link_waits_for_a_launch_from_the_fhir_server(
+    browser: Browser, sandbox: str, service: str, ehr: FhirServer
+) -> None:
+    """The sandbox asks its FHIR server to register a launch for a SMART link, with the card's
+    appContext; a server without that endpoint (the loopback one) leaves the link disabled."""
+    ehr.posted.clear()
+    with opened(browser, sandbox, service, ehr, REFERRED) as (page, exchanges):
+        link = page.get_by_role("button", name="Review the evidence and the draft referral")
+        expect(link).to_be_disabled(timeout=WAIT_MS)
+        expect(link).to_have_attribute("title", NO_LAUNCH)
+        shown = _cards(page)
+    (registration,) = [json.loads(body) for path, body in ehr.posted]
+    assert ehr.posted[0][0] == "_services/smart/Launch"
+    assert registration["launchUrl"] == f"{service}/review"
+    parameters = registration["parameters"]
+    assert parameters["patient"] == REFERRED
+    # the appContext the sandbox would hand the review page opens the card it shows
+    card = httpx.get(
+        f"{service}/review/card", headers={"X-Card-Capability": parameters["appContext"]}
+    )
+    assert card.status_code == 200, card.text
+    assert card.json()["summary"] in shown
     _all_answered(exchanges, service)
