@@ -58,8 +58,8 @@ def arbitrate(outcome: Outcome, rules: Mapping[str, Rule]) -> list[Winner]:
     return sorted(winners.values(), key=lambda won: _display_order(won[0], won[1]))
 
 
-def evidence_of(fact_ids: frozenset[str], outcome: Outcome, facts: FactSet) -> list[Evidence]:
-    """The record entries behind facts, following derived facts back to what they rest on."""
+def rests_on(fact_ids: frozenset[str], outcome: Outcome) -> set[str]:
+    """`fact_ids` and, for each derived fact among them, the facts it rests on, transitively."""
     seen: set[str] = set()
     pending = list(fact_ids)
     while pending:
@@ -68,7 +68,14 @@ def evidence_of(fact_ids: frozenset[str], outcome: Outcome, facts: FactSet) -> l
             continue
         seen.add(fact_id)
         pending.extend(outcome.derived.get(fact_id, ()))
-    ordered = sorted((f for f in seen if f in facts.evidence), key=record_fact_order)
+    return seen
+
+
+def evidence_of(fact_ids: frozenset[str], outcome: Outcome, facts: FactSet) -> list[Evidence]:
+    """The record entries behind facts, following derived facts back to what they rest on."""
+    ordered = sorted(
+        (f for f in rests_on(fact_ids, outcome) if f in facts.evidence), key=record_fact_order
+    )
     # One line per entry and code: a Condition that is both a finding and the start of the
     # episode shows once, with the episode's duration, where it first appears.
     lines: dict[tuple[str | None, str, str], Evidence] = {}
@@ -111,7 +118,8 @@ class CardBuilder:
         facts: FactSet,
         outcome: Outcome,
     ) -> Card:
-        cautions = (self._caution(c.say, c.if_, outcome, facts) for c in spec.cautions)
+        every = [*spec.cautions, *self._knowledge.config.cautions]
+        cautions = (self._caution(c.say, c.if_, outcome, facts) for c in every)
         notes = [note for note in cautions if note is not None]
         notes += [self._partial_note()] if self._partial else []
         notes += [_implausible_note(facts.implausible)] if facts.implausible else []

@@ -18,6 +18,7 @@ from cds_service.hooks import HOOKS
 from cds_service.knowledge import KnowledgeError, load_knowledge
 from cds_service.logs import configure_logging
 from cds_service.models import HookRequest, dump
+from cds_service.red_flag_routes import build_matrix, matrix_markdown
 from cds_service.rules_table import rules_table
 from cds_service.settings import Settings, UnsafeSettings
 from cds_service.storage import Store, StoreNotReady
@@ -39,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     rules = commands.add_parser("rules", help="knowledge base tools")
     rules.add_argument(
         "action",
-        choices=["check", "table"],
-        help="check: validate rule files and value sets; table: print the rules as markdown",
+        choices=["check", "table", "matrix"],
+        help="check: validate rule files and value sets; table: print the rules as markdown; "
+        "matrix: print the red-flag route matrix as markdown",
     )
 
     example = commands.add_parser(
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(settings, args.url, args.rounds, args.seed)
         if args.action == "table":
             print(rules_table(load_knowledge(settings.rules_dir)), end="")
+            return 0
+        if args.action == "matrix":
+            knowledge = load_knowledge(settings.rules_dir)
+            print(matrix_markdown(knowledge, build_matrix(knowledge, settings.rules_dir)), end="")
             return 0
         return _check(settings)
     except KnowledgeError as exc:
@@ -191,6 +197,7 @@ def _example(settings: Settings, name: str | None) -> int:
 def _check(settings: Settings) -> int:
     knowledge = load_knowledge(settings.rules_dir, HOOKS)
     Triage(knowledge, HOOKS, settings.rule_modes)  # compiles every hook's ruleset
+    build_matrix(knowledge, settings.rules_dir)  # checks rules/routes.yaml
     codes = sum(len(vs.codes) for vs in knowledge.value_sets.values())
     print(
         f"rule set {knowledge.manifest.name} {knowledge.version}: {len(knowledge.rules)} rules, "

@@ -73,14 +73,15 @@ def _pattern(clause: Clause, knowledge: Knowledge) -> dict[str, Any]:
         fact_type, field_name = kind, ("value" if kind == "observation" else "weeks")
         comparison = clause.value if kind == "observation" else clause.weeks
         terms = [{"type": kind}, {_field(kind, "concept"): getattr(clause, kind)}]
-    for flag in ("positive", "current", "new"):
+    for flag in ("positive", "flag", "current", "new"):
         if getattr(clause, flag) is not None:
             terms.append({_field(fact_type, flag): getattr(clause, flag)})
     for op, bound in comparison.items() if comparison else ():
         terms.append({_OPERATORS[op]: {_field(fact_type, field_name): knowledge.threshold(bound)}})
-    for op, bound in clause.span_weeks.items() if clause.span_weeks else ():
-        span = _field(fact_type, "span_weeks")
-        terms.append({_OPERATORS[op]: {span: knowledge.threshold(bound)}})
+    for name in ("span_weeks", "last_days", "course_weeks", "sessions"):
+        comparison = getattr(clause, name)
+        for op, bound in comparison.items() if comparison else ():
+            terms.append({_OPERATORS[op]: {_field(fact_type, name): knowledge.threshold(bound)}})
     return {"$and": terms}
 
 

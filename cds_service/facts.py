@@ -5,9 +5,10 @@ Codes become clinical concepts through the value sets in `rules/`. Findings are 
 combination of concepts, not once per duplicate Condition.
 """
 
+import operator
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Literal, NotRequired, TypedDict, get_args, get_type_hints
 
 from cds_service.codes import icd10cm_key
@@ -20,10 +21,11 @@ from cds_service.fhir_model import (
     Observation,
     Reference,
 )
-from cds_service.knowledge import FactKind, Knowledge
+from cds_service.knowledge import FactKind, Knowledge, Measured, unit_key
 from cds_service.prefetch import Entry, PatientRecord
 
 _COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
+_RECURRING = {"recurrence", "relapse"}
 _NOT_COUNTING_VERIFICATION = {"refuted", "entered-in-error"}
 _IGNORED_OBSERVATION = {"entered-in-error", "cancelled"}
 _PROCEDURE_DONE = {"completed", "in-progress"}
@@ -51,38 +53,53 @@ class EpisodeFact(TypedDict):
 
 
 class FindingFact(TypedDict):
-    """A finding concept (Conditions, procedures done); `new` within `new_finding_days`."""
+    """A finding concept (Conditions, procedures done); `new` within `new_finding_days`;
+    `last_days` since its latest dated entry."""
 
     id: str
     type: Literal["finding"]
     concept: str
     new: bool
+    last_days: NotRequired[int]
 
 
 class ObservationFact(TypedDict):
-    """A result: a value in the concept's canonical unit, or a coded positive/negative."""
+    """A result: a value in the concept's canonical unit, or a coded positive/negative, and
+    the laboratory's own flag (`high`, `low`, `abnormal`) when it gives one."""
 
     id: str
     type: Literal["observation"]
     concept: str
     value: NotRequired[float]
     positive: NotRequired[bool]
+    flag: NotRequired[str]
 
 
 class TreatmentFact(TypedDict):
+    """Weeks since the treatment was first done; `last_days` since it was last done; within the
+    current back-pain episode, the `sessions` done and the `course_weeks` from the first of them
+    to the last (absent: none in the episode)."""
+
     id: str
     type: Literal["treatment"]
     concept: str
     weeks: float
+    last_days: int
+    sessions: NotRequired[int]
+    course_weeks: NotRequired[float]
 
 
 class MedicationFact(TypedDict):
+    """Weeks since first taken, the span of use, `current`; and `course_weeks` of use within
+    the current back-pain episode (absent: none in the episode)."""
+
     id: str
     type: Literal["medication"]
     concept: str
     weeks: float
     span_weeks: float
     current: bool
+    course_weeks: NotRequired[float]
 
 
 class OrderFact(TypedDict):
@@ -185,12 +202,20 @@ def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> Fac
     birth = record.patient.birthDate if record.patient else None
     confirmed = [entry for entry in record.conditions if not refuted(entry.resource)]
     sources = _finding_sources(knowledge, record, confirmed, birth, today)
+    unread: list[tuple[str, Evidence]] = []
+    readings = _readings(knowledge, record, today, facts.implausible, unread)
+    observed = [
+        *_observed_findings(knowledge, record, today),
+        *_measured(knowledge, readings),
+        *unread,
+    ]
     _add_patient(facts, record, today)
-    _add_findings(facts, knowledge, sources, today)
-    _add_episode(facts, knowledge, [s for s in sources if s.condition and s.active], birth, today)
-    _add_observations(facts, knowledge, record, today)
-    _add_treatments(facts, knowledge, record, today)
-    _add_medications(facts, knowledge, record, today)
+    _add_findings(facts, knowledge, sources, observed, today)
+    active = [s for s in sources if s.condition and s.active]
+    episode = _add_episode(facts, knowledge, active, birth, today)
+    _add_observations(facts, readings)
+    _add_treatments(facts, knowledge, record, today, episode)
+    _add_medications(facts, knowledge, record, today, episode)
     _add_orders(facts, knowledge, record)
     facts.referred = _referred(knowledge, record)
     return facts
@@ -273,7 +298,17 @@ def _add_patient(facts: FactSet, record: PatientRecord, today: date) -> None:
 
 
 def onset(condition: Condition, birth: date | None) -> date | None:
-    """When a Condition started: onset[x], else the date it was recorded."""
+    """When a Condition started: onset[x], else the date it was recorded. A recurrence or
+    relapse started again: the later of its first onset and the date it was recorded."""
+    first = _first_onset(condition, birth)
+    status = condition.clinicalStatus
+    again = status is not None and any(c.code in _RECURRING for c in status.coding)
+    if again and first is not None and condition.recordedDate is not None:
+        return max(first, condition.recordedDate)
+    return first
+
+
+def _first_onset(condition: Condition, birth: date | None) -> date | None:
     if condition.onsetDateTime is not None:
         return condition.onsetDateTime
     if condition.onsetPeriod is not None and condition.onsetPeriod.start is not None:
@@ -328,9 +363,14 @@ def _finding_sources(
 
 
 def _add_findings(
-    facts: FactSet, knowledge: Knowledge, sources: list[_Finding], today: date
+    facts: FactSet,
+    knowledge: Knowledge,
+    sources: list[_Finding],
+    observed: list[tuple[str, Evidence]],
+    today: date,
 ) -> None:
-    """One fact per concept of the active entries (or any status, where the value set says).
+    """One fact per concept of the active entries (or any status, where the value set says),
+    and of the findings `observed` in Observations (recorded as such, or measured).
 
     `new`: at least one entry started (or, undated, was recorded) within `new_finding_days`,
     or carries no date at all (it cannot be shown to be long-standing).
@@ -349,9 +389,14 @@ def _add_findings(
         unjudged = source.condition and source.active and not source.stated
         if unjudged and _unclassified(knowledge, source.entry):
             _add_unclassified(knowledge, facts, by_concept, source)
+    for concept, seen in observed:
+        by_concept[concept].append(seen)
     for concept, evidence in by_concept.items():
         new = any(e.when is None or (today - e.when).days <= window for e in evidence)
         fact = FindingFact(id=facts.next_id(), type="finding", concept=concept, new=new)
+        dated = [e.when for e in evidence if e.when is not None]
+        if dated:
+            fact["last_days"] = (today - max(dated)).days
         facts.add(fact, evidence)
 
 
@@ -414,8 +459,9 @@ def _add_episode(
     conditions: list[_Finding],
     birth: date | None,
     today: date,
-) -> None:
-    """The back-pain episode, from the earliest active back-pain Condition's onset (docs/rules.md).
+) -> date | None:
+    """The back-pain episode, from the earliest active back-pain Condition's onset (docs/rules.md);
+    its start, if there is one.
 
     A generic code (`qualified_episode_concepts`, e.g. "Chronic pain") counts only beside
     another back-pain Condition or with a back body site: alone it may be a knee or a migraine.
@@ -440,6 +486,8 @@ def _add_episode(
             fact["onset_age"] = years_between(birth, start)
             shown += f", from age {fact['onset_age']}"
         facts.add(fact, [replace(first, value=shown)])
+        return start
+    return None
 
 
 def _at_back(knowledge: Knowledge, condition: Condition) -> bool:
@@ -461,10 +509,29 @@ def _observed(observation: Observation) -> date | None:
     )
 
 
-def _add_observations(
-    facts: FactSet, knowledge: Knowledge, record: PatientRecord, today: date
-) -> None:
-    """One fact per counting Observation within its concept's lookback window."""
+@dataclass(frozen=True)
+class _Reading:
+    """A result within its concept's lookback: its value in the canonical unit, or whether it
+    is positive, and the laboratory's flag."""
+
+    evidence: Evidence
+    value: float | None
+    positive: bool | None
+    flag: str | None
+
+
+def _readings(
+    knowledge: Knowledge,
+    record: PatientRecord,
+    today: date,
+    implausible: list[Evidence],
+    unread: list[tuple[str, Evidence]],
+) -> dict[str, list[_Reading]]:
+    """Per observation concept, its counting results within the concept's lookback window,
+    oldest first. A value outside the plausible range goes to `implausible`, never a reading;
+    a value in a unit that cannot be converted, of a concept that feeds a red flag, goes to
+    `unread` as a risk the card names (it may hide a red flag)."""
+    readings: dict[str, list[_Reading]] = defaultdict(list)
     for entry in record.observations:
         observation = entry.resource
         when = _observed(observation)
@@ -475,18 +542,53 @@ def _add_observations(
                 continue
             result = _result(knowledge, concept, observation)
             if result is None:
+                _unconverted(knowledge, entry, concept, coding, when, unread)
                 continue
-            value, positive, shown = result
+            value, positive, flag, shown = result
             evidence = _evidence(knowledge, entry, concept, coding, when, shown)
             if _implausible(knowledge, concept, value):
-                facts.implausible.append(evidence)  # never a trigger; the cards say so
+                implausible.append(evidence)  # never a trigger; the cards say so
                 continue
+            readings[concept].append(_Reading(evidence, value, positive, flag))
+    for results in readings.values():
+        results.sort(key=lambda reading: reading.evidence.when or date.min)
+    return readings
+
+
+def _unconverted(
+    knowledge: Knowledge,
+    entry: Entry[Observation],
+    concept: str,
+    coding: Coding,
+    when: date,
+    unread: list[tuple[str, Evidence]],
+) -> None:
+    """A value whose unit cannot be converted, of a concept that feeds a red flag: named on the
+    risk card (`Risk.from_text`) so no card reassures past it."""
+    quantity = entry.resource.valueQuantity
+    risk = knowledge.text_risk
+    if quantity is None or quantity.value is None or risk is None:
+        return
+    if concept not in knowledge.flagging:
+        return
+    unit = quantity.unit or quantity.code or "no unit"
+    title = knowledge.value_sets[concept].title
+    said = f"{title} {quantity.value:g} in a unit the service cannot convert ({unit}): check it"
+    unread.append((risk, _evidence(knowledge, entry, concept, coding, when, said)))
+
+
+def _add_observations(facts: FactSet, readings: dict[str, list[_Reading]]) -> None:
+    """One fact per reading."""
+    for concept, results in readings.items():
+        for reading in results:
             fact = ObservationFact(id=facts.next_id(), type="observation", concept=concept)
-            if value is not None:
-                fact["value"] = value
-            if positive is not None:
-                fact["positive"] = positive
-            facts.add(fact, [evidence])
+            if reading.value is not None:
+                fact["value"] = reading.value
+            if reading.positive is not None:
+                fact["positive"] = reading.positive
+            if reading.flag is not None:
+                fact["flag"] = reading.flag
+            facts.add(fact, [reading.evidence])
 
 
 def _implausible(knowledge: Knowledge, concept: str, value: float | None) -> bool:
@@ -497,39 +599,177 @@ def _implausible(knowledge: Knowledge, concept: str, value: float | None) -> boo
 
 def _result(
     knowledge: Knowledge, concept: str, observation: Observation
-) -> tuple[float | None, bool | None, str] | None:
-    """A result's value in the canonical unit or whether it is positive, and its text."""
+) -> tuple[float | None, bool | None, str | None, str] | None:
+    """A result's value in the canonical unit or whether it is positive, the laboratory's
+    flag, and its text. A unit we cannot convert gives no value (never a guess), but the flag
+    still counts."""
     quantity, coded = observation.valueQuantity, observation.valueCodeableConcept
+    flag = _flag(knowledge, observation)
+    shown_flag = f" (flagged {flag} by the laboratory)" if flag else ""
     if quantity is not None and quantity.value is not None:
-        unit = quantity.code or quantity.unit or ""
-        conversion = knowledge.value_sets[concept].units.get(unit)
+        spellings = [quantity.code, quantity.unit, ""]
+        units = knowledge.units.get(concept, {})
+        conversion = next((units[k] for s in spellings if (k := unit_key(s or "")) in units), None)
+        shown = f"{quantity.value:g} {quantity.unit or quantity.code or ''}".strip()
         if conversion is None:
-            return None  # a unit we cannot convert: never guess
+            return (None, None, flag, shown + shown_flag) if flag else None
         value = round(quantity.value * conversion.factor + conversion.offset, 3)
-        return value, None, f"{quantity.value:g} {quantity.unit or unit}"
+        return value, None, flag, shown + shown_flag
     if coded is not None and coded.coding:
         positives = knowledge.positive_results[concept]
         positive = any((c.system, c.code) in positives for c in coded.coding)
-        return None, positive, coded.coding[0].display or coded.text or "coded result"
+        return None, positive, flag, coded.coding[0].display or coded.text or "coded result"
+    if flag is not None:
+        return None, None, flag, (observation.valueString or "result") + shown_flag
     return None
 
 
+def _flag(knowledge: Knowledge, observation: Observation) -> str | None:
+    """The laboratory's interpretation of a result (config `observed_findings.flags`)."""
+    for concept in observation.interpretation:
+        for coding in concept.coding:
+            flag = knowledge.flags.get((coding.system or "", coding.code or ""))
+            if flag is not None:
+                return flag
+    return None
+
+
+def _observed_findings(
+    knowledge: Knowledge, record: PatientRecord, today: date
+) -> list[tuple[str, Evidence]]:
+    """Findings recorded as Observations: the Observation's code is the finding and its value
+    says present (or, with no value, it was observed), or its coded answer is the finding (a
+    symptom, a pregnancy status). Current within the concept's lookback, else
+    `observed_finding_days`; a value that says neither present nor absent cannot be read, and
+    the card names it."""
+    found: list[tuple[str, Evidence]] = []
+    for entry in record.observations:
+        observation = entry.resource
+        when = _observed(observation)
+        if observation.status in _IGNORED_OBSERVATION or when is None:
+            continue
+        coded = _matches(knowledge, observation.code, "finding")
+        present = _presence(knowledge, observation, {c for c, _ in coded}) if coded else True
+        if not coded:
+            coded = _matches(knowledge, observation.valueCodeableConcept, "finding")
+        for concept, coding in coded:
+            if not _still_current(knowledge, concept, when, today) or present is False:
+                continue
+            evidence = _evidence(
+                knowledge, entry, concept, coding, when, "recorded as an Observation"
+            )
+            if present is None and knowledge.text_risk is not None:
+                title = knowledge.value_sets[concept].title.lower()
+                unread = f"an Observation of {title} with a value the service cannot read: check it"
+                found.append((knowledge.text_risk, replace(evidence, value=unread)))
+            elif present:
+                risk = knowledge.value_sets[concept].risk
+                found.append((concept, replace(evidence, value=risk.means) if risk else evidence))
+    return found
+
+
+def _presence(knowledge: Knowledge, observation: Observation, concepts: set[str]) -> bool | None:
+    """Whether an Observation of a finding says it is present: its boolean or coded value (or
+    interpretation), the finding itself as the answer, or no value at all (observed). None: a
+    value that says neither."""
+    if observation.valueBoolean is not None:
+        return observation.valueBoolean
+    answer = observation.valueCodeableConcept
+    for concept in [*([answer] if answer else []), *observation.interpretation]:
+        for coding in concept.coding:
+            said = knowledge.presence.get((coding.system or "", coding.code or ""))
+            if said is not None:
+                return said
+    if answer is not None:
+        answered = {c for c, _ in _matches(knowledge, answer, "finding")}
+        return True if answered & concepts else None
+    unread = observation.valueQuantity is not None or observation.valueString is not None
+    if unread or observation.dataAbsentReason is not None:
+        return None if unread else False
+    return True
+
+
+def _still_current(knowledge: Knowledge, concept: str, when: date, today: date) -> bool:
+    if knowledge.value_sets[concept].counts_when_inactive:
+        return True
+    thresholds, lookback = knowledge.config.thresholds, knowledge.config.lookback_days
+    return (today - when).days <= lookback.get(concept, thresholds["observed_finding_days"])
+
+
+def _measured(
+    knowledge: Knowledge, readings: dict[str, list[_Reading]]
+) -> list[tuple[str, Evidence]]:
+    """Findings the measurements show (a finding set's `measured` routes)."""
+    found: list[tuple[str, Evidence]] = []
+    for concept, value_set in knowledge.value_sets.items():
+        for route in value_set.measured:
+            values = [r for r in readings.get(route.observation, []) if r.value is not None]
+            shown = _route_met(knowledge, route, values)
+            if shown is not None:
+                found.append((concept, shown))
+    return found
+
+
+def _route_met(knowledge: Knowledge, route: Measured, readings: list[_Reading]) -> Evidence | None:
+    """The evidence of a measured route when its results meet it (readings oldest first)."""
+    if route.value is not None:
+        bounds = [(op, knowledge.threshold(bound)) for op, bound in route.value.items()]
+        met = [r for r in readings if all(_compare(r.value, op, b) for op, b in bounds)]
+        return met[-1].evidence if met else None
+    if route.fall_percent is not None and len(readings) >= 2:
+        latest = readings[-1]
+        highest = max(readings[:-1], key=lambda r: r.value or 0.0)
+        top, now = highest.value or 0.0, latest.value or 0.0
+        fall = 100 * (top - now) / top if top > 0 else 0.0
+        if fall < knowledge.threshold(route.fall_percent):
+            return None
+        since = highest.evidence.when.isoformat() if highest.evidence.when else "earlier"
+        said = (
+            f"fell {fall:.0f}% from {highest.evidence.value} ({since}) to {latest.evidence.value}"
+        )
+        return replace(latest.evidence, value=said)
+    return None
+
+
+_COMPARE = {"gte": operator.ge, "gt": operator.gt, "lte": operator.le, "lt": operator.lt}
+
+
+def _compare(value: float | None, op: str, bound: float) -> bool:
+    return value is not None and bool(_COMPARE[op](value, bound))
+
+
 def _add_treatments(
-    facts: FactSet, knowledge: Knowledge, record: PatientRecord, today: date
+    facts: FactSet,
+    knowledge: Knowledge,
+    record: PatientRecord,
+    today: date,
+    episode: date | None,
 ) -> None:
-    """Prior treatment (procedures done), one fact per concept, dated from its earliest start."""
-    by_concept: dict[str, list[Evidence]] = defaultdict(list)
+    """Prior treatment (procedures done), one fact per concept, dated from its earliest start;
+    the sessions within the episode make its course (care for an earlier episode is history)."""
+    by_concept: dict[str, list[tuple[Evidence, date]]] = defaultdict(list)
     for entry in record.procedures:
         start = _performed(entry)
         if entry.resource.status not in _PROCEDURE_DONE or start is None:
             continue
+        period = entry.resource.performedPeriod
+        end = min(max(period.end, start), today) if period and period.end else start
         for concept, coding in _matches(knowledge, entry.resource.code, "treatment"):
-            by_concept[concept].append(_evidence(knowledge, entry, concept, coding, start))
-    for concept, evidence in by_concept.items():
-        first = min(e.when for e in evidence if e.when is not None)
-        weeks = round((today - first).days / 7, 2)
-        fact = TreatmentFact(id=facts.next_id(), type="treatment", concept=concept, weeks=weeks)
-        facts.add(fact, evidence)
+            evidence = _evidence(knowledge, entry, concept, coding, start)
+            by_concept[concept].append((evidence, end))
+    for concept, done in by_concept.items():
+        starts = [evidence.when for evidence, _ in done if evidence.when is not None]
+        weeks = round((today - min(starts)).days / 7, 2)
+        last = (today - max(end for _, end in done)).days
+        fact = TreatmentFact(
+            id=facts.next_id(), type="treatment", concept=concept, weeks=weeks, last_days=last
+        )
+        course = [(e.when, end) for e, end in done if e.when and episode and end >= episode]
+        if course and episode is not None:
+            began = max(episode, min(start for start, _ in course))
+            fact["sessions"] = len(course)
+            fact["course_weeks"] = round((max(end for _, end in course) - began).days / 7, 2)
+        facts.add(fact, [evidence for evidence, _ in done])
 
 
 def _performed(entry: Entry[Any]) -> date | None:
@@ -561,6 +801,9 @@ def _exposure(
     if isinstance(medication, MedicationRequest):
         start = end = medication.authoredOn
         current = current and start is not None and (today - start).days <= stale_days
+        supplied = _supply_days(medication)
+        if start is not None and supplied:
+            end = min(start + timedelta(days=supplied), today)
     else:
         period = medication.effectivePeriod
         start = medication.effectiveDateTime or (period and period.start) or medication.dateAsserted
@@ -568,10 +811,32 @@ def _exposure(
     return _Exposure(start, end or start, current) if start is not None else None
 
 
+_DAYS_PER_UNIT = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30}
+"""Days in a duration unit (UCUM code or its usual text), for a prescription's supply."""
+
+
+def _supply_days(request: MedicationRequest) -> float | None:
+    """How long a prescription lasts: the expected supply of one fill times the fills allowed
+    (None: not stated, or in a unit that is not a duration)."""
+    dispense = request.dispenseRequest
+    supply = dispense.expectedSupplyDuration if dispense else None
+    if dispense is None or supply is None or supply.value is None:
+        return None
+    per_unit = _DAYS_PER_UNIT.get((supply.code or supply.unit or "").lower())
+    fills = 1 + (dispense.numberOfRepeatsAllowed or 0)
+    return supply.value * per_unit * fills if per_unit else None
+
+
 def _add_medications(
-    facts: FactSet, knowledge: Knowledge, record: PatientRecord, today: date
+    facts: FactSet,
+    knowledge: Knowledge,
+    record: PatientRecord,
+    today: date,
+    episode: date | None,
 ) -> None:
-    """One fact per medicine concept: weeks since first taken, span of use, and `current`.
+    """One fact per medicine concept: weeks since first taken, span of use, `current`, and the
+    course within the back-pain episode (from the episode's start or the first use after it,
+    to the last use or today while current).
 
     A medicine counts as current when a statement is active, a request is active and not stale
     (renewed within `active_order_max_days`), or the last one is within
@@ -613,6 +878,11 @@ def _add_medications(
             span_weeks=round((last - first).days / 7, 2),
             current=current,
         )
+        during = [e for _, e in taken if episode is not None and (e.current or e.end >= episode)]
+        if during and episode is not None:
+            began = max(episode, min(exposure.start for exposure in during))
+            ended = today if current_now else max(exposure.end for exposure in during)
+            fact["course_weeks"] = round(max((ended - began).days, 0) / 7, 2)
         facts.add(fact, _medicine_lines(taken, current))
 
 

@@ -78,12 +78,14 @@ async def complete_prefetch(
     `patient_id` is the validated context.patientId (a FHIR id: nothing else goes into a URL).
     """
     prefetch = dict(request.prefetch or {})
+    if request.fhirServer is None:  # nothing can be fetched: no need to look for what is missing
+        return prefetch
     sent = queries.sent(key for key in prefetch if not absent(prefetch, key))
     missing = [key for key in queries.templates if key not in sent]
     paged = [key for key in queries.readable if key in prefetch and _has_next(prefetch[key])]
     unresolved = any(_unresolved_medicines(value) for value in prefetch.values())
     required = queries.required
-    if not (missing or paged or unresolved) or request.fhirServer is None:
+    if not (missing or paged or unresolved):
         return prefetch
     base = str(request.fhirServer).rstrip("/") + "/"
     refused = await _refusal(base, policy)

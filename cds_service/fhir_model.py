@@ -165,6 +165,10 @@ class Observation(Resource):
     issued: FhirDate | None = None
     valueQuantity: Quantity | None = None
     valueCodeableConcept: CodeableConcept | None = None
+    valueBoolean: bool | None = None
+    valueString: str | None = None
+    interpretation: list[CodeableConcept] = []
+    dataAbsentReason: CodeableConcept | None = None
 
 
 class Extension(Element):
@@ -218,6 +222,13 @@ Contained = Annotated[
 ]
 
 
+class DispenseRequest(Element):
+    """How much was prescribed: the supply one fill lasts, and how many refills."""
+
+    expectedSupplyDuration: Quantity | None = None
+    numberOfRepeatsAllowed: Annotated[int, Field(ge=0, le=1000)] | None = None
+
+
 class MedicationRequest(Resource):
     """A prescription; `medicationReference.display` is read for the by-name fallback."""
 
@@ -237,6 +248,7 @@ class MedicationRequest(Resource):
     contained: list[Contained] = []
     subject: Reference
     authoredOn: FhirDate | None = None
+    dispenseRequest: DispenseRequest | None = None
 
 
 class MedicationStatement(Resource):

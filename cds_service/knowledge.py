@@ -6,7 +6,7 @@ with a message naming the file and the problem.
 """
 
 import re
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
@@ -75,6 +75,14 @@ class UnitConversion(Strict):
 
     factor: float = 1.0
     offset: float = 0.0
+    aliases: list[str] = []
+    """Other spellings of the unit in `Quantity.unit` text (`F`, `deg F`). Units are compared
+    case-blind, without spaces, brackets or a degree sign (`unit_key`)."""
+
+
+def unit_key(unit: str) -> str:
+    """A unit as compared: `[degF]`, `°F` and `deg f` read alike, and so do `F` and `f`."""
+    return re.sub(r"[\s\[\]°º_.]", "", unit).lower()
 
 
 class Risk(Strict):
@@ -88,6 +96,47 @@ class Risk(Strict):
     from_text: bool = False
     """Found not by code but in the text of entries no value set classifies, by the `terms` of
     the finding sets (a red flag written, not coded)."""
+
+
+Threshold = float | str
+
+
+class Comparison(Strict):
+    gte: Threshold | None = None
+    gt: Threshold | None = None
+    lte: Threshold | None = None
+    lt: Threshold | None = None
+
+    def items(self) -> Iterator[tuple[str, Threshold]]:
+        for op in ("gte", "gt", "lte", "lt"):
+            bound = getattr(self, op)
+            if bound is not None:
+                yield op, bound
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not any(True for _ in self.items()):
+            raise ValueError("a comparison needs one of gte, gt, lte, lt")
+        return self
+
+
+class Measured(Strict):
+    """A route by which a finding reaches a record as a measurement: a result of the
+    observation concept `observation` (in its canonical unit) that meets `value`, or a fall of
+    at least `fall_percent` from the highest earlier result to the latest, within the
+    concept's lookback."""
+
+    observation: str
+    value: Comparison | None = None
+    fall_percent: float | str | None = None
+    guideline: str
+    """Where the threshold or the trend comes from."""
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Self:
+        if (self.value is None) == (self.fall_percent is None):
+            raise ValueError("a measured route names one of value, fall_percent")
+        return self
 
 
 class ValueSet(Strict):
@@ -106,6 +155,8 @@ class ValueSet(Strict):
     risk: Risk | None = None
     """A finding set of a risk block: its entries are a risk for a serious cause of back pain
     when no rule that can raise a red flag reads them."""
+    measured: list[Measured] = []
+    """Finding sets: the measurements that show the finding (a T-score, a weight trend)."""
     category: str | None = None
     """Observation sets: the FHIR observation-category their results are filed under (what
     the service's prefetch asks the EHR for)."""
@@ -137,30 +188,10 @@ class ValueSet(Strict):
             raise ValueError("`risk` is for finding value sets only")
         if self.terms and self.fact != "finding":
             raise ValueError("`terms` is for finding value sets only")
+        if self.measured and self.fact != "finding":
+            raise ValueError("`measured` is for finding value sets only")
         if not self.codes and not (self.risk and self.risk.from_text):
             raise ValueError("a value set needs `codes` (only a risk found in text has none)")
-        return self
-
-
-Threshold = float | str
-
-
-class Comparison(Strict):
-    gte: Threshold | None = None
-    gt: Threshold | None = None
-    lte: Threshold | None = None
-    lt: Threshold | None = None
-
-    def items(self) -> Iterator[tuple[str, Threshold]]:
-        for op in ("gte", "gt", "lte", "lt"):
-            bound = getattr(self, op)
-            if bound is not None:
-                yield op, bound
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> Self:
-        if not any(True for _ in self.items()):
-            raise ValueError("a comparison needs one of gte, gt, lte, lt")
         return self
 
 
@@ -178,8 +209,16 @@ class Clause(Strict):
     age: Comparison | None = None
     value: Comparison | None = None
     positive: bool | None = None
+    flag: Literal["high", "low", "abnormal"] | None = None
+    """The laboratory's own interpretation of a result (Observation.interpretation)."""
     weeks: Comparison | None = None
     span_weeks: Comparison | None = Field(None, alias="span-weeks")
+    last_days: Comparison | None = Field(None, alias="last-days")
+    """Days since the latest dated entry of a finding or a treatment (a recent procedure)."""
+    course_weeks: Comparison | None = Field(None, alias="course-weeks")
+    """Weeks of a treatment or medicine within the current back-pain episode."""
+    sessions: Comparison | None = None
+    """Sessions of a treatment done within the current back-pain episode."""
     current: bool | None = None
     new: bool | None = None
     """A finding that started (or was recorded) within `new_finding_days`, or is undated."""
@@ -189,14 +228,21 @@ class Clause(Strict):
         subjects = [k for k in _SUBJECTS if getattr(self, k) is not None]
         if len(subjects) != 1:
             raise ValueError(f"a clause names exactly one of {', '.join(_SUBJECTS)}")
-        if (self.value is not None or self.positive is not None) and self.observation is None:
-            raise ValueError("`value` and `positive` apply to an observation clause only")
+        observed = (self.value, self.positive, self.flag)
+        if any(part is not None for part in observed) and self.observation is None:
+            raise ValueError("`value`, `positive` and `flag` apply to an observation clause only")
         if self.weeks is not None and self.treatment is None and self.medication is None:
             raise ValueError("`weeks` applies to a treatment or medication clause only")
         if (self.span_weeks is not None or self.current is not None) and self.medication is None:
             raise ValueError("`span-weeks` and `current` apply to a medication clause only")
         if self.new is not None and self.finding is None:
             raise ValueError("`new` applies to a finding clause only")
+        if self.last_days is not None and self.finding is None and self.treatment is None:
+            raise ValueError("`last-days` applies to a finding or treatment clause only")
+        if self.course_weeks is not None and self.treatment is None and self.medication is None:
+            raise ValueError("`course-weeks` applies to a treatment or medication clause only")
+        if self.sessions is not None and self.treatment is None:
+            raise ValueError("`sessions` applies to a treatment clause only")
         return self
 
     @property
@@ -343,6 +389,28 @@ class PrefetchConfig(Strict):
     required_for: str
     """The derived fact (a red flag) whose inputs the EHR must provide: an Observation key whose
     concepts feed it is required."""
+    finding_categories: list[str] = []
+    """Observation categories where EHRs record findings as Observations (an examination
+    finding, a pregnancy status): optional keys, read for every finding concept."""
+
+
+class ObservedFindings(Strict):
+    """How an Observation of a finding says present or absent (its value), and what the
+    laboratory's interpretation codes mean."""
+
+    sources: dict[str, Source]
+    present: list[Code]
+    absent: list[Code]
+    flags: dict[Literal["high", "low", "abnormal"], list[Code]]
+    """Observation.interpretation codes, by the `flag` a clause tests."""
+
+    @model_validator(mode="after")
+    def _sources_exist(self) -> Self:
+        codes = [*self.present, *self.absent, *(c for cs in self.flags.values() for c in cs)]
+        for code in codes:
+            if code.source not in self.sources:
+                raise ValueError(f"code {code.code}: source {code.source!r} is not in `sources`")
+        return self
 
 
 class Config(Strict):
@@ -359,6 +427,9 @@ class Config(Strict):
     prefetch: PrefetchConfig
     negation_cues: list[str] = []
     """Words that negate a finding named after them in the same clause of a text."""
+    observed_findings: ObservedFindings
+    cautions: list[Caution] = []
+    """Lines every card adds when their derived fact holds (a population: pregnancy)."""
 
 
 class CodeSystem(Strict):
@@ -401,6 +472,13 @@ class Knowledge:
     flagging: frozenset[str]
     """The concepts that feed a rule deriving `config.prefetch.required_for` (a red flag),
     directly or through the facts other rules derive from them."""
+    presence: dict[tuple[str, str], bool]
+    """An Observation value (system URI, code) that says a finding is present (True) or
+    absent (False)."""
+    flags: dict[tuple[str, str], str]
+    """An interpretation code (system URI, code) -> the `flag` it means."""
+    units: dict[str, dict[str, UnitConversion]]
+    """Per observation concept, its conversions by `unit_key` of the unit and its aliases."""
 
     def findings_named(self, text: str) -> list[str]:
         """The finding concepts whose `terms` `text` names, each not negated in its clause
@@ -440,7 +518,12 @@ class Knowledge:
         return uri or "no system"
 
 
-_REQUIRED_THRESHOLDS = ("new_finding_days", "current_medication_days", "active_order_max_days")
+_REQUIRED_THRESHOLDS = (
+    "new_finding_days",
+    "current_medication_days",
+    "active_order_max_days",
+    "observed_finding_days",
+)
 """Thresholds the fact builder reads itself (rules name theirs, and are checked one by one)."""
 
 
@@ -499,6 +582,9 @@ def load_knowledge(
                 raise KnowledgeError(path, f"unknown code system {code.system!r}")
         return [(manifest.code_systems[c.system].uri, c.code) for c in codes]
 
+    def keyed_config(codes: list[Code]) -> list[tuple[str, str]]:
+        return keyed(root / "config.yaml", codes)
+
     for path, value_set in value_set_files.items():
         if path.stem != value_set.concept:
             raise KnowledgeError(path, f"file name must be the concept name {value_set.concept!r}")
@@ -539,12 +625,34 @@ def load_knowledge(
         _negation(config.negation_cues),
         next((c for c, vs in value_sets.items() if vs.risk and vs.risk.from_text), None),
         frozenset(
-            c for c in concepts_read(rules.values()) if c in value_sets and not value_sets[c].risk
+            c
+            for c in measured(concepts_read(rules.values()), value_sets)
+            if c in value_sets and not value_sets[c].risk
         ),
-        frozenset(concepts_read(feeding(rules.values(), config.prefetch.required_for))),
+        frozenset(
+            measured(
+                concepts_read(feeding(rules.values(), config.prefetch.required_for)), value_sets
+            )
+        ),
+        _presence(config.observed_findings, keyed_config),
+        {
+            key: flag
+            for flag, codes in config.observed_findings.flags.items()
+            for key in keyed_config(codes)
+        },
+        {
+            concept: {
+                unit_key(spelling): conversion
+                for unit, conversion in vs.units.items()
+                for spelling in (unit, *conversion.aliases)
+            }
+            for concept, vs in value_sets.items()
+            if vs.units
+        },
     )
     rule_paths = {rule.id: path for path, rule in rule_files.items()}
     _cross_check(knowledge, rule_paths, root)
+    _check_measured(knowledge, root)
     for rule in rules.values():
         unknown = sorted(set(rule.hooks) - set(hooks)) if hooks is not None else []
         if unknown:
@@ -552,6 +660,40 @@ def load_knowledge(
                 rule_paths[rule.id], f"unknown hooks {unknown}: not {list(hooks or [])}"
             )
     return knowledge
+
+
+def _presence(
+    observed: ObservedFindings, keyed: Callable[[list[Code]], list[tuple[str, str]]]
+) -> dict[tuple[str, str], bool]:
+    return {
+        **dict.fromkeys(keyed(observed.present), True),
+        **dict.fromkeys(keyed(observed.absent), False),
+    }
+
+
+def measured(concepts: set[str], value_sets: dict[str, ValueSet]) -> set[str]:
+    """`concepts` and the observation concepts whose results show one of them (`measured`)."""
+    return concepts | {
+        route.observation
+        for concept in concepts
+        if concept in value_sets
+        for route in value_sets[concept].measured
+    }
+
+
+def _check_measured(knowledge: Knowledge, root: Path) -> None:
+    for concept, value_set in knowledge.value_sets.items():
+        path = root / "valuesets" / f"{concept}.yaml"
+        for route in value_set.measured:
+            observed = knowledge.value_sets.get(route.observation)
+            if observed is None or observed.fact != "observation":
+                raise KnowledgeError(path, f"{route.observation!r} is not an observation concept")
+            if route.guideline not in knowledge.guidelines:
+                raise KnowledgeError(path, f"unknown guideline {route.guideline!r}")
+            bounds = [bound for _, bound in route.value.items()] if route.value else []
+            for bound in [*bounds, route.fall_percent]:
+                if isinstance(bound, str) and bound not in knowledge.config.thresholds:
+                    raise KnowledgeError(path, f"unknown threshold {bound!r}")
 
 
 def _negation(cues: list[str]) -> re.Pattern[str] | None:
@@ -624,6 +766,9 @@ def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) 
             wrong = f"risk {concept!r} is read by no rule: its entries would go unnamed"
             raise KnowledgeError(root / "valuesets" / f"{concept}.yaml", wrong)
     derivable = {name for rule in knowledge.rules.values() for name in rule.derive}
+    for caution in config.cautions:
+        if caution.if_ not in derivable:
+            raise KnowledgeError(config_path, f"caution {caution.if_!r}: no rule derives it")
     if config.prefetch.required_for not in derivable:
         wrong = f"prefetch.required_for {config.prefetch.required_for!r}: no rule derives it"
         raise KnowledgeError(config_path, wrong)
@@ -667,6 +812,9 @@ def _clause_problem(knowledge: Knowledge, clause: Clause, derivable: set[str]) -
         clause.value,
         clause.weeks,
         clause.span_weeks,
+        clause.last_days,
+        clause.course_weeks,
+        clause.sessions,
         clause.episode_weeks,
         clause.onset_age,
         clause.age,

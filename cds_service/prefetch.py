@@ -27,6 +27,8 @@ from cds_service.models import HookRequest, OrderSelectContext, PatientViewConte
 from cds_service.queries import Queries
 
 _prefetch_value: TypeAdapter[Any] = TypeAdapter(PrefetchValue)
+Positions = list[int] | None
+"""Where a Bundle's kept entries were in the Bundle as sent (None: every entry kept)."""
 R = TypeVar("R", bound=Resource)
 C = TypeVar("C", bound=PatientViewContext)
 
@@ -136,8 +138,9 @@ def read_record(
         # Absent (an optional key the client could not fill) or null (no data): nothing to read.
         if not absent(prefetch, key) and prefetch[key] is not None:
             path, expected = f"prefetch.{key}", _template_type(template)
-            value = _parse(_readable(prefetch[key], read, expected), path)
-            _collect(record, value, path, expected, seen)
+            kept, positions = _readable(prefetch[key], read, expected)
+            value = _parse(kept, path, positions)
+            _collect(record, value, path, expected, seen, positions)
             if isinstance(value, Bundle) and any(link.relation == "next" for link in value.link):
                 record.partial.append(key)
     draft_orders = getattr(context, "draftOrders", None)
@@ -184,16 +187,19 @@ def _read_draft_orders(record: PatientRecord, value: Any, selections: list[str] 
     ]
 
 
-def _readable(value: Any, read: Callable[[Any], bool], expected: str) -> Any:
-    """A search Bundle with the entries `read` declines emptied (positions kept for paths).
+def _readable(value: Any, read: Callable[[Any], bool], expected: str) -> tuple[Any, Positions]:
+    """A search Bundle with only the entries `read` keeps, and their positions in the Bundle as
+    sent (for the paths of errors); None when every entry is kept.
 
     A resource of another type than the prefetch template's is kept, for its 400.
     """
     entries = value.get("entry") if isinstance(value, dict) else None
     if not isinstance(entries, list):
-        return value
-    kept = [entry if _keep(entry, read, expected) else {} for entry in entries]
-    return {**value, "entry": kept}
+        return value, None
+    positions = [i for i, entry in enumerate(entries) if _keep(entry, read, expected)]
+    if len(positions) == len(entries):
+        return value, None
+    return {**value, "entry": [entries[i] for i in positions]}, positions
 
 
 def _keep(entry: Any, read: Callable[[Any], bool], expected: str) -> bool:
@@ -214,12 +220,26 @@ def absent(prefetch: dict[str, Any], key: str) -> bool:
     )
 
 
-def _parse(value: Any, path: str) -> Resource:
+def _parse(value: Any, path: str, positions: Positions = None) -> Resource:
+    """`value` validated; 400 naming the path of each error (an entry by its sent position)."""
     try:
         parsed: Resource = _prefetch_value.validate_python(value)
     except ValidationError as exc:
-        raise CDSError(400, validation_issues(exc.errors(include_url=False), path)) from exc
+        errors = [
+            {**error, "loc": _sent_location(error["loc"], positions)}
+            for error in exc.errors(include_url=False)
+        ]
+        raise CDSError(400, validation_issues(errors, path)) from exc
     return parsed
+
+
+def _sent_location(loc: tuple[int | str, ...], positions: Positions) -> tuple[int | str, ...]:
+    """An error's location in a Bundle of kept entries, as a location in the Bundle as sent."""
+    head = 1 if loc[:1] == ("Bundle",) else 0  # the union's tag
+    index = loc[head + 1] if len(loc) > head + 1 and loc[head] == "entry" else None
+    if positions is None or not isinstance(index, int):
+        return loc
+    return (*loc[: head + 1], positions[index], *loc[head + 2 :])
 
 
 def _template_type(template: str) -> str:
@@ -228,7 +248,12 @@ def _template_type(template: str) -> str:
 
 
 def _collect(
-    record: PatientRecord, value: Resource, path: str, expected: str, seen: set[str]
+    record: PatientRecord,
+    value: Resource,
+    path: str,
+    expected: str,
+    seen: set[str],
+    positions: Positions = None,
 ) -> None:
     """Add the resources of `value` to `record`; those `seen` under another key are skipped."""
     if isinstance(value, Patient) and expected == "Patient":
@@ -240,7 +265,8 @@ def _collect(
             f"expected a Bundle of {expected}, got {value.resourceType}",
             f"{path}.resourceType",
         )
-    for resource, reference, full_url in _entries(value, path, record.patient_id, expected):
+    entries = _entries(value, path, record.patient_id, expected, positions)
+    for resource, reference, full_url in entries:
         if reference is not None:
             if reference in seen:
                 continue
@@ -269,15 +295,21 @@ def _set_patient(record: PatientRecord, patient: Patient, path: str) -> None:
 
 
 def _entries(
-    bundle: Bundle, path: str, patient_id: str, expected: str | None = None
+    bundle: Bundle,
+    path: str,
+    patient_id: str,
+    expected: str | None = None,
+    positions: Positions = None,
 ) -> list[tuple[Resource, str | None, str | None]]:
     """The bundle's resources with their references (type/id, else fullUrl) and fullUrls.
 
     400 for a resource about another patient, or (with `expected`) a matched resource of
     another type than its prefetch template asks for; `_include`d resources may be any type.
+    Errors name an entry by `positions` (its place in the Bundle as sent), if given.
     """
     entries: list[tuple[Resource, str | None, str | None]] = []
-    for index, entry in enumerate(bundle.entry):
+    for kept, entry in enumerate(bundle.entry):
+        index = positions[kept] if positions is not None else kept
         resource = entry.resource
         if resource is None or isinstance(resource, OperationOutcome):
             continue

@@ -6,8 +6,10 @@ CapabilityStatement): `Patient/{id}`; `Condition`, `Procedure` and `ServiceReque
 `MedicationRequest` by `patient` and `intent`, with `_include=MedicationRequest:medication` so a
 `medicationReference` arrives with its Medication. The Observation keys are derived from the
 value sets the rules read (each names its category), so a rule that reads a new category adds a
-key. An Observation key is required when one of its concepts feeds a red flag (412 when it
-cannot be had); the rest are optional (skipped, and logged, when a server refuses them).
+key, and from the categories where EHRs record findings as Observations
+(`prefetch.finding_categories`: exam, social-history), searched with no date window. An
+Observation key is required when one of its concepts feeds a red flag (412 when it cannot be
+had); the rest are optional (skipped, and logged, when a server refuses them).
 
 When the service searches itself it adds what a template cannot say: a date window from the
 rules' lookbacks (`date=ge...`, US Core's patient+category+date) and `_count`.
@@ -85,6 +87,8 @@ def queries(knowledge: Knowledge) -> Queries:
         category = knowledge.value_sets[concept].category
         if category is not None:
             categories.setdefault(category, set()).add(concept)
+    for category in prefetch.finding_categories:  # findings recorded as Observations
+        categories.setdefault(category, set())
     observations = {
         f"observations-{category}": (category, concepts)
         for category, concepts in sorted(categories.items())
@@ -106,7 +110,8 @@ def queries(knowledge: Knowledge) -> Queries:
         required=frozenset({*_FIXED, *required}),
         windows={
             key: max(knowledge.config.lookback_days[concept] for concept in concepts)
-            for key, (_, concepts) in observations.items()
+            for key, (category, concepts) in observations.items()
+            if category not in prefetch.finding_categories
         },
         covered=dict.fromkeys(observations, OBSERVATIONS),
         page_size=prefetch.page_size,

@@ -3,7 +3,8 @@
 A record holds thousands of Observations and Conditions whose codes no value set lists; checking
 each element of those would cost most of an evaluation and change no card. Every Condition is
 read (the cards name those no rule could judge); any other resource is read (and then strictly
-validated) when a coding of its code is in a value set, when a medicine's text
+validated) when a coding of its code (or an Observation's coded answer) is in a value set,
+when a medicine's text
 names an ingredient a value set lists or its drug is a reference (to a Medication, read with it),
 or when it is not a coded clinical resource (Patient, ServiceRequest, Medication).
 Anything malformed where the codes should be is read, so validation names the path.
@@ -62,6 +63,9 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
         kind = resource.get("resourceType")
         if kind == "Condition":
             return True  # every Condition is classified: read, a risk, irrelevant or unjudged
+        if kind == "Observation":  # a finding may be its code or its coded answer
+            answer = coded(resource.get("valueCodeableConcept"))
+            return coded(resource.get("code")) is not False or answer is not False
         if kind in _CODED:
             return coded(resource.get("code")) is not False
         if kind in _MEDICINES:

@@ -406,16 +406,17 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
             inserted = connection.execute(
-                evaluations.insert().values(
-                    hook_instance=hook_instance,
-                    service=service,
-                    ruleset_version=ruleset_version,
-                    rules_fired=rules_fired,
-                    duration_ms=duration_ms,
-                    created_at=now,
-                    patient_key=linkage.patient,
-                    clinician_key=linkage.clinician,
-                )
+                evaluations.insert(),  # parameters apart: the compiled statement is cached
+                {
+                    "hook_instance": hook_instance,
+                    "service": service,
+                    "ruleset_version": ruleset_version,
+                    "rules_fired": rules_fired,
+                    "duration_ms": duration_ms,
+                    "created_at": now,
+                    "patient_key": linkage.patient,
+                    "clinician_key": linkage.clinician,
+                },
             ).inserted_primary_key
             assert inserted is not None  # an INSERT always has one
             evaluation_id = inserted[0]

@@ -27,6 +27,7 @@ from cds_service.queries import queries
 from cds_service.ratings import order_ratings
 from cds_service.relevance import relevance
 from cds_service.safety import is_red_flag
+from cds_service.summaries import Summaries, Summary
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Triage:
         if cardless:
             raise ValueError(f"only rules with a card can be silent: {', '.join(cardless)}")
         self.read = relevance(knowledge)
+        self.summaries = Summaries(knowledge, knowledge.rules.values())
         self.queries = queries(knowledge)
         self.engines: dict[str, Engine] = {}
         """Per hook, the engine that answers: its rules minus the silent ones."""
@@ -107,9 +109,10 @@ class Triage:
         if record.patient is not None and record.patient.deceased:
             return Evaluation(CDSResponse(cards=[]), [], [], [])  # no triage for the dead
         facts = build_facts(record, self.knowledge, today)
+        summary = self.summaries.summarise(facts)
         builder = CardBuilder(self.knowledge, record.patient_id, today, review_url, record.partial)
         engine = self.engines[hook.id]
-        outcome = engine.evaluate(facts.facts)
+        outcome = summary.expand(engine.evaluate(summary.facts))
         answered = arbitrate(outcome, engine.rules)
         judged = {order.reference for order in record.judged_orders if order.reference}
         draft_orders = request.context.get("draftOrders")
@@ -130,14 +133,21 @@ class Triage:
             ],
         )
         shadow = self.shadows.get(hook.id)
-        return evaluation if shadow is None else self._silent(evaluation, shadow, facts, builder)
+        if shadow is None:
+            return evaluation
+        return self._silent(evaluation, shadow, facts, summary, builder)
 
     def _silent(
-        self, evaluation: Evaluation, shadow: Engine, facts: FactSet, builder: CardBuilder
+        self,
+        evaluation: Evaluation,
+        shadow: Engine,
+        facts: FactSet,
+        summary: Summary,
+        builder: CardBuilder,
     ) -> Evaluation:
         """`evaluation` with what the silent rules did: the rules that fire with every rule
         on, and the cards silent rules win in that arbitration (would-be cards)."""
-        outcome = shadow.evaluate(facts.facts)
+        outcome = summary.expand(shadow.evaluate(summary.facts))
         would_be = [
             won for won in arbitrate(outcome, shadow.rules) if self.modes[won[0].id] == "silent"
         ]

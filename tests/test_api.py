@@ -128,6 +128,28 @@ def test_a_resource_no_rule_reads_is_skipped_unvalidated(
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize(
+    ("element", "value"),
+    [("status", "bogus"), ("subject", {"reference": "Patient/someone-else"})],
+)
+def test_an_error_after_skipped_entries_names_the_entry_where_it_was_sent(
+    client: TestClient, request_body: dict[str, Any], element: str, value: Any
+) -> None:
+    """Entries no rule reads are left out before validation; an error in a read entry still
+    names its place in the Bundle as sent (a validation error, and the other-patient check)."""
+    entries = request_body["prefetch"]["observations"]["entry"]
+    unread = {"system": "http://loinc.org", "code": "2345-7"}
+    skipped = copy.deepcopy(entries[0])
+    skipped["resource"]["code"] = {"coding": [unread]}
+    read = copy.deepcopy(entries[0])
+    read["resource"]["code"] = {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]}
+    read["resource"][element] = value
+    entries[:] = [skipped, skipped, read, skipped]
+    response = client.post("/cds-services/patient-view", json=request_body)
+    assert response.status_code == 400
+    assert _expressions(response) == [f"prefetch.observations.entry[2].resource.{element}"]
+
+
 def test_resource_of_another_patient_is_400(
     client: TestClient, request_body: dict[str, Any]
 ) -> None:

@@ -9,7 +9,13 @@ import pytest
 
 from cds_service.codes import CodeIndex
 from cds_service.facts import FactSet, build_facts
-from cds_service.fhir_model import Condition, MedicationRequest, MedicationStatement, Procedure
+from cds_service.fhir_model import (
+    Condition,
+    MedicationRequest,
+    MedicationStatement,
+    Observation,
+    Procedure,
+)
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.prefetch import Entry, PatientRecord
 from tests.conftest import ROOT
@@ -192,3 +198,153 @@ def test_a_site_can_qualify_generic_pain_by_a_back_body_site(tmp_path: Path) -> 
     assert not [
         f for f in _facts(knowledge, conditions=[elsewhere]).facts if f["type"] == "episode"
     ]
+
+
+def _observation(code: str, system: str = SNOMED, **members: Any) -> Entry[Observation]:
+    resource = {
+        "resourceType": "Observation",
+        "id": code,
+        "status": "final",
+        "code": {"coding": [{"system": system, "code": code}]},
+        "subject": SUBJECT,
+        "effectiveDateTime": "2026-10-30",
+        **members,
+    }
+    return Entry(Observation.model_validate(resource), f"Observation/{code}")
+
+
+def _coded(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}]}
+
+
+V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+
+@pytest.mark.parametrize(
+    ("members", "present"),
+    [
+        ({}, True),  # observed, no value: the finding was seen
+        ({"valueBoolean": True}, True),
+        ({"valueBoolean": False}, False),
+        ({"valueCodeableConcept": _coded(SNOMED, "52101004")}, True),  # Present
+        ({"valueCodeableConcept": _coded(SNOMED, "2667000")}, False),  # Absent
+        ({"valueCodeableConcept": _coded("http://loinc.org", "LA32-8")}, False),  # No
+        ({"interpretation": [_coded(V3, "NEG")]}, False),
+        ({"dataAbsentReason": _coded("http://x", "not-asked")}, False),
+    ],
+)
+def test_an_observation_of_a_finding_says_present_or_absent(
+    knowledge: Knowledge, members: dict[str, Any], present: bool
+) -> None:
+    facts = _facts(knowledge, observations=[_observation("267064002", **members)])
+    assert (_of(facts, "finding", "cauda-equina-sign") is not None) is present
+    assert _of(facts, "finding", "risk-named-in-text") is None
+
+
+def test_an_observation_of_a_finding_with_an_unreadable_value_is_named_not_dropped(
+    knowledge: Knowledge,
+) -> None:
+    unread = _observation("267064002", valueString="?? 300 mL")
+    facts = _facts(knowledge, observations=[unread])
+    assert _of(facts, "finding", "cauda-equina-sign") is None
+    (evidence,) = facts.evidence[_of(facts, "finding", "risk-named-in-text")["id"]]  # type: ignore[index]
+    assert evidence.reference == "Observation/267064002"
+    assert "cannot read" in (evidence.value or "")
+
+
+def test_a_finding_as_the_coded_answer_counts_and_an_old_one_does_not(
+    knowledge: Knowledge,
+) -> None:
+    symptom = _observation(
+        "75325-1", "http://loinc.org", valueCodeableConcept=_coded(SNOMED, "422868009")
+    )
+    assert _of(_facts(knowledge, observations=[symptom]), "finding", "weight-loss")
+    old = _observation(
+        "75325-1",
+        "http://loinc.org",
+        valueCodeableConcept=_coded(SNOMED, "422868009"),
+        effectiveDateTime="2025-01-01",  # beyond observed_finding_days
+    )
+    assert _of(_facts(knowledge, observations=[old]), "finding", "weight-loss") is None
+
+
+def _weight(day: str, kg: float) -> Entry[Observation]:
+    entry = _observation(
+        "29463-7",
+        "http://loinc.org",
+        effectiveDateTime=day,
+        valueQuantity={
+            "value": kg,
+            "unit": "kg",
+            "system": "http://unitsofmeasure.org",
+            "code": "kg",
+        },
+    )
+    return Entry(entry.resource.model_copy(update={"id": day}), f"Observation/{day}")
+
+
+def test_weight_loss_is_a_fall_from_the_highest_earlier_weight_to_the_latest(
+    knowledge: Knowledge,
+) -> None:
+    def lost(*weights: tuple[str, float]) -> bool:
+        facts = _facts(knowledge, observations=[_weight(d, kg) for d, kg in weights])
+        return _of(facts, "finding", "weight-loss") is not None
+
+    assert lost(("2026-02-01", 80), ("2026-10-01", 75.5))  # 5.6%
+    assert not lost(("2026-02-01", 80), ("2026-10-01", 76.5))  # 4.4%
+    assert not lost(("2026-02-01", 75.5), ("2026-10-01", 80))  # a gain
+    assert not lost(("2026-10-01", 75))  # one weight is no trend
+    assert not lost(("2025-06-01", 90), ("2026-10-01", 75))  # the high is past the lookback
+
+
+@pytest.mark.parametrize("unit", ["F", "°F", "deg F", "[degF]", "fahrenheit"])
+def test_a_temperature_unit_is_read_in_any_of_its_spellings(
+    knowledge: Knowledge, unit: str
+) -> None:
+    reading = _observation(
+        "8310-5", "http://loinc.org", valueQuantity={"value": 101.3, "unit": unit}
+    )
+    fact = _of(_facts(knowledge, observations=[reading]), "observation", "body-temperature")
+    assert fact is not None
+    assert fact["value"] == pytest.approx(38.5)
+
+
+def test_a_laboratory_flag_is_read_when_the_unit_is_not(knowledge: Knowledge) -> None:
+    odd = {"value": 3.1, "unit": "mg/100 mL"}
+    flagged = _observation(
+        "1988-5", "http://loinc.org", valueQuantity=odd, interpretation=[_coded(V3, "H")]
+    )
+    fact = _of(_facts(knowledge, observations=[flagged]), "observation", "crp")
+    assert fact is not None
+    assert (fact.get("flag"), fact.get("value")) == ("high", None)
+    unflagged = _observation("1988-5", "http://loinc.org", valueQuantity=odd)
+    assert _of(_facts(knowledge, observations=[unflagged]), "observation", "crp") is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "pregnant"),
+    [
+        (("http://loinc.org", "LA15173-0"), True),  # US Core / LOINC: Pregnant
+        (("http://snomed.info/sct", "77386006"), True),  # IPS: Pregnant
+        (("http://loinc.org", "LA26683-5"), False),  # Not pregnant
+        (("http://loinc.org", "LA4489-6"), False),  # Unknown
+    ],
+)
+def test_a_pregnancy_status_observation_is_read_by_its_answer(
+    knowledge: Knowledge, answer: tuple[str, str], pregnant: bool
+) -> None:
+    status = _observation("82810-3", "http://loinc.org", valueCodeableConcept=_coded(*answer))
+    facts = _facts(knowledge, observations=[status])
+    assert (_of(facts, "finding", "pregnancy") is not None) is pregnant
+
+
+def test_a_red_flag_result_in_a_unit_that_cannot_be_converted_is_named_not_dropped(
+    knowledge: Knowledge,
+) -> None:
+    odd = _observation("8310-5", "http://loinc.org", valueQuantity={"value": 102, "unit": "deg"})
+    facts = _facts(knowledge, observations=[odd])
+    assert _of(facts, "observation", "body-temperature") is None
+    risk = _of(facts, "finding", "risk-named-in-text")
+    assert risk is not None
+    (evidence,) = facts.evidence[risk["id"]]
+    assert "cannot convert (deg)" in (evidence.value or "")

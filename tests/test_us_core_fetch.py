@@ -156,7 +156,7 @@ def test_a_rule_reading_a_new_category_adds_a_key(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "rules", rules)
     before = queries(load_knowledge(rules))
     (rules / "valuesets" / "gait-speed.yaml").write_text(
-        "concept: gait-speed\ntitle: Gait speed\nfact: observation\ncategory: exam\n"
+        "concept: gait-speed\ntitle: Gait speed\nfact: observation\ncategory: activity\n"
         "unit: m/s\nunits:\n  m/s: {}\n"
         "sources:\n  own: {title: t, url: 'https://x', version: '1'}\n"
         "codes:\n  - {system: spine-cds, code: gait-speed, display: Gait speed, source: own}\n"
@@ -170,8 +170,11 @@ def test_a_rule_reading_a_new_category_adds_a_key(tmp_path: Path) -> None:
         "  - [{observation: gait-speed, value: {lt: 0.5}}]\nderive: [red-flag]\n"
     )
     after = queries(load_knowledge(rules))
-    assert "observations-exam" not in before.templates
-    assert after.templates["observations-exam"] == f"Observation?patient={PATIENT}&category=exam"
-    assert "observations-exam" in after.required  # it feeds a red flag
-    assert after.windows["observations-exam"] == 14
+    assert "observations-activity" not in before.templates
+    assert (
+        after.templates["observations-activity"]
+        == f"Observation?patient={PATIENT}&category=activity"
+    )
+    assert "observations-activity" in after.required  # it feeds a red flag
+    assert after.windows["observations-activity"] == 14
     assert "observations-survey" not in after.required  # STarT Back and Oswestry: referrals
