@@ -26,6 +26,9 @@ class CodeIndex:
 
     icd10cm: str
     """The ICD-10-CM system URI, whose codes are compared without dots and matched by subtree."""
+    read_as_icd10cm: frozenset[str] = frozenset()
+    """Systems whose codes are looked up as ICD-10-CM codes (WHO ICD-10: ICD-10-CM extends it,
+    and the categories and most four-character codes are the same)."""
     exact: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     prefixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     blocks: list[tuple[str, str, str]] = field(default_factory=list)
@@ -42,10 +45,16 @@ class CodeIndex:
             root = icd10cm_key(code)
             self.prefixes[root] = (*self.prefixes.get(root, ()), concept)
 
+    def is_icd10(self, system: str | None) -> bool:
+        """ICD-10-CM, or a system read as it."""
+        return system == self.icd10cm or system in self.read_as_icd10cm
+
     def concepts(self, system: str | None, code: str | None) -> tuple[str, ...]:
         """The concepts `code` belongs to, each once, in value-set order."""
         if system is None or code is None:
             return ()
+        if system in self.read_as_icd10cm:
+            system = self.icd10cm
         if system != self.icd10cm:
             return self.exact.get((system, code), ())
         key = icd10cm_key(code)

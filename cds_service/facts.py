@@ -208,6 +208,7 @@ def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> Fac
         *_observed_findings(knowledge, record, today),
         *_measured(knowledge, readings),
         *unread,
+        *_procedures_named(knowledge, record),
     ]
     _add_patient(facts, record, today)
     _add_findings(facts, knowledge, sources, observed, today)
@@ -417,17 +418,11 @@ def _add_unclassified(
 ) -> None:
     """An entry no value set classifies: a risk found in text when its words name a red-flag
     finding (not negated), else one of the entries the rules could not judge."""
-    evidence = _entry_evidence(knowledge, source.entry, source.when)
-    code: CodeableConcept | None = source.entry.resource.code
-    text = "; ".join(filter(None, [code.text, *(c.display for c in code.coding)])) if code else ""
-    named = knowledge.findings_named(text)
-    risk = knowledge.text_risk
-    if not named or risk is None:
-        facts.unjudged.append(evidence)
-        return
-    titles = " or ".join(knowledge.value_sets[c].title.lower() for c in named)
-    said = f"its text names {titles}, but it is not coded: check it"
-    by_concept[risk].append(replace(evidence, value=said))
+    named = _named_in_text(knowledge, source.entry, source.when)
+    if not named:
+        facts.unjudged.append(_entry_evidence(knowledge, source.entry, source.when))
+    for risk, evidence in named:
+        by_concept[risk].append(evidence)
 
 
 def _unclassified(knowledge: Knowledge, entry: Entry[Any]) -> bool:
@@ -652,6 +647,9 @@ def _observed_findings(
         present = _presence(knowledge, observation, {c for c, _ in coded}) if coded else True
         if not coded:
             coded = _matches(knowledge, observation.valueCodeableConcept, "finding")
+            present = not _said_absent(knowledge, observation.interpretation)
+        if not coded and _unclassified(knowledge, entry) and present:
+            found.extend(_named_in_text(knowledge, entry, when, observation.valueString))
         for concept, coding in coded:
             if not _still_current(knowledge, concept, when, today) or present is False:
                 continue
@@ -666,6 +664,42 @@ def _observed_findings(
                 risk = knowledge.value_sets[concept].risk
                 found.append((concept, replace(evidence, value=risk.means) if risk else evidence))
     return found
+
+
+def _procedures_named(knowledge: Knowledge, record: PatientRecord) -> list[tuple[str, Evidence]]:
+    """Procedures done that no value set classifies but whose text names a red-flag finding
+    ("drainage of spinal epidural abscess")."""
+    return [
+        named
+        for entry in record.procedures
+        if entry.resource.status in _PROCEDURE_DONE and _unclassified(knowledge, entry)
+        for named in _named_in_text(knowledge, entry, _performed(entry))
+    ]
+
+
+def _said_absent(knowledge: Knowledge, concepts: list[CodeableConcept]) -> bool:
+    """An interpretation (or coded value) that says absent or negative."""
+    return any(
+        knowledge.presence.get((coding.system or "", coding.code or "")) is False
+        for concept in concepts
+        for coding in concept.coding
+    )
+
+
+def _named_in_text(
+    knowledge: Knowledge, entry: Entry[Any], when: date | None, *more: str | None
+) -> list[tuple[str, Evidence]]:
+    """An entry no value set classifies whose words (its code's text and displays, and `more`)
+    name a red-flag finding, not negated: a risk the card names (`Risk.from_text`)."""
+    code: CodeableConcept | None = entry.resource.code
+    parts = [code.text, *(c.display for c in code.coding)] if code else []
+    text = "; ".join(filter(None, [*parts, *more]))
+    named = knowledge.findings_named(text) if text else []
+    if not named or knowledge.text_risk is None:
+        return []
+    titles = " or ".join(knowledge.value_sets[c].title.lower() for c in named)
+    said = f"its text names {titles}, but it is not coded: check it"
+    return [(knowledge.text_risk, replace(_entry_evidence(knowledge, entry, when), value=said))]
 
 
 def _presence(knowledge: Knowledge, observation: Observation, concepts: set[str]) -> bool | None:
@@ -851,14 +885,18 @@ def _add_medications(
         if exposure is None:
             continue
         code = record.medicine(medication)
-        coded = _matches(knowledge, code, "medication")
+        text = _medication_text(code, medication.medicationReference)
+        coded = [
+            (concept, coding)
+            for concept, coding in _matches(knowledge, code, "medication")
+            if not _other_form(knowledge, concept, text)
+        ]
         for concept, coding in coded:
             evidence = _evidence(knowledge, entry, concept, coding, exposure.start)
             by_concept[concept].append((evidence, exposure))
-        text = _medication_text(code, medication.medicationReference)
         by_code = {concept for concept, _ in coded}
         for concept, name in knowledge.medicines_named(text) if text else ():
-            if concept in by_code:
+            if concept in by_code or _other_form(knowledge, concept, text):
                 continue
             shown = f"{text} (matched by the ingredient name '{name}', not by code)"
             evidence = Evidence(
@@ -884,6 +922,12 @@ def _add_medications(
             ended = today if current_now else max(exposure.end for exposure in during)
             fact["course_weeks"] = round(max((ended - began).days, 0) / 7, 2)
         facts.add(fact, _medicine_lines(taken, current))
+
+
+def _other_form(knowledge: Knowledge, concept: str, text: str) -> bool:
+    """The medicine's text names a form its concept leaves out (a topical immunosuppressant)."""
+    pattern = knowledge.form_patterns.get(concept)
+    return bool(text and pattern and pattern.search(text))
 
 
 def _medicine_lines(taken: list[tuple[Evidence, _Exposure]], current: bool) -> list[Evidence]:

@@ -147,6 +147,10 @@ class ValueSet(Strict):
     sources: dict[str, Source] = {}
     names: list[str] = []
     """Medication sets: ingredient names, the labelled fallback for uncoded medicine text."""
+    not_forms: list[str] = []
+    """Medication sets: words of a medicine's text that name a form outside the concept
+    (`topical`, `ointment` for a systemic concept); such an entry does not count, by code or
+    by name."""
     terms: list[str] = []
     """Finding sets: words that name the concept in text. An entry no value set classifies
     (text only, an unknown code system) whose text names one is a risk (`Risk.from_text`)."""
@@ -182,8 +186,8 @@ class ValueSet(Strict):
                 raise ValueError(f"code {code.code}: source {code.source!r} is not in `sources`")
             if code.descendants and code.system != "icd-10-cm":
                 raise ValueError(f"code {code.code}: `descendants` is for ICD-10-CM codes only")
-        if self.names and self.fact != "medication":
-            raise ValueError("`names` is for medication value sets only")
+        if (self.names or self.not_forms) and self.fact != "medication":
+            raise ValueError("`names` and `not_forms` are for medication value sets only")
         if self.risk and self.fact != "finding":
             raise ValueError("`risk` is for finding value sets only")
         if self.terms and self.fact != "finding":
@@ -427,6 +431,9 @@ class Config(Strict):
     prefetch: PrefetchConfig
     negation_cues: list[str] = []
     """Words that negate a finding named after them in the same clause of a text."""
+    negation_after: list[str] = []
+    """Words that negate a finding named before them in the same clause ("fracture ruled
+    out")."""
     observed_findings: ObservedFindings
     cautions: list[Caution] = []
     """Lines every card adds when their derived fact holds (a population: pregnancy)."""
@@ -435,6 +442,8 @@ class Config(Strict):
 class CodeSystem(Strict):
     uri: str
     name: str
+    read_as: str | None = None
+    """Another system of the manifest whose value sets this one's codes are looked up in."""
 
 
 class Manifest(Strict):
@@ -460,11 +469,17 @@ class Knowledge:
     """Per observation concept, the (system URI, code) results that mean positive."""
     name_patterns: dict[str, re.Pattern[str]]
     """Per medicine concept, its ingredient `names` as one whole-word, case-blind pattern."""
+    form_patterns: dict[str, re.Pattern[str]]
+    """Per medicine concept, its `not_forms` likewise."""
     term_patterns: dict[str, re.Pattern[str]]
     """Per finding concept, its `terms` as one case-blind pattern, each matched at the start of
     a word (`metasta` finds "metastatic")."""
     negation: re.Pattern[str] | None
     """The `negation_cues` as one whole-word, case-blind pattern (None: no cues)."""
+    negation_after: re.Pattern[str] | None
+    """The `negation_after` cues, likewise."""
+    any_term: re.Pattern[str] | None
+    """Every finding set's `terms` as one pattern: a quick test that a text names any of them."""
     text_risk: str | None
     """The risk concept found in text (`Risk.from_text`), if the knowledge base has one."""
     read: frozenset[str]
@@ -481,15 +496,23 @@ class Knowledge:
     """Per observation concept, its conversions by `unit_key` of the unit and its aliases."""
 
     def findings_named(self, text: str) -> list[str]:
-        """The finding concepts whose `terms` `text` names, each not negated in its clause
-        (a `negation_cues` word before the term: "no cauda equina", "denies fever")."""
+        """The finding concepts whose `terms` `text` names, each not negated in its clause (a
+        `negation_cues` word before the term: "no cauda equina", "denies fever"; a
+        `negation_after` word after it: "fracture ruled out")."""
+        if self.any_term is None or not self.any_term.search(text):
+            return []
         found = []
         for clause in re.split(r"[.;,:\n]", text):
             for concept, pattern in self.term_patterns.items():
                 match = pattern.search(clause)
-                if match and not (self.negation and self.negation.search(clause[: match.start()])):
+                if match and not self._negated(clause, match):
                     found.append(concept)
         return list(dict.fromkeys(found))
+
+    def _negated(self, clause: str, match: re.Match[str]) -> bool:
+        before = self.negation and self.negation.search(clause[: match.start()])
+        after = self.negation_after and self.negation_after.search(clause[match.end() :])
+        return bool(before or after)
 
     def medicines_named(self, text: str) -> list[tuple[str, str]]:
         """(concept, ingredient name) for each medicine value set whose name `text` holds."""
@@ -573,7 +596,14 @@ def load_knowledge(
     rule_files = _load_dir(Rule, root / "rules")
 
     value_sets: dict[str, ValueSet] = {}
-    codes = CodeIndex(manifest.code_systems["icd-10-cm"].uri)
+    for alias, listed in manifest.code_systems.items():
+        if listed.read_as is not None and listed.read_as not in manifest.code_systems:
+            wrong = f"code system {alias!r} is read as {listed.read_as!r}, which is not listed"
+            raise KnowledgeError(root / "ruleset.yaml", wrong)
+    codes = CodeIndex(
+        manifest.code_systems["icd-10-cm"].uri,
+        frozenset(s.uri for s in manifest.code_systems.values() if s.read_as == "icd-10-cm"),
+    )
     positive_results: dict[str, frozenset[tuple[str, str]]] = {}
 
     def keyed(path: Path, codes: list[Code]) -> list[tuple[str, str]]:
@@ -613,16 +643,23 @@ def load_knowledge(
         codes,
         positive_results,
         {
-            concept: re.compile(r"\b(" + "|".join(map(re.escape, vs.names)) + r")\b", re.IGNORECASE)
+            concept: pattern
             for concept, vs in value_sets.items()
-            if vs.names
+            if (pattern := _words(vs.names)) is not None
         },
         {
-            concept: re.compile(r"\b(" + "|".join(map(re.escape, vs.terms)) + r")", re.IGNORECASE)
+            concept: pattern
             for concept, vs in value_sets.items()
-            if vs.terms
+            if (pattern := _words(vs.not_forms)) is not None
         },
-        _negation(config.negation_cues),
+        {
+            concept: pattern
+            for concept, vs in value_sets.items()
+            if (pattern := _words(vs.terms, whole=False)) is not None
+        },
+        _words(config.negation_cues),
+        _words(config.negation_after),
+        _words([term for vs in value_sets.values() for term in vs.terms], whole=False),
         next((c for c, vs in value_sets.items() if vs.risk and vs.risk.from_text), None),
         frozenset(
             c
@@ -696,10 +733,12 @@ def _check_measured(knowledge: Knowledge, root: Path) -> None:
                     raise KnowledgeError(path, f"unknown threshold {bound!r}")
 
 
-def _negation(cues: list[str]) -> re.Pattern[str] | None:
+def _words(cues: list[str], whole: bool = True) -> re.Pattern[str] | None:
+    """`cues` as one case-blind pattern of whole words (or, not `whole`, word starts)."""
     if not cues:
         return None
-    return re.compile(r"\b(" + "|".join(map(re.escape, cues)) + r")\b", re.IGNORECASE)
+    end = r"\b" if whole else ""
+    return re.compile(r"\b(" + "|".join(map(re.escape, cues)) + ")" + end, re.IGNORECASE)
 
 
 def concepts_read(rules: Iterable[Rule]) -> set[str]:

@@ -4,7 +4,7 @@ A record holds thousands of Observations and Conditions whose codes no value set
 each element of those would cost most of an evaluation and change no card. Every Condition is
 read (the cards name those no rule could judge); any other resource is read (and then strictly
 validated) when a coding of its code (or an Observation's coded answer) is in a value set,
-when a medicine's text
+when an Observation's or a Procedure's text names a red-flag term, when a medicine's text
 names an ingredient a value set lists or its drug is a reference (to a Medication, read with it),
 or when it is not a coded clinical resource (Patient, ServiceRequest, Medication).
 Anything malformed where the codes should be is read, so validation names the path.
@@ -21,7 +21,7 @@ _MEDICINES = {"MedicationRequest", "MedicationStatement"}
 
 def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
     """A predicate on a raw resource (parsed JSON): True when the triage must read it."""
-    exact, icd10cm = knowledge.codes.exact, knowledge.codes.icd10cm
+    exact, is_icd10 = knowledge.codes.exact, knowledge.codes.is_icd10
 
     def coded(concept: Any) -> bool | None:
         """True/False whether a CodeableConcept's codings hit a value set; None: malformed."""
@@ -35,7 +35,7 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
                 system, code = coding.get("system"), coding.get("code")
                 if (system, code) in exact:
                     return True
-                if system == icd10cm and type(code) is str and knowledge.concepts(system, code):
+                if is_icd10(system) and type(code) is str and knowledge.concepts(system, code):
                     return True
         except (AttributeError, TypeError):  # a coding that is not an object, an unhashable code
             return None
@@ -52,6 +52,19 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
             texts.append(coding.get("display") if isinstance(coding, dict) else None)
         return any(isinstance(text, str) and knowledge.medicines_named(text) for text in texts)
 
+    def worded(resource: dict[str, Any], *more: Any) -> bool:
+        """The code's text or displays (or `more`) name a red-flag term: the entry is read so
+        the text route can name it (checked in full, with negation, in facts.py)."""
+        if knowledge.any_term is None:
+            return False
+        concept = resource.get("code")
+        texts = [concept.get("text")] if isinstance(concept, dict) else []
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        for coding in codings if isinstance(codings, list) else []:
+            texts.append(coding.get("display") if isinstance(coding, dict) else None)
+        pattern = knowledge.any_term
+        return any(isinstance(t, str) and pattern.search(t) for t in [*texts, *more])
+
     def refers(resource: dict[str, Any]) -> bool:
         """A medicine given by reference: its code is in the Medication it points at."""
         reference = resource.get("medicationReference")
@@ -65,9 +78,11 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
             return True  # every Condition is classified: read, a risk, irrelevant or unjudged
         if kind == "Observation":  # a finding may be its code or its coded answer
             answer = coded(resource.get("valueCodeableConcept"))
-            return coded(resource.get("code")) is not False or answer is not False
+            if coded(resource.get("code")) is not False or answer is not False:
+                return True
+            return worded(resource, resource.get("valueString"))
         if kind in _CODED:
-            return coded(resource.get("code")) is not False
+            return coded(resource.get("code")) is not False or worded(resource)
         if kind in _MEDICINES:
             hit = coded(resource.get("medicationCodeableConcept"))
             return hit is not False or named(resource) or refers(resource)

@@ -348,3 +348,10 @@ def test_a_red_flag_result_in_a_unit_that_cannot_be_converted_is_named_not_dropp
     assert risk is not None
     (evidence,) = facts.evidence[risk["id"]]
     assert "cannot convert (deg)" in (evidence.value or "")
+
+
+def test_who_icd10_codes_are_looked_up_as_icd10cm(knowledge: Knowledge) -> None:
+    who, cm = "http://hl7.org/fhir/sid/icd-10", knowledge.system_uri("icd-10-cm")
+    for code in ("G83.4", "C79.5", "M46.3", "M54.5"):
+        assert knowledge.concepts(who, code) == knowledge.concepts(cm, code) != ()
+    assert knowledge.concepts("http://example.org/local", "G83.4") == ()
