@@ -171,8 +171,14 @@ class Observation(Resource):
     dataAbsentReason: CodeableConcept | None = None
 
 
+class Extension(Element):
+    url: FhirUri
+
+
 class ServiceRequest(Resource):
     resourceType: Literal["ServiceRequest"]
+    extension: list[Extension] = []
+    """Checked: a rated order is sent back with its extensions (`ratings.py`)."""
     status: Literal[
         "draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"
     ]

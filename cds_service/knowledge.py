@@ -22,6 +22,8 @@ to have no bearing on back-pain triage, kept out of the list of what the rules c
 Indicator = Literal["info", "warning", "critical"]
 Priority = Literal["routine", "urgent", "stat"]
 Mode = Literal["active", "silent"]
+Rating = Literal["appropriate", "not-appropriate"]
+"""A card's verdict on the order it judged (Argonaut PAMA rating codes)."""
 """A silent (shadow) rule is evaluated and audited like an active one; its card is not shown."""
 
 M = TypeVar("M", bound=BaseModel)
@@ -296,6 +298,9 @@ class CardSpec(Strict):
     reassures: bool = False
     """The card says no red flag was found in the coded record: it lists the active entries
     that no value set classifies (what the rules could not judge)."""
+    rates_order: Rating | None = Field(None, alias="rates-order")
+    """The card's verdict on the draft order its rule matched, also answered as a systemAction
+    (an update of the order with that rating, `ratings.py`)."""
 
     @model_validator(mode="after")
     def _alternatives_need_a_referral(self) -> Self:
@@ -333,6 +338,9 @@ class Rule(Strict):
             raise ValueError("only a rule with a card can be silent (its card is what is held)")
         if any(not alternative for alternative in self.match):
             raise ValueError("each `match` alternative needs at least one clause")
+        rates = self.card is not None and self.card.rates_order is not None
+        if rates and not all(any(c.order for c in alt) for alt in self.match):
+            raise ValueError("`rates-order` needs an `order` clause in every `match` alternative")
         return self
 
 

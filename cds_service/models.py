@@ -135,8 +135,18 @@ class Card(Model):
         return self
 
 
+class ResponseExtension(Model):
+    systemActions: Annotated[list[Action], Field(min_length=1)]
+    """The systemActions again, where clients written before CDS Hooks 2.0 read them: the CDS
+    Hooks sandbox (its PAMA tab shows the rating only from `extension.systemActions`)."""
+
+
 class CDSResponse(Model):
     cards: list[Card]
+    systemActions: Annotated[list[Action], Field(min_length=1)] | None = None
+    """Actions the client may apply without showing them (CDS Hooks 2.0.1): the rating of each
+    judged order a card rates (`ratings.py`)."""
+    extension: ResponseExtension | None = None
 
 
 # --- Discovery ------------------------------------------------------------------------------

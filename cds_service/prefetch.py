@@ -327,11 +327,14 @@ def _entries(
                 f"{subject.reference} is not the patient in context (Patient/{patient_id})",
                 f"{path}.entry[{index}].resource.subject",
             )
-        reference = (
-            f"{resource.resourceType}/{resource.id}" if resource.id is not None else entry.fullUrl
-        )
+        reference = entry_reference(resource.resourceType, resource.id, entry.fullUrl)
         entries.append((resource, reference, entry.fullUrl))
     return entries
+
+
+def entry_reference(resource_type: str, id_: str | None, full_url: str | None) -> str | None:
+    """How the record knows a Bundle entry: `Type/id`, else its fullUrl."""
+    return f"{resource_type}/{id_}" if id_ is not None else full_url
 
 
 def _relative(reference: str) -> str:

@@ -15,9 +15,16 @@ from cds_service.engine import Engine
 from cds_service.facts import Evidence, FactSet, build_facts
 from cds_service.hooks import HOOKS, Hook, HookRegistry
 from cds_service.knowledge import Knowledge, Mode
-from cds_service.models import Card, CDSResponse, HookRequest, PatientViewContext
+from cds_service.models import (
+    Card,
+    CDSResponse,
+    HookRequest,
+    PatientViewContext,
+    ResponseExtension,
+)
 from cds_service.prefetch import read_context, read_record
 from cds_service.queries import queries
+from cds_service.ratings import order_ratings
 from cds_service.relevance import relevance
 from cds_service.safety import is_red_flag
 from cds_service.summaries import Summaries, Summary
@@ -107,8 +114,15 @@ class Triage:
         engine = self.engines[hook.id]
         outcome = summary.expand(engine.evaluate(summary.facts))
         answered = arbitrate(outcome, engine.rules)
+        judged = {order.reference for order in record.judged_orders if order.reference}
+        draft_orders = request.context.get("draftOrders")
+        ratings = order_ratings(answered, outcome, facts, judged, draft_orders)
         evaluation = Evaluation(
-            response=CDSResponse(cards=builder.build(answered, outcome, facts)),
+            response=CDSResponse(
+                cards=builder.build(answered, outcome, facts),
+                systemActions=ratings or None,
+                extension=ResponseExtension(systemActions=ratings) if ratings else None,
+            ),
             card_rules=[rule.id for rule, _, _ in answered],
             rules_fired=[firing.rule_id for firing in outcome.firings],
             silent_cards=[],

@@ -1,4 +1,5 @@
-"""A small FHIR server on loopback for prefetch tests: canned answers, paging, failures."""
+"""A small FHIR server on loopback for prefetch tests: canned answers, paging, failures; searches
+by GET or by POST `_search`."""
 
 import json
 import threading
@@ -25,6 +26,8 @@ class FhirServer:
     """Paths answered one byte at a time, this many seconds apart (a server that stalls)."""
     answer: Callable[[str], tuple[int, Any]] | None = None
     """Answers every GET instead of `routes` when set (e.g. a search implementation)."""
+    posted: list[tuple[str, str]] = field(default_factory=list)
+    """(path, body) of every POST that is not a search (answered 404)."""
 
 
 @contextmanager
@@ -57,10 +60,31 @@ def fhir_server() -> Iterator[FhirServer]:
                 except OSError:  # the client gave up
                     return
 
+        def do_POST(self) -> None:
+            """A search by POST (`Type/_search`, form-encoded parameters), answered as the GET
+            `Type?parameters` (FHIR R4 §3.1.0.8.1); any other POST is recorded and gets 404."""
+            path = self.path.removeprefix("/fhir/")
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            form = self.headers.get("Content-Type", "").startswith(
+                "application/x-www-form-urlencoded"
+            )
+            if not (path.endswith("/_search") and form):
+                state.posted.append((path, body))
+                payload = json.dumps({"resourceType": "OperationOutcome"}).encode()
+                self.send_response(404)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            self.path = f"/fhir/{path.removesuffix('/_search')}?{body}"
+            self.do_GET()
+
         def do_OPTIONS(self) -> None:  # a browser's CORS preflight (an Authorization header)
             self.send_response(204)
             self.send_header("Access-Control-Allow-Origin", "*")
-            self.send_header("Access-Control-Allow-Headers", "Authorization, Accept")
+            self.send_header("Access-Control-Allow-Headers", "Authorization, Accept, Content-Type")
             self.end_headers()
 
         def log_message(self, format: str, *args: Any) -> None:

@@ -44,9 +44,20 @@ def test_discovery_conforms(client: TestClient) -> None:
 def test_cards_conform(client: TestClient, name: str) -> None:
     request, _ = load_example(name)
     body = client.post(f"/cds-services/{request['hook']}", json=request).json()
-    assert set(body) == {"cards"}
+    assert set(body) <= {"cards", "systemActions", "extension"}
     if body["cards"]:  # nothing to say is exactly {"cards": []}
         assert _no_null_or_empty(body["cards"]) == []
+    actions = body.get("systemActions")
+    if actions is not None:  # §System Action: Actions the client may apply without showing them
+        assert _no_null_or_empty(actions) == []
+        for action in actions:
+            assert action["type"] == "update"
+            assert action["description"]
+            ServiceRequest.model_validate(action["resource"])
+        # repeated where the sandbox reads them (docs/sandbox.md), and only with them
+        assert body["extension"] == {"systemActions": actions}
+    else:
+        assert "extension" not in body
     uuids: list[str] = []
     for card in body["cards"]:
         assert len(card["summary"]) < 140

@@ -85,6 +85,12 @@ def test_both_icd10_and_snomed_map_cauda_equina(knowledge: Knowledge) -> None:
             "override reason 'patient-contraindication': unknown system",
         ),
         ("rules/derive-fever.yaml", "match:", "match: [oops\n", "cannot read YAML"),
+        (
+            "rules/neurology-radiculopathy.yaml",
+            "priority: routine}",
+            "priority: routine}\n  rates-order: appropriate",
+            "`rates-order` needs an `order` clause",
+        ),
     ],
 )
 def test_broken_file_stops_loading_with_its_name_and_problem(

@@ -1,5 +1,8 @@
 """Every call the CDS Hooks sandbox's client makes, as its code builds them, is answered.
 
+The fast companion of tests/test_sandbox_app.py, which runs the sandbox itself in Chromium; this
+one also covers the PAMA tab's order-sign call, which nothing in the sandbox's interface triggers.
+
 The contexts follow the sandbox (github.com/cds-hooks/sandbox @ 3b7e255): `generateContext` of
 each tab (src/components/RxView, RxSign, Pama), and `callServices`
 (src/retrieve-data-helpers/service-exchange.js), which labels a call with the hook of the
