@@ -298,9 +298,6 @@ class CardSpec(Strict):
     reassures: bool = False
     """The card says no red flag was found in the coded record: it lists the active entries
     that no value set classifies (what the rules could not judge)."""
-    rates_order: Rating | None = Field(None, alias="rates-order")
-    """The card's verdict on the draft order its rule matched, also answered as a systemAction
-    (an update of the order with that rating, `ratings.py`)."""
 
     @model_validator(mode="after")
     def _alternatives_need_a_referral(self) -> Self:
@@ -327,6 +324,9 @@ class Rule(Strict):
     derive: list[str] = []
     unless: list[str] = []
     card: CardSpec | None = None
+    rates_order: Rating | None = Field(None, alias="rates-order")
+    """The rule's verdict on the draft order it matched, answered as a systemAction (an update
+    of the order with that rating, `ratings.py`); with or without a card."""
 
     @model_validator(mode="after")
     def _does_something(self) -> Self:
@@ -338,7 +338,7 @@ class Rule(Strict):
             raise ValueError("only a rule with a card can be silent (its card is what is held)")
         if any(not alternative for alternative in self.match):
             raise ValueError("each `match` alternative needs at least one clause")
-        rates = self.card is not None and self.card.rates_order is not None
+        rates = self.rates_order is not None
         if rates and not all(any(c.order for c in alt) for alt in self.match):
             raise ValueError("`rates-order` needs an `order` clause in every `match` alternative")
         return self

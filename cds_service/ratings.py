@@ -1,11 +1,13 @@
 """systemActions: the service's rating of each draft order a card judged, for the EHR to apply.
 
-A card whose rule says `rates-order` (e.g. lumbar imaging: not appropriate for acute back pain
-with no red flag, appropriate with one) also answers with a systemAction (CDS Hooks 2.0.1,
-"System Action"): an `update` of that draft order, whole as the client sent it, carrying the
-Argonaut PAMA rating extension, which an EHR may apply to the order without showing anything
-and the CDS Hooks sandbox's PAMA tab shows as its "PAMA Rating". The card stays: the rating is
-its verdict in a form a machine applies, not a replacement for its reasons.
+A rule that says `rates-order` (e.g. lumbar imaging: not appropriate for acute back pain with
+no red flag, appropriate with one) answers with a systemAction (CDS Hooks 2.0.1, "System
+Action"): an `update` of that draft order, whole as the client sent it, carrying the Argonaut
+PAMA rating extension, which an EHR may apply to the order without showing anything and the
+CDS Hooks sandbox's PAMA tab shows as its "PAMA Rating". A rule with a card rates when its
+card is shown (the rating is its verdict in a form a machine applies); a rule without a card
+(appropriate imaging beside a red flag) rates when it fires and nothing it names in `unless`
+holds: an appropriate order needs no card of its own.
 """
 
 import copy
@@ -15,7 +17,7 @@ from typing import Any
 from cds_service.cards import Winner, evidence_of
 from cds_service.engine import Outcome
 from cds_service.facts import FactSet
-from cds_service.knowledge import Rating
+from cds_service.knowledge import Rating, Rule
 from cds_service.models import Action
 from cds_service.prefetch import entry_reference
 
@@ -28,26 +30,35 @@ PAMA_RATING_SYSTEM = "http://fhir.org/argonaut/CodeSystem/pama-rating"
 def order_ratings(
     winners: list[Winner],
     outcome: Outcome,
+    rules: Mapping[str, Rule],
     facts: FactSet,
     judged: set[str],
     draft_orders: Any,
 ) -> list[Action]:
-    """One `update` per judged draft order (by reference) that a winning card rates; the most
-    urgent card's rating when two would. `draft_orders` is the request's `context.draftOrders`
-    as sent (already read and checked by `prefetch`)."""
+    """One `update` per judged draft order (by reference) that a rule rates: the winning cards'
+    rules first (the most urgent card's rating when two would), then the card-less rules that
+    fired. `draft_orders` is the request's `context.draftOrders` as sent (already read and
+    checked by `prefetch`)."""
     sent = _orders_as_sent(draft_orders)
+    rating = [(rule, firing) for rule, _, firing in winners if rule.rates_order]
+    rating += [
+        (rule, firing)
+        for firing in outcome.firings
+        if (rule := rules[firing.rule_id]).card is None
+        and rule.rates_order
+        and not any(outcome.holds(name) for name in rule.unless)
+    ]
     rated: dict[str, Action] = {}
-    for rule, spec, firing in winners:
-        if spec.rates_order is None:
-            continue
+    for rule, firing in rating:
+        verdict = rule.rates_order
+        assert verdict is not None  # filtered above
         for evidence in evidence_of(firing.fact_ids, outcome, facts):
             reference = evidence.reference
             if reference in judged and reference in sent and reference not in rated:
                 rated[reference] = Action(
                     type="update",
-                    description=f"Rate the draft order {reference} {spec.rates_order} "
-                    f"(rule {rule.id})",
-                    resource=_rated(sent[reference], spec.rates_order),
+                    description=f"Rate the draft order {reference} {verdict} (rule {rule.id})",
+                    resource=_rated(sent[reference], verdict),
                 )
     return list(rated.values())
 

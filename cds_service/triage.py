@@ -116,7 +116,7 @@ class Triage:
         answered = arbitrate(outcome, engine.rules)
         judged = {order.reference for order in record.judged_orders if order.reference}
         draft_orders = request.context.get("draftOrders")
-        ratings = order_ratings(answered, outcome, facts, judged, draft_orders)
+        ratings = order_ratings(answered, outcome, engine.rules, facts, judged, draft_orders)
         evaluation = Evaluation(
             response=CDSResponse(
                 cards=builder.build(answered, outcome, facts),

@@ -87,8 +87,8 @@ def test_both_icd10_and_snomed_map_cauda_equina(knowledge: Knowledge) -> None:
         ("rules/derive-fever.yaml", "match:", "match: [oops\n", "cannot read YAML"),
         (
             "rules/neurology-radiculopathy.yaml",
-            "priority: routine}",
-            "priority: routine}\n  rates-order: appropriate",
+            "\ncard:",
+            "\nrates-order: appropriate\ncard:",
             "`rates-order` needs an `order` clause",
         ),
     ],

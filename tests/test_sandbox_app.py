@@ -56,7 +56,7 @@ IMAGING = (
     "Lumbar imaging is usually not appropriate for acute back pain with no red flag in the "
     "coded record"
 )
-SUPPORTED = "Lumbar imaging is supported: a red flag is present"
+RED_FLAG = "Possible cauda equina syndrome: emergency department and emergency MRI now"
 NO_LAUNCH = "Cannot launch SMART link without a SMART-enabled FHIR server"  # the sandbox's words
 CT_72133 = (
     "Computed tomography, lumbar spine; without contrast material, followed by contrast "
@@ -266,7 +266,7 @@ def test_pama_tab_judges_the_order_it_builds(
         with _feedback(page):
             page.get_by_role("button", name=f"Remove the order: {CT_72133}").click()  # accepted
         _choose(page, "Search reasons", "cauda equina", "Cauda equina syndrome (disorder)")
-        expect(page.get_by_text(SUPPORTED, exact=True)).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text(RED_FLAG, exact=True)).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_text("PAMA Rating:")).to_have_text(
             "PAMA Rating: appropriate✓", timeout=WAIT_MS
         )
