@@ -875,7 +875,8 @@ def _add_medications(
     A medicine counts as current when a statement is active, a request is active and not stale
     (renewed within `active_order_max_days`), or the last one is within
     `current_medication_days`. Codes are matched first; an entry whose codes match no medicine
-    of a value set is matched by ingredient name in its text, and says so.
+    of a value set is matched by name in its text (an ingredient, or a brand of the set's
+    branded products), and says so.
     """
     thresholds = knowledge.config.thresholds
     by_concept: dict[str, list[tuple[Evidence, _Exposure]]] = defaultdict(list)
@@ -898,7 +899,7 @@ def _add_medications(
         for concept, name in knowledge.medicines_named(text) if text else ():
             if concept in by_code or _other_form(knowledge, concept, text):
                 continue
-            shown = f"{text} (matched by the ingredient name '{name}', not by code)"
+            shown = f"{text} (matched by the name '{name}', not by code)"
             evidence = Evidence(
                 entry.resource.resourceType, entry.reference, shown, "", "", exposure.start
             )

@@ -515,7 +515,7 @@ class Knowledge:
         return bool(before or after)
 
     def medicines_named(self, text: str) -> list[tuple[str, str]]:
-        """(concept, ingredient name) for each medicine value set whose name `text` holds."""
+        """(concept, name) for each medicine value set whose ingredient or brand `text` names."""
         found = ((concept, p.search(text)) for concept, p in self.name_patterns.items())
         return [(concept, match.group(0).lower()) for concept, match in found if match]
 
@@ -645,7 +645,7 @@ def load_knowledge(
         {
             concept: pattern
             for concept, vs in value_sets.items()
-            if (pattern := _words(vs.names)) is not None
+            if (pattern := _words([*vs.names, *_brands(vs)])) is not None
         },
         {
             concept: pattern
@@ -731,6 +731,18 @@ def _check_measured(knowledge: Knowledge, root: Path) -> None:
             for bound in [*bounds, route.fall_percent]:
                 if isinstance(bound, str) and bound not in knowledge.config.thresholds:
                     raise KnowledgeError(path, f"unknown threshold {bound!r}")
+
+
+_BRAND = re.compile(r"\[([A-Z][^\]]+)\]")
+"""An RxNorm branded product's brand, as its display gives it: `... Oral Tablet [Percocet]`."""
+
+
+def _brands(value_set: ValueSet) -> list[str]:
+    """The brand names in a medication value set's code displays (its branded products), so
+    an uncoded "Percocet 5/325" is matched by name like an uncoded "oxycodone"."""
+    if not value_set.names:
+        return []
+    return sorted({m.group(1) for code in value_set.codes for m in _BRAND.finditer(code.display)})
 
 
 def _words(cues: list[str], whole: bool = True) -> re.Pattern[str] | None:

@@ -414,7 +414,7 @@ def _route(
     if kind == "Procedure":
         return "procedure"
     if isinstance(resource, MedicationRequest | MedicationStatement):
-        if "matched by the ingredient name" in evidence.display:
+        if "matched by the name" in evidence.display:
             return "medicine-name"
         return "medicine-reference" if resource.medicationReference else "medicine-code"
     if kind != "Observation":

@@ -152,7 +152,7 @@ def test_uncoded_medicine_text_matches_by_ingredient_name_and_says_so(
     fact = _of(facts, "medication", "immunosuppressants")
     assert fact is not None
     (evidence,) = facts.evidence[fact["id"]]
-    assert "matched by the ingredient name 'tacrolimus', not by code" in evidence.display
+    assert "matched by the name 'tacrolimus', not by code" in evidence.display
     unrelated = {"medicationCodeableConcept": {"text": "Tacrolimusine (not a medicine)"}}
     facts = _facts(knowledge, medications=[_request("active", "2026-01-01", **unrelated)])
     assert _of(facts, "medication", "immunosuppressants") is None  # whole words only
