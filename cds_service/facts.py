@@ -380,10 +380,13 @@ def _add_findings(
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
     for source in sources:
         for concept, coding in source.found:
-            risk = knowledge.value_sets[concept].risk
-            # A sequela is history, except for a risk: a late effect still rules nothing out.
-            current = source.active and (risk is not None or not _sequela(knowledge, coding))
-            if current or knowledge.value_sets[concept].counts_when_inactive:
+            value_set = knowledge.value_sets[concept]
+            risk = value_set.risk
+            # A sequela is history, except for a risk (a late effect still rules nothing out) or
+            # a disease that outlasts it (osteoporosis).
+            lasting = risk is not None or value_set.sequela_is_current
+            current = source.active and (lasting or not _sequela(knowledge, coding))
+            if current or value_set.counts_when_inactive:
                 found = _evidence(knowledge, source.entry, concept, coding, source.when)
                 found = replace(found, stated=source.stated)
                 by_concept[concept].append(replace(found, value=risk.means) if risk else found)

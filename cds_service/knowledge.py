@@ -154,6 +154,9 @@ class ValueSet(Strict):
     terms: list[str] = []
     """Finding sets: words that name the concept in text. An entry no value set classifies
     (text only, an unknown code system) whose text names one is a risk (`Risk.from_text`)."""
+    sequela_is_current: bool = False
+    """An ICD-10-CM sequela code (7th character S) still means the disease is there (osteoporosis
+    with a healed fracture): only an injury's late effect is history."""
     counts_when_inactive: bool = False
     """A Condition counts whatever its clinical status (a history of cancer stays relevant)."""
     risk: Risk | None = None
