@@ -651,7 +651,8 @@ def _observed_findings(
         if not coded:
             coded = _matches(knowledge, observation.valueCodeableConcept, "finding")
             present = not _said_absent(knowledge, observation.interpretation)
-        if not coded and _unclassified(knowledge, entry) and present:
+        worded = observation.valueQuantity is None  # a result is read by its code, not its words
+        if not coded and worded and present and _unclassified(knowledge, entry):
             found.extend(_named_in_text(knowledge, entry, when, observation.valueString))
         for concept, coding in coded:
             if not _still_current(knowledge, concept, when, today) or present is False:

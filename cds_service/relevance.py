@@ -55,15 +55,12 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
     def worded(resource: dict[str, Any], *more: Any) -> bool:
         """The code's text or displays (or `more`) name a red-flag term: the entry is read so
         the text route can name it (checked in full, with negation, in facts.py)."""
-        if knowledge.any_term is None:
-            return False
         concept = resource.get("code")
         texts = [concept.get("text")] if isinstance(concept, dict) else []
         codings = concept.get("coding") if isinstance(concept, dict) else None
         for coding in codings if isinstance(codings, list) else []:
             texts.append(coding.get("display") if isinstance(coding, dict) else None)
-        pattern = knowledge.any_term
-        return any(isinstance(t, str) and pattern.search(t) for t in [*texts, *more])
+        return any(isinstance(t, str) and knowledge.names_a_term(t) for t in [*texts, *more])
 
     def refers(resource: dict[str, Any]) -> bool:
         """A medicine given by reference: its code is in the Medication it points at."""
@@ -80,7 +77,9 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
             answer = coded(resource.get("valueCodeableConcept"))
             if coded(resource.get("code")) is not False or answer is not False:
                 return True
-            return worded(resource, resource.get("valueString"))
+            # a measurement is read by its code; words are read for findings, not for results
+            # ("Cancer antigen 125" names no cancer of the patient's)
+            return "valueQuantity" not in resource and worded(resource, resource.get("valueString"))
         if kind in _CODED:
             return coded(resource.get("code")) is not False or worded(resource)
         if kind in _MEDICINES:

@@ -18,6 +18,7 @@ from cds_service.fhir_model import (
 )
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.prefetch import Entry, PatientRecord
+from cds_service.relevance import relevance
 from tests.conftest import ROOT
 
 TODAY = date(2026, 11, 1)
@@ -355,3 +356,17 @@ def test_who_icd10_codes_are_looked_up_as_icd10cm(knowledge: Knowledge) -> None:
     for code in ("G83.4", "C79.5", "M46.3", "M54.5"):
         assert knowledge.concepts(who, code) == knowledge.concepts(cm, code) != ()
     assert knowledge.concepts("http://example.org/local", "G83.4") == ()
+
+
+def test_a_result_is_read_by_its_code_not_by_the_words_of_its_name(knowledge: Knowledge) -> None:
+    def unknown(text: str, **value: Any) -> Entry[Observation]:
+        entry = _observation("CA125", "http://example.org/lab", **value)
+        coded = entry.resource.code.model_copy(update={"text": text})
+        return Entry(entry.resource.model_copy(update={"code": coded}), entry.reference)
+
+    result = unknown("Cancer antigen 125", valueQuantity={"value": 40, "unit": "U/mL"})
+    assert _of(_facts(knowledge, observations=[result]), "finding", "risk-named-in-text") is None
+    raw = result.resource.model_dump(exclude_none=True)
+    assert not relevance(knowledge)(raw)  # not even read
+    symptom = unknown("new urinary retention")
+    assert _of(_facts(knowledge, observations=[symptom]), "finding", "risk-named-in-text")
