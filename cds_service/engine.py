@@ -24,10 +24,10 @@ import durable_rules_engine as dre
 import orjson
 
 from cds_service.facts import FIELDS, Fact, derived_fact, derived_id
-from cds_service.knowledge import Clause, Knowledge, Rule
+from cds_service.knowledge import COMPARE, Clause, Knowledge, Rule
 
 SENTINEL = "__sentinel__"
-_OPERATORS = {"gte": "$gte", "gt": "$gt", "lte": "$lte", "lt": "$lt"}
+_OPERATORS = {op: f"${op}" for op in COMPARE}
 _ALTERNATIVE = "#"
 _SINGLETONS = {  # clauses on the one episode or patient fact: (fact type, field)
     "episode_weeks": ("episode", "weeks"),

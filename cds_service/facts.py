@@ -5,11 +5,11 @@ Codes become clinical concepts through the value sets in `rules/`. Findings are 
 combination of concepts, not once per duplicate Condition.
 """
 
-import operator
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import Any, Literal, NotRequired, TypedDict, get_args, get_type_hints
+from typing import Any, Literal, NotRequired, TypedDict, TypeVar, get_args, get_type_hints
 
 from cds_service.codes import icd10cm_key
 from cds_service.fhir_model import (
@@ -24,6 +24,7 @@ from cds_service.fhir_model import (
 from cds_service.knowledge import FactKind, Knowledge, Measured, unit_key
 from cds_service.prefetch import Entry, PatientRecord
 
+T = TypeVar("T")
 _COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
 _RECURRING = {"recurrence", "relapse"}
 _NOT_COUNTING_VERIFICATION = {"refuted", "entered-in-error"}
@@ -624,11 +625,16 @@ def _result(
 
 def _flag(knowledge: Knowledge, observation: Observation) -> str | None:
     """The laboratory's interpretation of a result (config `observed_findings.flags`)."""
-    for concept in observation.interpretation:
+    return _looked_up(knowledge.flags, observation.interpretation)
+
+
+def _looked_up(table: Mapping[tuple[str, str], T], concepts: Iterable[CodeableConcept]) -> T | None:
+    """What `table` says of the first coding of `concepts` it lists (by system URI and code)."""
+    for concept in concepts:
         for coding in concept.coding:
-            flag = knowledge.flags.get((coding.system or "", coding.code or ""))
-            if flag is not None:
-                return flag
+            said = table.get((coding.system or "", coding.code or ""))
+            if said is not None:
+                return said
     return None
 
 
@@ -713,11 +719,11 @@ def _presence(knowledge: Knowledge, observation: Observation, concepts: set[str]
     if observation.valueBoolean is not None:
         return observation.valueBoolean
     answer = observation.valueCodeableConcept
-    for concept in [*([answer] if answer else []), *observation.interpretation]:
-        for coding in concept.coding:
-            said = knowledge.presence.get((coding.system or "", coding.code or ""))
-            if said is not None:
-                return said
+    said = _looked_up(
+        knowledge.presence, [*([answer] if answer else []), *observation.interpretation]
+    )
+    if said is not None:
+        return said
     if answer is not None:
         answered = {c for c, _ in _matches(knowledge, answer, "finding")}
         return True if answered & concepts else None
@@ -751,8 +757,12 @@ def _measured(
 def _route_met(knowledge: Knowledge, route: Measured, readings: list[_Reading]) -> Evidence | None:
     """The evidence of a measured route when its results meet it (readings oldest first)."""
     if route.value is not None:
-        bounds = [(op, knowledge.threshold(bound)) for op, bound in route.value.items()]
-        met = [r for r in readings if all(_compare(r.value, op, b) for op, b in bounds)]
+        comparison = route.value
+        met = [
+            r
+            for r in readings
+            if r.value is not None and comparison.admits(r.value, knowledge.threshold)
+        ]
         return met[-1].evidence if met else None
     if route.fall_percent is not None and len(readings) >= 2:
         latest = readings[-1]
@@ -767,13 +777,6 @@ def _route_met(knowledge: Knowledge, route: Measured, readings: list[_Reading]) 
         )
         return replace(latest.evidence, value=said)
     return None
-
-
-_COMPARE = {"gte": operator.ge, "gt": operator.gt, "lte": operator.le, "lt": operator.lt}
-
-
-def _compare(value: float | None, op: str, bound: float) -> bool:
-    return value is not None and bool(_COMPARE[op](value, bound))
 
 
 def _add_treatments(

@@ -5,6 +5,7 @@ specialty, guideline and derived fact a rule names must exist), so a broken file
 with a message naming the file and the problem.
 """
 
+import operator
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -101,6 +102,15 @@ class Risk(Strict):
 Threshold = float | str
 
 
+COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "gte": operator.ge,
+    "gt": operator.gt,
+    "lte": operator.le,
+    "lt": operator.lt,
+}
+"""What each comparison operator of a rule file means (the engine's `$gte`... likewise)."""
+
+
 class Comparison(Strict):
     gte: Threshold | None = None
     gt: Threshold | None = None
@@ -112,6 +122,10 @@ class Comparison(Strict):
             bound = getattr(self, op)
             if bound is not None:
                 yield op, bound
+
+    def admits(self, value: float, threshold: Callable[[Threshold], float]) -> bool:
+        """`value` meets every bound (a named bound read through `threshold`)."""
+        return all(COMPARE[op](value, threshold(bound)) for op, bound in self.items())
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:

@@ -12,7 +12,6 @@ as if the engine had seen them all, up to `SHOWN` of a class; of a larger class,
 the lowest and the latest, each saying how many readings the class had.
 """
 
-import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -21,18 +20,13 @@ from typing import Any
 
 from cds_service.engine import SENTINEL, Firing, Outcome, compile_ruleset
 from cds_service.facts import Fact, FactSet
-from cds_service.knowledge import Knowledge, Rule
+from cds_service.knowledge import COMPARE, Knowledge, Rule
 
 SHOWN = 10
 """The readings of one class a card lists one by one; beyond, it lists three and the count."""
 
 _OBSERVATION = "observation"
-_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
-    "$gte": operator.ge,
-    "$gt": operator.gt,
-    "$lte": operator.le,
-    "$lt": operator.lt,
-}
+_COMPARISONS = {f"${op}": compare for op, compare in COMPARE.items()}
 Test = Callable[[Fact], bool]
 
 
