@@ -251,12 +251,13 @@ def _matches(
     knowledge: Knowledge, concept: CodeableConcept | None, kind: FactKind
 ) -> list[tuple[str, Coding]]:
     """(concept, coding) for each coding of `concept` that a value set of `kind` holds."""
-    found: list[tuple[str, Coding]] = []
-    for coding in concept.coding if concept else ():
-        for name in knowledge.concepts(coding.system, coding.code):
-            if knowledge.value_sets[name].fact == kind:
-                found.append((name, coding))
-    return found
+    if concept is None:
+        return []
+    return [
+        (name, coding)
+        for coding in concept.coding
+        for name in knowledge.concepts_of(coding.system, coding.code, kind)
+    ]
 
 
 def _evidence(

@@ -52,7 +52,7 @@ class Coding(Element):
 
 
 class CodeableConcept(Element):
-    coding: list[Coding] = []
+    coding: list[Coding] = Field(default_factory=list)
     text: str | None = None
 
 
@@ -121,11 +121,11 @@ class VerificationStatusCoding(Element):
 
 
 class ClinicalStatus(Element):
-    coding: list[ClinicalStatusCoding] = []
+    coding: list[ClinicalStatusCoding] = Field(default_factory=list)
 
 
 class VerificationStatus(Element):
-    coding: list[VerificationStatusCoding] = []
+    coding: list[VerificationStatusCoding] = Field(default_factory=list)
 
 
 class Condition(Resource):
@@ -142,7 +142,7 @@ class Condition(Resource):
     abatementAge: Quantity | None = None
     abatementString: str | None = None
     recordedDate: FhirDate | None = None
-    bodySite: list[CodeableConcept] = []
+    bodySite: list[CodeableConcept] = Field(default_factory=list)
 
 
 class Observation(Resource):
@@ -167,7 +167,7 @@ class Observation(Resource):
     valueCodeableConcept: CodeableConcept | None = None
     valueBoolean: bool | None = None
     valueString: str | None = None
-    interpretation: list[CodeableConcept] = []
+    interpretation: list[CodeableConcept] = Field(default_factory=list)
     dataAbsentReason: CodeableConcept | None = None
 
 
@@ -177,7 +177,7 @@ class Extension(Element):
 
 class ServiceRequest(Resource):
     resourceType: Literal["ServiceRequest"]
-    extension: list[Extension] = []
+    extension: list[Extension] = Field(default_factory=list)
     """Checked: a rated order is sent back with its extensions (`ratings.py`)."""
     status: Literal[
         "draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"
@@ -187,8 +187,8 @@ class ServiceRequest(Resource):
     performerType: CodeableConcept | None = None
     subject: Reference
     authoredOn: FhirDate | None = None
-    reasonCode: list[CodeableConcept] = []
-    reasonReference: list[Reference] = []
+    reasonCode: list[CodeableConcept] = Field(default_factory=list)
+    reasonReference: list[Reference] = Field(default_factory=list)
 
 
 class Procedure(Resource):
@@ -245,7 +245,7 @@ class MedicationRequest(Resource):
     ]
     medicationCodeableConcept: CodeableConcept | None = None
     medicationReference: Reference | None = None
-    contained: list[Contained] = []
+    contained: list[Contained] = Field(default_factory=list)
     subject: Reference
     authoredOn: FhirDate | None = None
     dispenseRequest: DispenseRequest | None = None
@@ -267,7 +267,7 @@ class MedicationStatement(Resource):
     ]
     medicationCodeableConcept: CodeableConcept | None = None
     medicationReference: Reference | None = None
-    contained: list[Contained] = []
+    contained: list[Contained] = Field(default_factory=list)
     subject: Reference
     effectiveDateTime: FhirDate | None = None
     effectivePeriod: Period | None = None
@@ -349,8 +349,8 @@ class BundleEntry(Element):
 class Bundle(Resource):
     resourceType: Literal["Bundle"]
     type: str | None = None
-    link: list[BundleLink] = []
-    entry: list[BundleEntry] = []
+    link: list[BundleLink] = Field(default_factory=list)
+    entry: list[BundleEntry] = Field(default_factory=list)
 
 
 PrefetchValue = Annotated[

@@ -8,7 +8,8 @@ with a message naming the file and the problem.
 import operator
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -81,6 +82,7 @@ class UnitConversion(Strict):
     case-blind, without spaces, brackets or a degree sign (`unit_key`)."""
 
 
+@lru_cache(maxsize=1024)
 def unit_key(unit: str) -> str:
     """A unit as compared: `[degF]`, `°F` and `deg f` read alike, and so do `F` and `f`."""
     return re.sub(r"[\s\[\]°º_.]", "", unit).lower()
@@ -512,6 +514,9 @@ class Knowledge:
     """An interpretation code (system URI, code) -> the `flag` it means."""
     units: dict[str, dict[str, UnitConversion]]
     """Per observation concept, its conversions by `unit_key` of the unit and its aliases."""
+    _of_kind: dict[tuple[str | None, str | None, str], tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def findings_named(self, text: str) -> list[str]:
         """The finding concepts whose `terms` `text` names, each not negated in its clause (a
@@ -549,6 +554,18 @@ class Knowledge:
         """The concepts a (system URI, code) pair belongs to."""
         return self.codes.concepts(system, code)
 
+    def concepts_of(self, system: str | None, code: str | None, fact: str) -> tuple[str, ...]:
+        """`concepts` of the value sets of one `fact` kind; remembered, as a record repeats its
+        codes (up to `_REMEMBERED` pairs: the codes come from requests)."""
+        key = (system, code, fact)
+        found = self._of_kind.get(key)
+        if found is None:
+            if len(self._of_kind) >= _REMEMBERED:
+                self._of_kind.clear()
+            found = tuple(c for c in self.concepts(system, code) if self.value_sets[c].fact == fact)
+            self._of_kind[key] = found
+        return found
+
     def threshold(self, bound: Threshold) -> float:
         return self.config.thresholds[bound] if isinstance(bound, str) else bound
 
@@ -557,11 +574,16 @@ class Knowledge:
 
     def system_name(self, uri: str | None) -> str:
         """The readable name of a code system URI (the URI itself when unknown)."""
-        for system in self.manifest.code_systems.values():
-            if system.uri == uri:
-                return system.name
-        return uri or "no system"
+        return self._system_names.get(uri) or uri or "no system"
 
+    @cached_property
+    def _system_names(self) -> dict[str | None, str]:
+        systems = reversed(self.manifest.code_systems.values())  # the first of a URI wins
+        return {system.uri: system.name for system in systems}
+
+
+_REMEMBERED = 50_000
+"""How many (system, code, kind) lookups `Knowledge.concepts_of` keeps."""
 
 _REQUIRED_THRESHOLDS = (
     "new_finding_days",

@@ -47,6 +47,22 @@ def test_both_icd10_and_snomed_map_cauda_equina(knowledge: Knowledge) -> None:
     assert knowledge.concepts("http://snomed.info/sct", "192970008") == ("cauda-equina",)
 
 
+def test_concepts_of_one_kind_are_remembered_within_a_bound(
+    knowledge: Knowledge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snomed = "http://snomed.info/sct"
+    assert knowledge.concepts_of(snomed, "192970008", "finding") == ("cauda-equina",)
+    assert knowledge.concepts_of(snomed, "192970008", "medication") == ()
+    assert knowledge.concepts_of("http://loinc.org", "8310-5", "observation") == (
+        "body-temperature",
+    )
+    monkeypatch.setattr("cds_service.knowledge._REMEMBERED", 100)
+    for code in range(250):  # codes come from requests: the memory stays bounded
+        knowledge.concepts_of(snomed, str(code), "finding")
+    assert len(knowledge._of_kind) <= 100
+    assert knowledge.concepts_of(snomed, "192970008", "finding") == ("cauda-equina",)
+
+
 @pytest.mark.slow  # loads a copy of the knowledge base per case (~1 s each)
 @pytest.mark.parametrize(
     ("file", "old", "new", "problem"),
