@@ -70,7 +70,7 @@ def engine_facts(triage: Triage, body: bytes) -> int:
     """How many facts the engine is given for `body`."""
     request = HookRequest.model_validate(orjson.loads(body))
     context = read_context(request, HOOKS["patient-view"].context)
-    record = read_record(request, context, triage.queries, triage.read)
+    record = read_record(request, context, triage.queries, triage.reader(TODAY))
     return len(triage.summaries.summarise(build_facts(record, triage.knowledge, TODAY)).facts)
 
 

@@ -577,6 +577,18 @@ class Knowledge:
         return self._system_names.get(uri) or uri or "no system"
 
     @cached_property
+    def result_windows(self) -> dict[tuple[str, str], int | None]:
+        """Per (system URI, code) of a value set, the days its results count for (`lookback_days`,
+        the longest of its concepts'); None when it is also a finding, or another kind of code
+        (no window: read whenever it was recorded)."""
+        windows: dict[tuple[str, str], int | None] = {}
+        for key, concepts in self.codes.exact.items():
+            readings = all(self.value_sets[c].fact == "observation" for c in concepts)
+            lookback = self.config.lookback_days
+            windows[key] = max(lookback[c] for c in concepts) if readings else None
+        return windows
+
+    @cached_property
     def _system_names(self) -> dict[str | None, str]:
         systems = reversed(self.manifest.code_systems.values())  # the first of a URI wins
         return {system.uri: system.name for system in systems}

@@ -328,7 +328,7 @@ def routes_used(triage: Triage, request: HookRequest, today: date) -> set[tuple[
     and the concepts a text-only entry named on a card that fired."""
     hook = triage.hooks[request.hook]
     context = read_context(request, hook.context)
-    record = read_record(request, context, triage.queries, triage.read)
+    record = read_record(request, context, triage.queries, triage.reader(today))
     facts = build_facts(record, triage.knowledge, today)
     engine = triage.engines[hook.id]
     outcome = engine.evaluate(facts.facts)

@@ -8,9 +8,14 @@ when an Observation's or a Procedure's text names a red-flag term, when a medici
 names an ingredient a value set lists or its drug is a reference (to a Medication, read with it),
 or when it is not a coded clinical resource (Patient, ServiceRequest, Medication).
 Anything malformed where the codes should be is read, so validation names the path.
+
+As of a day, a result (an Observation with `valueQuantity`) dated before the lookback window of
+every code it has is passed over too: the triage would not count it (decades of vitals cost
+what their window holds, as when the service fetches them itself with `date=ge`).
 """
 
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from cds_service.knowledge import Knowledge
@@ -19,9 +24,11 @@ _CODED = {"Condition", "Observation", "Procedure"}
 _MEDICINES = {"MedicationRequest", "MedicationStatement"}
 
 
-def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
-    """A predicate on a raw resource (parsed JSON): True when the triage must read it."""
+def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any], bool]:
+    """A predicate on a raw resource (parsed JSON): True when the triage must read it (as of
+    `today`: results past their window are not; None: whenever they were recorded)."""
     exact, is_icd10 = knowledge.codes.exact, knowledge.codes.is_icd10
+    windows = knowledge.result_windows
 
     def coded(concept: Any) -> bool | None:
         """True/False whether a CodeableConcept's codings hit a value set; None: malformed."""
@@ -67,6 +74,26 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
         reference = resource.get("medicationReference")
         return isinstance(reference, dict) and reference.get("reference") is not None
 
+    def too_old(resource: dict[str, Any]) -> bool:
+        """A result whose effectiveDateTime is before the windows of all its codes. The day is
+        read as written: a day's margin covers its offset from UTC (the triage's calendar)."""
+        when = resource.get("effectiveDateTime")
+        if today is None or type(when) is not str or when[4:5] != "-" or when[7:8] != "-":
+            return False
+        limits: list[int] = []
+        try:
+            for coding in resource["code"]["coding"]:  # a list: `coded` found a hit in it
+                key = (coding.get("system"), coding.get("code"))
+                window = windows.get(key, 0)
+                if window is None or (window == 0 and is_icd10(key[0])):
+                    return False  # also a finding, or a subtree's code: not windowed
+                if window:
+                    limits.append(window)
+            age = (today - date.fromisoformat(when[:10])).days
+        except (AttributeError, TypeError, ValueError):  # malformed: read, validation names it
+            return False
+        return bool(limits) and age > max(limits) + 1
+
     def read(resource: Any) -> bool:
         if not isinstance(resource, dict):
             return True
@@ -75,11 +102,15 @@ def relevance(knowledge: Knowledge) -> Callable[[Any], bool]:
             return True  # every Condition is classified: read, a risk, irrelevant or unjudged
         if kind == "Observation":  # a finding may be its code or its coded answer
             answer = coded(resource.get("valueCodeableConcept"))
-            if coded(resource.get("code")) is not False or answer is not False:
+            hit = coded(resource.get("code"))
+            result = "valueQuantity" in resource
+            if hit is True and answer is False and result:
+                return not too_old(resource)
+            if hit is not False or answer is not False:
                 return True
             # a measurement is read by its code; words are read for findings, not for results
             # ("Cancer antigen 125" names no cancer of the patient's)
-            return "valueQuantity" not in resource and worded(resource, resource.get("valueString"))
+            return not result and worded(resource, resource.get("valueString"))
         if kind in _CODED:
             return coded(resource.get("code")) is not False or worded(resource)
         if kind in _MEDICINES:

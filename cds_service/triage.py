@@ -6,9 +6,10 @@ it either). A second engine with every rule gives the would-be cards the silent 
 that arbitration, kept for the audit: switching a rule on shows beforehand what it would change.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from typing import Any
 
 from cds_service.cards import CardBuilder, arbitrate, evidence_of
 from cds_service.engine import Engine
@@ -68,7 +69,6 @@ class Triage:
         )
         if cardless:
             raise ValueError(f"only rules with a card can be silent: {', '.join(cardless)}")
-        self.read = relevance(knowledge)
         self.summaries = Summaries(knowledge, knowledge.rules.values())
         self.queries = queries(knowledge)
         self.engines: dict[str, Engine] = {}
@@ -81,6 +81,10 @@ class Triage:
             self.engines[hook] = Engine(knowledge, active, hook)
             if len(active) < len(rules):
                 self.shadows[hook] = Engine(knowledge, rules, f"{hook}-shadow")
+
+    def reader(self, today: date | None = None) -> Callable[[Any], bool]:
+        """Which raw resources an evaluation as of `today` reads (`relevance.py`)."""
+        return relevance(self.knowledge, today)
 
     @property
     def silent_rules(self) -> list[str]:
@@ -105,7 +109,7 @@ class Triage:
         review_url: str | None = None,
     ) -> Evaluation:
         """`evaluate` with the context already read, also telling what the audit keeps."""
-        record = read_record(request, context, self.queries, self.read)
+        record = read_record(request, context, self.queries, self.reader(today))
         if record.patient is not None and record.patient.deceased:
             return Evaluation(CDSResponse(cards=[]), [], [], [])  # no triage for the dead
         facts = build_facts(record, self.knowledge, today)

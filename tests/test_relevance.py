@@ -1,10 +1,11 @@
 """Which raw resources the triage reads (and so validates) and which it passes over."""
 
+from datetime import date
 from typing import Any
 
 import pytest
 
-from cds_service.knowledge import Knowledge
+from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.relevance import relevance
 
 LOINC, SNOMED = "http://loinc.org", "http://snomed.info/sct"
@@ -50,3 +51,42 @@ def test_resources_are_read_when_a_rule_can_use_them(
     knowledge: Knowledge, resource: Any, read: bool
 ) -> None:
     assert relevance(knowledge)(resource) is read
+
+
+def _temperature(when: Any, *codings: dict[str, Any]) -> dict[str, Any]:
+    coding = [{"system": LOINC, "code": "8310-5"}, *codings]
+    return {
+        "resourceType": "Observation",
+        "code": {"coding": coding},
+        "effectiveDateTime": when,
+        "valueQuantity": {"value": 38.5, "unit": "Cel"},
+    }
+
+
+TODAY = date(2026, 11, 1)  # body temperature counts for 30 days (config lookback_days)
+
+
+@pytest.mark.parametrize(
+    ("resource", "read"),
+    [
+        (_temperature("2026-10-02T08:00:00Z"), True),  # 30 days: counts
+        (_temperature("2026-10-01T20:00:00-05:00"), True),  # 2026-10-02 in UTC: the day's margin
+        (_temperature("2026-09-30T23:59:00-05:00"), False),  # 2026-10-01 in UTC: not counted
+        (_temperature("2026-09-29"), False),
+        (_temperature("1996-04-01T08:00:00Z"), False),  # decades of vitals cost nothing
+        (_temperature("2026-09-29", {"system": SNOMED, "code": "386661006"}), True),  # a finding
+        (_temperature("2026-09-29", {"system": LOINC, "code": "2345-7"}), False),  # no value set
+        (_temperature("2026-09-29", "not a coding"), True),  # malformed: validation names it
+        (_temperature("2026-02-30"), True),  # not a day: validation names it
+        (_temperature(20260929), True),
+        (_temperature("2026"), True),  # a partial date is read, not guessed at
+        (  # not a result (no valueQuantity): not windowed
+            {k: v for k, v in _temperature("2026-09-29").items() if k != "valueQuantity"},
+            True,
+        ),
+    ],
+)
+def test_results_past_their_window_are_passed_over(resource: Any, read: bool) -> None:
+    knowledge = load_knowledge()
+    assert relevance(knowledge, TODAY)(resource) is read
+    assert relevance(knowledge)(resource) is True  # no day: read whenever recorded

@@ -148,7 +148,7 @@ def test_the_engine_answers_as_if_it_had_seen_every_reading(
     ]
     request = HookRequest.model_validate(with_readings(readings))
     context = read_context(request, HOOKS["patient-view"].context)
-    record = read_record(request, context, triage.queries, triage.read)
+    record = read_record(request, context, triage.queries, triage.reader(EXAMPLE_TODAY))
     facts = build_facts(record, knowledge, EXAMPLE_TODAY)
     engine = triage.engines["patient-view"]
 
