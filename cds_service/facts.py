@@ -607,9 +607,12 @@ def _result(
     flag = _flag(knowledge, observation)
     shown_flag = f" (flagged {flag} by the laboratory)" if flag else ""
     if quantity is not None and quantity.value is not None:
-        spellings = [quantity.code, quantity.unit, ""]
         units = knowledge.units.get(concept, {})
-        conversion = next((units[k] for s in spellings if (k := unit_key(s or "")) in units), None)
+        conversion = None
+        for spelling in (quantity.code, quantity.unit, ""):
+            conversion = units.get(unit_key(spelling or ""))
+            if conversion is not None:
+                break
         shown = f"{quantity.value:g} {quantity.unit or quantity.code or ''}".strip()
         if conversion is None:
             return (None, None, flag, shown + shown_flag) if flag else None
@@ -650,13 +653,16 @@ def _observed_findings(
     found: list[tuple[str, Evidence]] = []
     for entry in record.observations:
         observation = entry.resource
+        coded = _matches(knowledge, observation.code, "finding")
+        answer = observation.valueCodeableConcept
+        if not coded and answer is None and observation.valueQuantity is not None:
+            continue  # a result: a reading (`_readings`), never read by its words
         when = _observed(observation)
         if observation.status in _IGNORED_OBSERVATION or when is None:
             continue
-        coded = _matches(knowledge, observation.code, "finding")
         present = _presence(knowledge, observation, {c for c, _ in coded}) if coded else True
         if not coded:
-            coded = _matches(knowledge, observation.valueCodeableConcept, "finding")
+            coded = _matches(knowledge, answer, "finding")
             present = not _said_absent(knowledge, observation.interpretation)
         worded = observation.valueQuantity is None  # a result is read by its code, not its words
         if not coded and worded and present and _unclassified(knowledge, entry):

@@ -88,6 +88,13 @@ class Summaries:
         self._candidates[concept] = patterns
         return patterns
 
+    def _matched(self, concept: str, fact: Fact) -> tuple[int, ...]:
+        """The patterns a reading matches (by their number)."""
+        candidates = self._candidates.get(concept)
+        if candidates is None:
+            candidates = self._patterns_for(concept)
+        return tuple(n for n, tests in candidates if all(test(fact) for test in tests))
+
     def summarise(self, facts: FactSet) -> Summary:
         """The engine's facts for `facts`: its other facts, and a few readings of each class.
 
@@ -95,15 +102,16 @@ class Summaries:
         """
         kept: set[str] = set()
         classes: dict[tuple[str, tuple[int, ...]], list[Fact]] = defaultdict(list)
+        seen: dict[tuple[Any, ...], tuple[int, ...]] = {}  # readings alike match alike
         for fact in facts.facts:
             if fact["type"] != _OBSERVATION:
                 kept.add(fact["id"])
                 continue
             concept = fact["concept"]  # type: ignore[typeddict-item]
-            candidates = self._candidates.get(concept)
-            if candidates is None:
-                candidates = self._patterns_for(concept)
-            matched = tuple(n for n, tests in candidates if all(test(fact) for test in tests))
+            alike = (concept, fact.get("value"), fact.get("positive"), fact.get("flag"))
+            matched = seen.get(alike)
+            if matched is None:
+                matched = seen[alike] = self._matched(concept, fact)
             if matched:
                 classes[concept, matched].append(fact)
         stands_for: dict[str, tuple[str, ...]] = {}

@@ -53,7 +53,7 @@ def test_resources_are_read_when_a_rule_can_use_them(
     assert relevance(knowledge)(resource) is read
 
 
-def _temperature(when: Any, *codings: dict[str, Any]) -> dict[str, Any]:
+def _temperature(when: Any, *codings: Any) -> dict[str, Any]:
     coding = [{"system": LOINC, "code": "8310-5"}, *codings]
     return {
         "resourceType": "Observation",
