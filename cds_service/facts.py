@@ -152,7 +152,7 @@ def derived_fact(name: str) -> DerivedFact:
     return DerivedFact(id=derived_id(name), type="derived", concept=name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Evidence:
     """One finding behind a fact, as a clinician reads it in the card."""
 
@@ -509,7 +509,7 @@ def _observed(observation: Observation) -> date | None:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Reading:
     """A result within its concept's lookback: its value in the canonical unit, or whether it
     is positive, and the laboratory's flag."""

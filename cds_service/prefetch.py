@@ -33,7 +33,7 @@ R = TypeVar("R", bound=Resource)
 C = TypeVar("C", bound=PatientViewContext)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry(Generic[R]):
     """A resource of the record and the reference that points at it (for reasonReference)."""
 
