@@ -196,17 +196,17 @@ def _readable(value: Any, read: Callable[[Any], bool], expected: str) -> tuple[A
     entries = value.get("entry") if isinstance(value, dict) else None
     if not isinstance(entries, list):
         return value, None
-    positions = [i for i, entry in enumerate(entries) if _keep(entry, read, expected)]
+    positions = [
+        i
+        for i, entry in enumerate(entries)
+        if type(entry) is not dict
+        or type(resource := entry.get("resource")) is not dict
+        or resource.get("resourceType") != expected
+        or read(resource)
+    ]
     if len(positions) == len(entries):
         return value, None
     return {**value, "entry": [entries[i] for i in positions]}, positions
-
-
-def _keep(entry: Any, read: Callable[[Any], bool], expected: str) -> bool:
-    resource = entry.get("resource") if isinstance(entry, dict) else None
-    if not isinstance(resource, dict) or resource.get("resourceType") != expected:
-        return True
-    return read(resource)
 
 
 def absent(prefetch: dict[str, Any], key: str) -> bool:

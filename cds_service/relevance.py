@@ -28,6 +28,7 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
     """A predicate on a raw resource (parsed JSON): True when the triage must read it (as of
     `today`: results past their window are not; None: whenever they were recorded)."""
     exact, is_icd10 = knowledge.codes.exact, knowledge.codes.is_icd10
+    icd10 = frozenset({knowledge.codes.icd10cm, *knowledge.codes.read_as_icd10cm})
     windows = knowledge.result_windows
 
     def coded(concept: Any) -> bool | None:
@@ -42,7 +43,7 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
                 system, code = coding.get("system"), coding.get("code")
                 if (system, code) in exact:
                     return True
-                if is_icd10(system) and type(code) is str and knowledge.concepts(system, code):
+                if system in icd10 and type(code) is str and knowledge.concepts(system, code):
                     return True
         except (AttributeError, TypeError):  # a coding that is not an object, an unhashable code
             return None
@@ -101,7 +102,8 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
         if kind == "Condition":
             return True  # every Condition is classified: read, a risk, irrelevant or unjudged
         if kind == "Observation":  # a finding may be its code or its coded answer
-            answer = coded(resource.get("valueCodeableConcept"))
+            value = resource.get("valueCodeableConcept")
+            answer = coded(value) if value is not None else False
             hit = coded(resource.get("code"))
             result = "valueQuantity" in resource
             if hit is True and answer is False and result:
