@@ -1,0 +1,184 @@
+"""CPU instructions per evaluation, counted by valgrind's callgrind: the figure that does not
+move with the machine's load (wall and CPU times here vary by 1.5x to 2x from run to run).
+
+Each scenario runs in its own process under `valgrind --tool=callgrind --instr-atstart=no`;
+instrumentation is switched on (`callgrind_control -i on`) after start-up and warm-up, around
+the measured evaluations only, so the count is per evaluation:
+
+- floor: `bench.floor.app` called in process (ASGI, no HTTP): the body parsed, a fixed card;
+- realistic: the spine-cds app called in process the same way (middleware, routing, triage, the
+  audit write in a fresh SQLite file, the response's JSON): 1 Patient, 50 Conditions,
+  500 Observations (`bench.bench.realistic_request`);
+- relevant N: parse, request model, `Triage.run` and the response's JSON for the record of
+  `bench.scaling.with_observations(N, relevant=True)` (N temperatures the rules read).
+
+Instructions are not time (a cache miss costs many), but they compare code with code exactly:
+the same count twice for the same code and inputs, whatever else the machine runs.
+
+    .venv/bin/python -m bench.instructions [--requests 20] [--sizes 2300 23000]
+
+Needs valgrind (Debian package `valgrind`); about 15 s per scenario and 40 s for 23,000.
+"""
+
+import argparse
+import asyncio
+import gc
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+PATH = "/cds-services/patient-view"
+WARM_UP = 5
+
+
+def _switch(on: bool) -> None:
+    """Instrumentation on or off for this process (a no-op outside valgrind)."""
+    command = ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())]
+    subprocess.run(command, check=False, capture_output=True)
+
+
+def _asgi_call(app: Any, body: bytes) -> Callable[[], None]:
+    """One POST of `body` to `app`, called in process; asserts a 200."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PATH,
+        "raw_path": PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+    async def call() -> None:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # no disconnect while the call runs
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app({**scope, "state": {}}, receive, send)
+        assert status == [200], status
+
+    loop = asyncio.new_event_loop()
+    return lambda: loop.run_until_complete(call())
+
+
+def _scenario(name: str, workdir: str) -> Callable[[], None]:
+    from bench.bench import TODAY, realistic_request
+
+    if name == "floor":
+        from bench.floor import app
+
+        return _asgi_call(app, orjson.dumps(realistic_request()))
+    if name == "realistic":
+        os.environ.update(
+            CDS_AUTH_DISABLED="true",
+            CDS_TODAY=TODAY.isoformat(),
+            CDS_LOG_LEVEL="error",
+            CDS_DATABASE_URL=f"sqlite:///{workdir}/audit.db",
+        )
+        from cds_service.app import create_app
+
+        return _asgi_call(create_app(), orjson.dumps(realistic_request()))
+    from bench.scaling import with_observations
+    from cds_service.hooks import HOOKS
+    from cds_service.knowledge import load_knowledge
+    from cds_service.models import HookRequest, dump
+    from cds_service.triage import Triage
+
+    triage, hook = Triage(load_knowledge()), HOOKS["patient-view"]
+    body = orjson.dumps(with_observations(int(name.split()[-1]), relevant=True))
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+    def evaluate() -> None:
+        request = HookRequest.model_validate(orjson.loads(body))
+        context = hook.context.model_validate(request.context)
+        orjson.dumps(dump(triage.run(request, context, hook, TODAY).response))
+
+    return evaluate
+
+
+def _inner(name: str, count: int) -> None:
+    """Run under valgrind: warm up, then count `count` evaluations."""
+    with tempfile.TemporaryDirectory() as workdir:
+        evaluate = _scenario(name, workdir)
+        for _ in range(min(WARM_UP, count)):
+            evaluate()
+        _switch(True)
+        for _ in range(count):
+            evaluate()
+        _switch(False)
+
+
+def count(name: str, evaluations: int) -> int:
+    """Instructions per evaluation of scenario `name`."""
+    with tempfile.TemporaryDirectory() as workdir:
+        out = Path(workdir) / "callgrind.out"
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "bench.instructions",
+            "--inner",
+            name,
+            str(evaluations),
+        ]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        subprocess.run(command, check=True, capture_output=True, env=env)
+        totals = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE)
+        if totals is None:
+            raise RuntimeError(f"no totals in {out}")
+        return int(totals.group(1)) // evaluations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[2300, 23_000])
+    parser.add_argument("--inner", nargs=2, metavar=("SCENARIO", "COUNT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        _inner(args.inner[0], int(args.inner[1]))
+        return
+    print(f"{'scenario':22} {'instructions per evaluation':>28}")
+    floor = count("floor", args.requests)
+    print(f"{'floor (ASGI)':22} {floor:>28,}")
+    realistic = count("realistic", args.requests)
+    print(f"{'realistic (ASGI)':22} {realistic:>28,}   {realistic / floor:.1f}x the floor")
+    smallest = None
+    for size in sorted(args.sizes):
+        counted = count(f"relevant {size}", 1)
+        smallest = smallest or (size, counted)
+        ratio = f"{counted / smallest[1]:.1f}x for {size / smallest[0]:.0f}x the readings"
+        print(f"{f'relevant {size}':22} {counted:>28,}   {ratio}")
+
+
+if __name__ == "__main__":
+    main()
