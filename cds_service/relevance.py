@@ -1,9 +1,11 @@
 """Which resources of a request the rules can read: the rest is skipped before validation.
 
 A record holds thousands of Observations and Conditions whose codes no value set lists; checking
-each element of those would cost most of an evaluation and change no card. Every Condition is
-read (the cards name those no rule could judge); any other resource is read (and then strictly
-validated) when a coding of its code (or an Observation's coded answer) is in a value set,
+each element of those would cost most of an evaluation and change no card. A Condition is read
+when a value set other than an `irrelevant` one holds one of its codes, or when none does while
+it is not over (the cards name those no rule could judge; one known to be irrelevant, or over,
+can do neither); any other resource is read (and then strictly validated) when a coding of its
+code (or an Observation's coded answer) is in a value set,
 when an Observation's or a Procedure's text names a red-flag term, when a medicine's text
 names an ingredient a value set lists or its drug is a reference (to a Medication, read with it),
 or when it is not a coded clinical resource (Patient, ServiceRequest, Medication).
@@ -22,6 +24,8 @@ from cds_service.knowledge import Knowledge
 
 _CODED = {"Condition", "Observation", "Procedure"}
 _MEDICINES = {"MedicationRequest", "MedicationStatement"}
+_ENDED = {"inactive", "remission", "resolved"}
+"""Clinical statuses of a Condition that is over (`facts.is_active`)."""
 
 
 def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any], bool]:
@@ -30,6 +34,7 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
     exact, is_icd10 = knowledge.codes.exact, knowledge.codes.is_icd10
     icd10 = frozenset({knowledge.codes.icd10cm, *knowledge.codes.read_as_icd10cm})
     windows = knowledge.result_windows
+    kinds = {concept: value_set.fact for concept, value_set in knowledge.value_sets.items()}
 
     def coded(concept: Any) -> bool | None:
         """True/False whether a CodeableConcept's codings hit a value set; None: malformed."""
@@ -70,6 +75,35 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
             texts.append(coding.get("display") if isinstance(coding, dict) else None)
         return any(isinstance(t, str) and knowledge.names_a_term(t) for t in [*texts, *more])
 
+    def judged(condition: dict[str, Any]) -> bool:
+        """A Condition the triage can use: a code of a value set that is not `irrelevant`, or
+        no value set's code while it is not over (the cards name it as unjudged)."""
+        concept = condition.get("code", {})
+        codings: Any = concept.get("coding", ()) if type(concept) is dict else None
+        if type(codings) not in (list, tuple):
+            return True  # malformed: read, validation names the path
+        known = False
+        try:
+            for coding in codings:
+                system, code = coding.get("system"), coding.get("code")
+                found = exact.get((system, code))
+                if found is None and system in icd10 and type(code) is str:
+                    found = knowledge.concepts(system, code)
+                if found and any(kinds[c] != "irrelevant" for c in found):
+                    return True
+                known = known or bool(found)
+        except (AttributeError, TypeError):  # malformed: read, validation names the path
+            return True
+        return not known and not ended(condition)
+
+    def ended(condition: dict[str, Any]) -> bool:
+        """A clinicalStatus that is only inactive, remission or resolved (well formed)."""
+        status = condition.get("clinicalStatus")
+        codings = status.get("coding") if type(status) is dict else None
+        if type(codings) is not list or not codings:
+            return False
+        return all(type(c) is dict and c.get("code") in _ENDED for c in codings)
+
     def refers(resource: dict[str, Any]) -> bool:
         """A medicine given by reference: its code is in the Medication it points at."""
         reference = resource.get("medicationReference")
@@ -100,7 +134,7 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
             return True
         kind = resource.get("resourceType")
         if kind == "Condition":
-            return True  # every Condition is classified: read, a risk, irrelevant or unjudged
+            return judged(resource)
         if kind == "Observation":  # a finding may be its code or its coded answer
             value = resource.get("valueCodeableConcept")
             answer = coded(value) if value is not None else False

@@ -15,13 +15,44 @@ def _coded(kind: str, system: str, code: Any) -> dict[str, Any]:
     return {"resourceType": kind, "code": {"coding": [{"system": system, "code": code}]}}
 
 
+def _ended(condition: dict[str, Any], *codes: Any) -> dict[str, Any]:
+    coding = [{"code": code} for code in codes or ["resolved"]]
+    return {**condition, "clinicalStatus": {"coding": coding}}
+
+
 @pytest.mark.parametrize(
     ("resource", "read"),
     [
         (_coded("Observation", LOINC, "8310-5"), True),
         (_coded("Observation", LOINC, "2345-7"), False),
         (_coded("Condition", "http://hl7.org/fhir/sid/icd-10-cm", "C50.911"), True),
-        (_coded("Condition", SNOMED, "38341003"), True),  # every Condition is classified
+        (_coded("Condition", SNOMED, "44054006"), True),  # active, no value set's: unjudged
+        (_ended(_coded("Condition", SNOMED, "44054006")), False),  # over: nothing to judge
+        (_ended(_coded("Condition", SNOMED, "44054006"), "remission", "inactive"), False),
+        (_ended(_coded("Condition", SNOMED, "44054006"), "resolved", "active"), True),
+        (_ended(_coded("Condition", SNOMED, "44054006"), "resolved", None), True),  # malformed
+        (
+            {**_coded("Condition", SNOMED, "44054006"), "clinicalStatus": {"coding": "resolved"}},
+            True,
+        ),
+        (_ended(_coded("Condition", SNOMED, "363346000")), True),  # a cancer, though resolved
+        (_coded("Condition", SNOMED, "38341003"), False),  # hypertension: known irrelevant
+        (
+            {
+                "resourceType": "Condition",
+                "code": {
+                    "coding": [
+                        {"system": SNOMED, "code": "38341003"},
+                        {"system": SNOMED, "code": "363346000"},  # and a cancer
+                    ]
+                },
+            },
+            True,
+        ),
+        (_coded("Condition", "http://hl7.org/fhir/sid/icd-10-cm", "I10"), False),  # a subtree
+        (_ended({"resourceType": "Condition", "code": "x"}), True),  # malformed
+        (_ended({"resourceType": "Condition", "code": None}), True),  # null: validation decides
+        (_ended({"resourceType": "Condition"}), False),  # no code at all, and over
         (_coded("Condition", SNOMED, ["not", "a", "code"]), True),  # malformed: validated
         ({"resourceType": "Condition", "code": {"coding": "x"}}, True),
         ({"resourceType": "Condition", "code": {"coding": [5]}}, True),
