@@ -514,6 +514,9 @@ class Knowledge:
     """An interpretation code (system URI, code) -> the `flag` it means."""
     units: dict[str, dict[str, UnitConversion]]
     """Per observation concept, its conversions by `unit_key` of the unit and its aliases."""
+    _known: dict[tuple[str | None, str | None], tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
     _of_kind: dict[tuple[str | None, str | None, str], tuple[str, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -551,19 +554,20 @@ class Knowledge:
         return self.manifest.version
 
     def concepts(self, system: str | None, code: str | None) -> tuple[str, ...]:
-        """The concepts a (system URI, code) pair belongs to."""
-        return self.codes.concepts(system, code)
+        """The concepts a (system URI, code) pair belongs to; remembered, as records repeat
+        their codes (`_remembered`)."""
+        found = self._known.get((system, code))
+        if found is None:
+            found = _remembered(self._known, (system, code), self.codes.concepts(system, code))
+        return found
 
     def concepts_of(self, system: str | None, code: str | None, fact: str) -> tuple[str, ...]:
-        """`concepts` of the value sets of one `fact` kind; remembered, as a record repeats its
-        codes (up to `_REMEMBERED` pairs: the codes come from requests)."""
-        key = (system, code, fact)
-        found = self._of_kind.get(key)
+        """`concepts` of the value sets of one `fact` kind (remembered likewise)."""
+        found = self._of_kind.get((system, code, fact))
         if found is None:
-            if len(self._of_kind) >= _REMEMBERED:
-                self._of_kind.clear()
-            found = tuple(c for c in self.concepts(system, code) if self.value_sets[c].fact == fact)
-            self._of_kind[key] = found
+            concepts = self.concepts(system, code)
+            found = tuple(c for c in concepts if self.value_sets[c].fact == fact)
+            _remembered(self._of_kind, (system, code, fact), found)
         return found
 
     def threshold(self, bound: Threshold) -> float:
@@ -595,7 +599,19 @@ class Knowledge:
 
 
 _REMEMBERED = 50_000
-"""How many (system, code, kind) lookups `Knowledge.concepts_of` keeps."""
+"""How many code lookups `Knowledge` keeps of each kind: codes come from requests, so the
+memory is bounded (it starts again when full)."""
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remembered(memo: dict[K, V], key: K, value: V) -> V:
+    """`value`, kept in `memo` under `key` (emptied first when it holds `_REMEMBERED`)."""
+    if len(memo) >= _REMEMBERED:
+        memo.clear()
+    memo[key] = value
+    return value
+
 
 _REQUIRED_THRESHOLDS = (
     "new_finding_days",

@@ -60,6 +60,7 @@ def test_concepts_of_one_kind_are_remembered_within_a_bound(
     for code in range(250):  # codes come from requests: the memory stays bounded
         knowledge.concepts_of(snomed, str(code), "finding")
     assert len(knowledge._of_kind) <= 100
+    assert len(knowledge._known) <= 100
     assert knowledge.concepts_of(snomed, "192970008", "finding") == ("cauda-equina",)
 
 
