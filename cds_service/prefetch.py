@@ -85,10 +85,10 @@ def read_context(request: HookRequest, model: type[C]) -> C:
         raise CDSError(400, validation_issues(exc.errors(include_url=False), "context")) from exc
 
 
-def check_size(request: HookRequest, max_entries: int) -> None:
-    """413 when the prefetch Bundles and draftOrders hold more than `max_entries` entries: the
-    evaluation-size budget, checked before any validation, so no record can hold a worker for
-    seconds (docs/performance.md has the time per entry count)."""
+def check_size(request: HookRequest, max_entries: int) -> int:
+    """How many entries the prefetch Bundles and draftOrders hold; 413 when over `max_entries`:
+    the evaluation-size budget, checked before any validation, so no record can hold a worker
+    for seconds (docs/performance.md has the time per entry count)."""
     bundles = [*(request.prefetch or {}).values(), request.context.get("draftOrders")]
     count = sum(
         len(bundle["entry"])
@@ -101,6 +101,7 @@ def check_size(request: HookRequest, max_entries: int) -> None:
             f"the record holds {count} entries, over the {max_entries} this service evaluates "
             "at once (CDS_MAX_RECORD_ENTRIES); no cards were computed",
         )
+    return count
 
 
 def read_record(

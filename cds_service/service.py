@@ -1,16 +1,18 @@
 """The CDS Hooks use case behind the routes: discovery, evaluation and feedback.
 
 An evaluation: check the hook, read the context (400 before any fetch), complete the prefetch
-from the fhirServer the caller may send us to, run the triage off the event loop (one at a time
-per process), count it, audit it, run the safety monitor, answer. Neither a failed audit write
-nor a failed monitor withholds the cards.
+from the fhirServer the caller may send us to, run the triage (a large record off the event loop,
+one at a time per process), count it, audit it, run the safety monitor, answer. Neither a failed
+audit write nor a failed monitor withholds the cards.
 """
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import anyio
 
@@ -42,6 +44,13 @@ log = logging.getLogger("cds_service")
 
 CDS_HOOKS_VERSION = "2.0.1"
 """The CDS Hooks specification the services implement, as discovery's `version` states it."""
+
+INLINE_MAX_ENTRIES = 2_000
+"""A record of up to this many entries is evaluated on the event loop: handing it to a worker
+thread cost more CPU than most evaluations (its objects move to another core's caches; measured
+in docs/performance.md). A larger one goes to a worker thread, so the loop keeps answering."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -125,16 +134,12 @@ class CDSService:
         queries = self.triage.queries
         prefetch = await complete_prefetch(body, context.patientId, policy, queries, today)
         body = body.model_copy(update={"prefetch": prefetch})
-        check_size(body, self._max_entries)
-        evaluation = await anyio.to_thread.run_sync(
-            self.triage.run,
-            body,
-            context,
-            hook,
-            today,
-            f"{caller.base_url}/review",
-            limiter=self._limiter,
-        )
+        entries = check_size(body, self._max_entries)
+        run = partial(self.triage.run, body, context, hook, today, f"{caller.base_url}/review")
+        if entries <= INLINE_MAX_ENTRIES:
+            evaluation = run()
+        else:
+            evaluation = await anyio.to_thread.run_sync(run, limiter=self._limiter)
         duration_ms = (time.perf_counter() - started) * 1000
         self._metrics.observe(
             hook.id, duration_ms / 1000, evaluation.response, evaluation.rules_fired
@@ -171,17 +176,18 @@ class CDSService:
             for rule, card in zip(evaluation.card_rules, response["cards"], strict=True)
         ]
         issued += [IssuedCard(rule, dump(card), True) for rule, card in evaluation.silent_cards]
+        write = partial(
+            self._audit.record_evaluation,
+            hook_instance,
+            service,
+            self.triage.knowledge.version,
+            evaluation.rules_fired,
+            issued,
+            duration_ms,
+            linkage,
+        )
         try:
-            return await anyio.to_thread.run_sync(
-                self._audit.record_evaluation,
-                hook_instance,
-                service,
-                self.triage.knowledge.version,
-                evaluation.rules_fired,
-                issued,
-                duration_ms,
-                linkage,
-            )
+            return await self._stored(write)
         except Unavailable as exc:
             log.error("audit write failed (%s): cards sent without an audit record", exc)
             self._metrics.audit_failures.inc()
@@ -207,15 +213,12 @@ class CDSService:
             )
             for rule, evidence in evaluation.red_flags
         ]
+        monitor = self._monitor
+        follow = partial(
+            self._audit.follow_up, audited, patient, monitor.window_days, monitor.watched, red_flags
+        )
         try:
-            await anyio.to_thread.run_sync(
-                self._audit.follow_up,
-                audited,
-                patient,
-                self._monitor.window_days,
-                self._monitor.watched,
-                red_flags,
-            )
+            await self._stored(follow)
         except Exception as exc:  # the monitor must never withhold the cards
             # the error's name only: its message may carry the rows' values (patient data)
             log.error(
@@ -223,6 +226,13 @@ class CDSService:
                 type(exc).__name__,
                 audited.id,
             )
+
+    async def _stored(self, call: Callable[[], T]) -> T:
+        """A store call: on the event loop for a local store (a file write is shorter than a
+        hop to a worker thread), else in a worker thread (network I/O)."""
+        if self._audit.local:
+            return call()
+        return await anyio.to_thread.run_sync(call)
 
     async def feedback(self, hook: Hook, body: FeedbackRequest) -> int:
         """Store the outcomes of cards this service issued; how many items were received."""

@@ -205,6 +205,12 @@ class AuditStore(Protocol):
 
     def ping(self) -> bool: ...
 
+    @property
+    def local(self) -> bool:
+        """Writes go to a file of this machine (no network): done on the event loop, where a
+        hop to a worker thread would cost more than the write."""
+        ...
+
 
 class FeedbackStore(Protocol):
     """Where card outcomes are kept; a repeat is a no-op, an unknown card UnknownCards."""
@@ -330,6 +336,10 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         if migrate:
             self.migrate()
+
+    @property
+    def local(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
 
     @property
     def location(self) -> str:
