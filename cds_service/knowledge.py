@@ -585,10 +585,10 @@ class Knowledge:
         """Per (system URI, code) of a value set, the days its results count for (`lookback_days`,
         the longest of its concepts'); None when it is also a finding, or another kind of code
         (no window: read whenever it was recorded)."""
+        lookback = self.config.lookback_days
         windows: dict[tuple[str, str], int | None] = {}
         for key, concepts in self.codes.exact.items():
             readings = all(self.value_sets[c].fact == "observation" for c in concepts)
-            lookback = self.config.lookback_days
             windows[key] = max(lookback[c] for c in concepts) if readings else None
         return windows
 

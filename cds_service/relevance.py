@@ -31,7 +31,7 @@ _ENDED = {"inactive", "remission", "resolved"}
 def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any], bool]:
     """A predicate on a raw resource (parsed JSON): True when the triage must read it (as of
     `today`: results past their window are not; None: whenever they were recorded)."""
-    exact, is_icd10 = knowledge.codes.exact, knowledge.codes.is_icd10
+    exact = knowledge.codes.exact
     icd10 = frozenset({knowledge.codes.icd10cm, *knowledge.codes.read_as_icd10cm})
     windows = knowledge.result_windows
     kinds = {concept: value_set.fact for concept, value_set in knowledge.value_sets.items()}
@@ -119,11 +119,13 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
         try:
             for coding in resource["code"]["coding"]:  # a list: `coded` found a hit in it
                 key = (coding.get("system"), coding.get("code"))
-                window = windows.get(key, 0)
-                if window is None or (window == 0 and is_icd10(key[0])):
-                    return False  # also a finding, or a subtree's code: not windowed
-                if window:
+                if key in windows:
+                    window = windows[key]
+                    if window is None:
+                        return False  # also a finding: read whenever it was recorded
                     limits.append(window)
+                elif key[0] in icd10:
+                    return False  # a subtree's code: not windowed
             age = (today - date.fromisoformat(when[:10])).days
         except (AttributeError, TypeError, ValueError):  # malformed: read, validation names it
             return False
