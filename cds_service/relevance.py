@@ -31,10 +31,8 @@ _ENDED = {"inactive", "remission", "resolved"}
 def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any], bool]:
     """A predicate on a raw resource (parsed JSON): True when the triage must read it (as of
     `today`: results past their window are not; None: whenever they were recorded)."""
-    exact = knowledge.codes.exact
-    icd10 = frozenset({knowledge.codes.icd10cm, *knowledge.codes.read_as_icd10cm})
+    exact, is_icd10 = knowledge.codes.exact, knowledge.codes.is_icd10
     windows = knowledge.result_windows
-    kinds = {concept: value_set.fact for concept, value_set in knowledge.value_sets.items()}
 
     def coded(concept: Any) -> bool | None:
         """True/False whether a CodeableConcept's codings hit a value set; None: malformed."""
@@ -48,7 +46,7 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
                 system, code = coding.get("system"), coding.get("code")
                 if (system, code) in exact:
                     return True
-                if system in icd10 and type(code) is str and knowledge.concepts(system, code):
+                if is_icd10(system) and type(code) is str and knowledge.concepts(system, code):
                     return True
         except (AttributeError, TypeError):  # a coding that is not an object, an unhashable code
             return None
@@ -86,10 +84,8 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
         try:
             for coding in codings:
                 system, code = coding.get("system"), coding.get("code")
-                found = exact.get((system, code))
-                if found is None and system in icd10 and type(code) is str:
-                    found = knowledge.concepts(system, code)
-                if found and any(kinds[c] != "irrelevant" for c in found):
+                found = knowledge.concepts(system, code) if type(code) is str else ()
+                if any(knowledge.value_sets[c].fact != "irrelevant" for c in found):
                     return True
                 known = known or bool(found)
         except (AttributeError, TypeError):  # malformed: read, validation names the path
@@ -124,7 +120,7 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
                     if window is None:
                         return False  # also a finding: read whenever it was recorded
                     limits.append(window)
-                elif key[0] in icd10:
+                elif is_icd10(key[0]):
                     return False  # a subtree's code: not windowed
             age = (today - date.fromisoformat(when[:10])).days
         except (AttributeError, TypeError, ValueError):  # malformed: read, validation names it
