@@ -1,4 +1,8 @@
-"""What routes get through `Depends`: the wiring `create_app` put on the app, the caller."""
+"""What routes get through `Depends`: the wiring `create_app` put on the app, the caller.
+
+The dependencies are `async def` though they never wait: FastAPI runs a plain `def` one in a
+worker thread, a hop per dependency per request.
+"""
 
 from dataclasses import dataclass
 from typing import Annotated, cast
@@ -24,10 +28,6 @@ class Wiring:
     authenticator: Authenticator
 
 
-# The dependencies are `async def` though they never wait: FastAPI runs a plain `def` one in a
-# worker thread, a hop (~0.1 ms of CPU) per dependency per request.
-
-
 async def wiring(request: Request) -> Wiring:
     return cast(Wiring, request.app.state.wiring)
 
@@ -35,8 +35,8 @@ async def wiring(request: Request) -> Wiring:
 Wired = Annotated[Wiring, Depends(wiring)]
 
 
-async def cds_service(request: Request) -> CDSService:
-    return cast(Wiring, request.app.state.wiring).service
+async def cds_service(wired: Wired) -> CDSService:
+    return wired.service
 
 
 CDS = Annotated[CDSService, Depends(cds_service)]

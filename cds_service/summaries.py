@@ -28,6 +28,7 @@ SHOWN = 10
 _OBSERVATION = "observation"
 _COMPARISONS = {f"${op}": compare for op, compare in COMPARE.items()}
 Test = Callable[[Fact], bool]
+_ABSENT = object()
 
 
 def _test(term: dict[str, Any]) -> Test:
@@ -40,6 +41,12 @@ def _test(term: dict[str, Any]) -> Test:
     if key.startswith("$"):
         raise ValueError(f"summaries cannot evaluate the pattern operator {key!r}")
     return lambda fact: key in fact and fact[key] == operand  # type: ignore[literal-required]
+
+
+def _field(term: dict[str, Any]) -> str:
+    """The fact field a compiled pattern term tests."""
+    ((key, operand),) = term.items()
+    return next(iter(operand)) if key in _COMPARISONS else key
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Summaries:
         self._candidates: dict[str, list[tuple[int, list[Test]]]] = {}
         self.per_class = 1
         """Readings kept per class: the most observation patterns of one rule alternative."""
+        fields: set[str] = set()
         for name, rule in compile_ruleset(knowledge, rules).items():
             if name == SENTINEL:
                 continue
@@ -79,8 +87,11 @@ class Summaries:
             for terms in observed:
                 concept = next((t["concept"] for t in terms if "concept" in t), None)
                 tests = [_test(t) for t in terms if t != {"type": _OBSERVATION}]
+                fields.update(_field(t) for t in terms if t != {"type": _OBSERVATION})
                 self._by_concept[concept].append((self._count, tests))
                 self._count += 1
+        self._fields = tuple(sorted(fields - {"concept"}))
+        """The fields of a reading any pattern tests: readings alike on them match alike."""
 
     def _patterns_for(self, concept: str) -> list[tuple[int, list[Test]]]:
         """The patterns that can match a reading of `concept` (remembered)."""
@@ -102,13 +113,13 @@ class Summaries:
         """
         kept: set[str] = set()
         classes: dict[tuple[str, tuple[int, ...]], list[Fact]] = defaultdict(list)
-        seen: dict[tuple[Any, ...], tuple[int, ...]] = {}  # readings alike match alike
+        seen: dict[tuple[Any, ...], tuple[int, ...]] = {}  # by concept and `_fields`
         for fact in facts.facts:
             if fact["type"] != _OBSERVATION:
                 kept.add(fact["id"])
                 continue
             concept = fact["concept"]  # type: ignore[typeddict-item]
-            alike = (concept, fact.get("value"), fact.get("positive"), fact.get("flag"))
+            alike = (concept, *[fact.get(name, _ABSENT) for name in self._fields])
             matched = seen.get(alike)
             if matched is None:
                 matched = seen[alike] = self._matched(concept, fact)
