@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from cds_service.fhir_model import parse_fhir_date
 from cds_service.knowledge import Knowledge
 
 _CODED = {"Condition", "Observation", "Procedure"}
@@ -106,8 +107,9 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
         return isinstance(reference, dict) and reference.get("reference") is not None
 
     def too_old(resource: dict[str, Any]) -> bool:
-        """A result whose effectiveDateTime is before the windows of all its codes. The day is
-        read as written: a day's margin covers its offset from UTC (the triage's calendar)."""
+        """A result whose effectiveDateTime, strictly read as the triage reads it (its UTC day),
+        is before the windows of all its codes. A malformed date is read, so validation names
+        it; so is a partial one."""
         when = resource.get("effectiveDateTime")
         if today is None or type(when) is not str or when[4:5] != "-" or when[7:8] != "-":
             return False
@@ -122,10 +124,14 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
                     limits.append(window)
                 elif is_icd10(key[0]):
                     return False  # a subtree's code: not windowed
-            age = (today - date.fromisoformat(when[:10])).days
+            if not limits:
+                return False
+            # The day as written is within a day of the UTC day: well inside, no need to parse.
+            if (today - date.fromisoformat(when[:10])).days + 1 <= max(limits):
+                return False
+            return (today - parse_fhir_date(when)).days > max(limits)
         except (AttributeError, TypeError, ValueError):  # malformed: read, validation names it
             return False
-        return bool(limits) and age > max(limits) + 1
 
     def read(resource: Any) -> bool:
         if not isinstance(resource, dict):

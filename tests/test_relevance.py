@@ -109,6 +109,8 @@ TODAY = date(2026, 11, 1)  # body temperature counts for 30 days (config lookbac
         (_temperature("2026-09-29", {"system": LOINC, "code": "2345-7"}), False),  # no value set
         (_temperature("2026-09-29", "not a coding"), True),  # malformed: validation names it
         (_temperature("2026-02-30"), True),  # not a day: validation names it
+        (_temperature("2020-01-01T25:00:00Z"), True),  # an old day, a malformed time: likewise
+        (_temperature("2020-01-01 08:00"), True),
         (_temperature(20260929), True),
         (_temperature("2026"), True),  # a partial date is read, not guessed at
         (  # not a result (no valueQuantity): not windowed
