@@ -598,15 +598,21 @@ class Knowledge:
         return {system.uri: system.name for system in systems}
 
 
-_REMEMBERED = 50_000
+_REMEMBERED = 20_000
 """How many code lookups `Knowledge` keeps of each kind: codes come from requests, so the
-memory is bounded (it starts again when full)."""
-K = TypeVar("K")
+memory is bounded (it starts again when full)..."""
+_REMEMBERED_CHARS = 128
+"""...and so is each lookup: a system and code longer than this together (no real one is) are
+looked up every time, never kept."""
+K = TypeVar("K", bound=tuple[Any, ...])
 V = TypeVar("V")
 
 
 def _remembered(memo: dict[K, V], key: K, value: V) -> V:
-    """`value`, kept in `memo` under `key` (emptied first when it holds `_REMEMBERED`)."""
+    """`value`, kept in `memo` under `key` (emptied first when it holds `_REMEMBERED`) unless
+    the key's text is over `_REMEMBERED_CHARS`."""
+    if sum(len(part) for part in key if isinstance(part, str)) > _REMEMBERED_CHARS:
+        return value
     if len(memo) >= _REMEMBERED:
         memo.clear()
     memo[key] = value

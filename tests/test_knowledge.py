@@ -61,6 +61,10 @@ def test_concepts_of_one_kind_are_remembered_within_a_bound(
         knowledge.concepts_of(snomed, str(code), "finding")
     assert len(knowledge._of_kind) <= 100
     assert len(knowledge._known) <= 100
+    long = "9" * 200  # a code no terminology has: looked up, never kept
+    assert knowledge.concepts_of(snomed, long, "finding") == ()
+    assert (snomed, long) not in knowledge._known
+    assert (snomed, long, "finding") not in knowledge._of_kind
     assert knowledge.concepts_of(snomed, "192970008", "finding") == ("cauda-equina",)
 
 
