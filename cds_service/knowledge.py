@@ -82,10 +82,17 @@ class UnitConversion(Strict):
     case-blind, without spaces, brackets or a degree sign (`unit_key`)."""
 
 
-@lru_cache(maxsize=1024)
 def unit_key(unit: str) -> str:
-    """A unit as compared: `[degF]`, `°F` and `deg f` read alike, and so do `F` and `f`."""
+    """A unit as compared: `[degF]`, `°F` and `deg f` read alike, and so do `F` and `f`
+    (remembered for units of up to 32 characters: they come from requests)."""
+    return _remembered_unit_key(unit) if len(unit) <= 32 else _unit_key(unit)
+
+
+def _unit_key(unit: str) -> str:
     return re.sub(r"[\s\[\]°º_.]", "", unit).lower()
+
+
+_remembered_unit_key = lru_cache(maxsize=1024)(_unit_key)
 
 
 class Risk(Strict):

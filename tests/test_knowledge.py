@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.knowledge import Knowledge, KnowledgeError, load_knowledge
+from cds_service.knowledge import (
+    Knowledge,
+    KnowledgeError,
+    _remembered_unit_key,
+    load_knowledge,
+    unit_key,
+)
 from cds_service.models import HookRequest, dump
 from cds_service.rules_table import rules_table
 from cds_service.triage import Triage
@@ -61,6 +67,9 @@ def test_concepts_of_one_kind_are_remembered_within_a_bound(
         knowledge.concepts_of(snomed, str(code), "finding")
     assert len(knowledge._of_kind) <= 100
     assert len(knowledge._known) <= 100
+    kept = _remembered_unit_key.cache_info().currsize
+    assert unit_key("[DEG F]" * 10) == "degf" * 10  # a unit from a request: read, not kept
+    assert _remembered_unit_key.cache_info().currsize == kept
     long = "9" * 200  # a code no terminology has: looked up, never kept
     assert knowledge.concepts_of(snomed, long, "finding") == ()
     assert (snomed, long) not in knowledge._known
