@@ -8,11 +8,10 @@ audit write nor a failed monitor withholds the cards.
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 
@@ -49,8 +48,6 @@ INLINE_MAX_ENTRIES = 2_000
 """A record of up to this many entries is evaluated on the event loop: handing it to a worker
 thread cost more CPU than most evaluations (its objects move to another core's caches; measured
 in docs/performance.md). A larger one goes to a worker thread, so the loop keeps answering."""
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -176,18 +173,16 @@ class CDSService:
             for rule, card in zip(evaluation.card_rules, response["cards"], strict=True)
         ]
         issued += [IssuedCard(rule, dump(card), True) for rule, card in evaluation.silent_cards]
-        write = partial(
-            self._audit.record_evaluation,
-            hook_instance,
-            service,
-            self.triage.knowledge.version,
-            evaluation.rules_fired,
-            issued,
-            duration_ms,
-            linkage,
-        )
         try:
-            return await self._stored(write)
+            return await self._audit.record_evaluation(
+                hook_instance,
+                service,
+                self.triage.knowledge.version,
+                evaluation.rules_fired,
+                issued,
+                duration_ms,
+                linkage,
+            )
         except Unavailable as exc:
             log.error("audit write failed (%s): cards sent without an audit record", exc)
             self._metrics.audit_failures.inc()
@@ -214,11 +209,10 @@ class CDSService:
             for rule, evidence in evaluation.red_flags
         ]
         monitor = self._monitor
-        follow = partial(
-            self._audit.follow_up, audited, patient, monitor.window_days, monitor.watched, red_flags
-        )
         try:
-            await self._stored(follow)
+            await self._audit.follow_up(
+                audited, patient, monitor.window_days, monitor.watched, red_flags
+            )
         except Exception as exc:  # the monitor must never withhold the cards
             # the error's name only: its message may carry the rows' values (patient data)
             log.error(
@@ -226,13 +220,6 @@ class CDSService:
                 type(exc).__name__,
                 audited.id,
             )
-
-    async def _stored(self, call: Callable[[], T]) -> T:
-        """A store call: on the event loop for a local store (a file write is shorter than a
-        hop to a worker thread), else in a worker thread (network I/O)."""
-        if self._audit.local:
-            return call()
-        return await anyio.to_thread.run_sync(call)
 
     async def feedback(self, hook: Hook, body: FeedbackRequest) -> int:
         """Store the outcomes of cards this service issued; how many items were received."""
