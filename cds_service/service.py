@@ -8,10 +8,11 @@ audit write nor a failed monitor withholds the cards.
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -48,6 +49,8 @@ INLINE_MAX_ENTRIES = 2_000
 """A record of up to this many entries is evaluated on the event loop: handing it to a worker
 thread cost more CPU than most evaluations (its objects move to another core's caches; measured
 in docs/performance.md). A larger one goes to a worker thread, so the loop keeps answering."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -173,16 +176,18 @@ class CDSService:
             for rule, card in zip(evaluation.card_rules, response["cards"], strict=True)
         ]
         issued += [IssuedCard(rule, dump(card), True) for rule, card in evaluation.silent_cards]
+        write = partial(
+            self._audit.record_evaluation,
+            hook_instance,
+            service,
+            self.triage.knowledge.version,
+            evaluation.rules_fired,
+            issued,
+            duration_ms,
+            linkage,
+        )
         try:
-            return await self._audit.record_evaluation(
-                hook_instance,
-                service,
-                self.triage.knowledge.version,
-                evaluation.rules_fired,
-                issued,
-                duration_ms,
-                linkage,
-            )
+            return await self._stored(write)
         except Unavailable as exc:
             log.error("audit write failed (%s): cards sent without an audit record", exc)
             self._metrics.audit_failures.inc()
@@ -209,10 +214,11 @@ class CDSService:
             for rule, evidence in evaluation.red_flags
         ]
         monitor = self._monitor
+        follow = partial(
+            self._audit.follow_up, audited, patient, monitor.window_days, monitor.watched, red_flags
+        )
         try:
-            await self._audit.follow_up(
-                audited, patient, monitor.window_days, monitor.watched, red_flags
-            )
+            await self._stored(follow)
         except Exception as exc:  # the monitor must never withhold the cards
             # the error's name only: its message may carry the rows' values (patient data)
             log.error(
@@ -220,6 +226,13 @@ class CDSService:
                 type(exc).__name__,
                 audited.id,
             )
+
+    async def _stored(self, call: Callable[[], T]) -> T:
+        """A store call: on the event loop for a local store (a file write is shorter than a
+        hop to a worker thread), else in a worker thread (network I/O)."""
+        if self._audit.local:
+            return call()
+        return await anyio.to_thread.run_sync(call)
 
     async def feedback(self, hook: Hook, body: FeedbackRequest) -> int:
         """Store the outcomes of cards this service issued; how many items were received."""

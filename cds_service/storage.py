@@ -11,7 +11,7 @@ and keyed pseudonyms (HMAC) of its patient and clinician.
 
 import hashlib
 import hmac
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -26,7 +26,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from cds_service.errors import Unavailable
-from cds_service.group_commit import GroupCommit, Work
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -180,7 +179,7 @@ class RedFlag:
 class AuditStore(Protocol):
     """Where evaluations and the cards they issued are kept (and purged past retention)."""
 
-    async def record_evaluation(
+    def record_evaluation(
         self,
         hook_instance: str,
         service: str,
@@ -191,7 +190,7 @@ class AuditStore(Protocol):
         linkage: Linkage = ...,
     ) -> Audited: ...
 
-    async def follow_up(
+    def follow_up(
         self,
         audited: Audited,
         patient_key: str,
@@ -205,6 +204,12 @@ class AuditStore(Protocol):
     def purge(self, audit_days: float, feedback_days: float) -> dict[str, int]: ...
 
     def ping(self) -> bool: ...
+
+    @property
+    def local(self) -> bool:
+        """Writes go to a file of this machine (no network): done on the event loop, where a
+        hop to a worker thread would cost more than the write."""
+        ...
 
 
 class FeedbackStore(Protocol):
@@ -320,8 +325,7 @@ def _available(
 
 
 class Store(AuditStore, FeedbackStore, ReplayCache):
-    """The service's SQL database. The audit's writes are awaited (one writer thread commits
-    them in groups); every other method is synchronous (call it off the event loop)."""
+    """The service's SQL database; every method is synchronous (call it off the event loop)."""
 
     def __init__(self, url: str, migrate: bool = True) -> None:
         """Open the store; with `migrate`, create or upgrade its schema first."""
@@ -330,16 +334,12 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         self.engine: Engine = sa.create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._writes: GroupCommit[sa.Connection] = GroupCommit(self._together)
-        """The audit's writes (evaluations, follow-ups), committed in groups."""
         if migrate:
             self.migrate()
 
-    @_available
-    def _together(self, writes: Sequence[Work[sa.Connection]]) -> list[Any]:
-        """Run `writes` in one transaction; their results once it is committed."""
-        with self.engine.begin() as connection:
-            return [write(connection) for write in writes]
+    @property
+    def local(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
 
     @property
     def location(self) -> str:
@@ -400,7 +400,8 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         self.failing = False
         return True
 
-    async def record_evaluation(
+    @_available
+    def record_evaluation(
         self,
         hook_instance: str,
         service: str,
@@ -411,10 +412,9 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         linkage: Linkage = Linkage(),
     ) -> Audited:
         """Audit one evaluation and keep the cards it issued (their JSON, for review) and the
-        would-be cards of silent rules: durable when this returns (group commit)."""
+        would-be cards of silent rules."""
         now = datetime.now(UTC)
-
-        def write(connection: sa.Connection) -> Audited:
+        with self.engine.begin() as connection:
             inserted = connection.execute(
                 evaluations.insert(),  # parameters apart: the compiled statement is cached
                 {
@@ -453,11 +453,10 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
                         for entry in issued
                     ],
                 )
-            return Audited(evaluation_id, now)
+        return Audited(evaluation_id, now)
 
-        return await self._writes.write(write)
-
-    async def follow_up(
+    @_available
+    def follow_up(
         self,
         audited: Audited,
         patient_key: str,
@@ -480,8 +479,7 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
             )
         )
         insert = self._insert()
-
-        def write(connection: sa.Connection) -> None:
+        with self.engine.begin() as connection:
             found = connection.execute(earlier).all()
             if not found:
                 return
@@ -517,8 +515,6 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
                         for flag in red_flags
                     ],
                 )
-
-        await self._writes.write(write)
 
     def _insert(self) -> Callable[[sa.Table], Any]:
         """The dialect's INSERT, which has ON CONFLICT DO NOTHING."""

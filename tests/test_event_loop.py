@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from bench.scaling import with_observations
 from cds_service.app import create_app
 from cds_service.service import INLINE_MAX_ENTRIES
+from cds_service.storage import Store
 from cds_service.triage import Triage
 from tests.conftest import app_settings, load_example
 
@@ -59,3 +60,8 @@ def test_a_large_record_is_evaluated_in_a_worker_thread(
     answer = client.post("/cds-services/patient-view", json=request)
     assert answer.status_code == 200, answer.text
     assert seen == [False]
+
+
+def test_only_a_file_database_is_written_from_the_loop(tmp_path: Any) -> None:
+    assert Store(f"sqlite:///{tmp_path}/audit.db").local
+    assert not Store("postgresql+psycopg://cds@db.example/cds", migrate=False).local
