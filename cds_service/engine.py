@@ -149,7 +149,7 @@ class Engine:
         started = dre.start_action_for_state(self._handle, state)
         message = started[1] if started else None
         while message:
-            ((engine_rule, match),) = json.loads(message).items()
+            ((engine_rule, match),) = orjson.loads(message).items()
             if engine_rule != SENTINEL:
                 rule = self._rules[engine_rule.split(_ALTERNATIVE)[0]]
                 ids = {fact["id"] for fact in match.values()}

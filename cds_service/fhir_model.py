@@ -21,6 +21,9 @@ _DATE_TIME = re.compile(
 )
 
 
+_UTC_OFFSETS = {"Z", "+00:00", "-00:00"}
+
+
 def parse_fhir_date(value: Any) -> date:
     """Read a FHIR date, dateTime or instant as a UTC calendar date (partial dates: first day)."""
     if not isinstance(value, str):
@@ -29,9 +32,13 @@ def parse_fhir_date(value: Any) -> date:
     if match is None:
         raise ValueError(f"{value!r} is not a valid FHIR date or dateTime")
     try:
-        if match["time"]:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).date()
-        return date(int(match["y"]), int(match["m"] or 1), int(match["d"] or 1))
+        if len(value) == 10:  # a whole date: YYYY-MM-DD
+            return date.fromisoformat(value)
+        if not match["time"]:
+            return date(int(match["y"]), int(match["m"] or 1), 1)
+        if match["tz"] in _UTC_OFFSETS and value[17:19] != "60":  # UTC: the day as written
+            return date.fromisoformat(value[:10])
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).date()
     except (OverflowError, ValueError):  # year 0, Feb 30, or an offset past year 1 or 9999
         raise ValueError(f"{value!r} is not a date that exists") from None
 

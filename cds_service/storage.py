@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -299,6 +300,11 @@ def _alembic_config() -> Config:
     return config
 
 
+def _json(value: Any) -> str:
+    """JSON columns' text, by orjson (a tenth of the standard library's time on a card)."""
+    return orjson.dumps(value).decode()
+
+
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
@@ -331,7 +337,9 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         """Open the store; with `migrate`, create or upgrade its schema first."""
         self.failing = False
         """The last operation could not reach or write the database (readiness reads it)."""
-        self.engine: Engine = sa.create_engine(url, pool_pre_ping=True)
+        # A server's connection can drop between calls (pinged at checkout); a file's cannot.
+        ping = sa.make_url(url).get_backend_name() != "sqlite"
+        self.engine: Engine = sa.create_engine(url, pool_pre_ping=ping, json_serializer=_json)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         if migrate:

@@ -1,12 +1,15 @@
 """The slim FHIR input models (`cds_service.fhir_model`): dates, quantities, references, codes."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from cds_service.fhir_model import (
+    _DATE_TIME,
     Age,
     Bundle,
     Condition,
@@ -58,11 +61,34 @@ def test_dates_and_date_times_read_as_utc_calendar_days(value: str, day: date) -
         ("2025-02-29", "is not a date that exists"),
         ("0000-01-01", "is not a date that exists"),
         ("9999-12-31T23:00:00-14:00", "is not a date that exists"),  # past year 9999 in UTC
+        ("2026-02-30T10:00:00Z", "is not a date that exists"),
+        ("2026-12-31T23:59:60Z", "is not a date that exists"),  # no leap second in Python
     ],
 )
 def test_invalid_dates_are_refused_with_the_reason(value: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_fhir_date(value)
+
+
+def _utc_day(value: str) -> date | str:
+    """The UTC day of a FHIR date or dateTime, read in full by the standard library."""
+    try:
+        if "T" in value:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).date()
+        parts = [int(part) for part in value.split("-")] + [1, 1]
+        return date(parts[0], parts[1], parts[2])
+    except (OverflowError, ValueError):
+        return "refused"
+
+
+@settings(max_examples=1000)
+@given(st.from_regex(_DATE_TIME, fullmatch=True))
+def test_the_shortcuts_read_every_date_as_the_standard_library_does(value: str) -> None:
+    try:
+        read: date | str = parse_fhir_date(value)
+    except ValueError:
+        read = "refused"
+    assert read == _utc_day(value)
 
 
 def test_a_date_must_be_a_string() -> None:

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+import orjson
+from fastapi import APIRouter, Response
 
 from cds_service.deps import CDS, Client, ServiceHook
 from cds_service.errors import OperationOutcome
@@ -43,10 +43,11 @@ async def discovery(service: CDS, _: Client) -> Discovery:
     response_model_exclude_none=True,
     responses=ERRORS,
 )
-async def call(caller: Client, hook: ServiceHook, body: HookRequest, service: CDS) -> JSONResponse:
+async def call(caller: Client, hook: ServiceHook, body: HookRequest, service: CDS) -> Response:
     """Evaluate a CDS Hooks request and answer with cards."""
     # Already checked by the response models: no second validation on the way out.
-    return JSONResponse(await service.evaluate(hook, body, caller))
+    answer = await service.evaluate(hook, body, caller)
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.post(
