@@ -9,6 +9,7 @@ draft order) by the more urgent referral the card suggests.
 
 import re
 import secrets
+import string
 import uuid
 from collections.abc import Mapping
 from datetime import date
@@ -311,8 +312,8 @@ def _delete(reference: str, display: str) -> Action:
     )
 
 
-_MARKUP = re.compile(r"([!-/:-@\[-`{-~])")
-"""ASCII punctuation: what Markdown and HTML could read as markup."""
+_ESCAPED = {ord(mark): f"\\{mark}" for mark in string.punctuation}
+"""ASCII punctuation, backslash-escaped: what Markdown and HTML could read as markup."""
 _LINKLIKE = re.compile(r"\S*(?://|www\.|@|[^\W_]\.[^\W\d_]{2})\S*", re.IGNORECASE)
 """A word a renderer's autolinking could read as a URL, domain or e-mail address."""
 _LINK_MARKS = re.compile(r":?//|[.:@]")
@@ -324,7 +325,7 @@ def inert(text: str) -> str:
     in a word that looks like a URL, domain or e-mail address the marks that make it one are
     bracketed (`https[://]attacker[.]example`), so no autolinking renderer links it either."""
     unlinked = _LINKLIKE.sub(lambda word: _LINK_MARKS.sub(r"[\g<0>]", word.group()), text)
-    return _MARKUP.sub(r"\\\1", unlinked)
+    return unlinked.translate(_ESCAPED)
 
 
 def describe(evidence: Evidence) -> str:

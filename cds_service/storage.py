@@ -95,6 +95,10 @@ feedback = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("card_uuid", "outcome", "outcome_timestamp", name="feedback_once"),
 )
+_INSERT_EVALUATION = evaluations.insert()
+_INSERT_CARDS = cards.insert()
+"""Built once: a statement's cache key is computed once, not per write."""
+
 follow_ups = sa.Table(
     "follow_ups",
     metadata,
@@ -424,7 +428,7 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
             inserted = connection.execute(
-                evaluations.insert(),  # parameters apart: the compiled statement is cached
+                _INSERT_EVALUATION,  # parameters apart: the compiled statement is cached
                 {
                     "hook_instance": hook_instance,
                     "service": service,
@@ -440,7 +444,7 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
             evaluation_id = inserted[0]
             if issued:
                 connection.execute(
-                    cards.insert(),
+                    _INSERT_CARDS,
                     [
                         {
                             "uuid": entry.card["uuid"],

@@ -8,6 +8,7 @@ built from the Host header, and live links made from record text by an autolinki
 
 import base64
 import hashlib
+import html as html_text
 import json
 import re
 import time
@@ -22,6 +23,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
+from hypothesis import assume, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from markdown_it.rules_core import linkify
 from playwright.sync_api import expect
@@ -29,6 +33,7 @@ from playwright.sync_api import expect
 from cds_service import cli
 from cds_service.app import create_app
 from cds_service.auth import Authenticator, IssuerTrust, KeyCache, Rejected
+from cds_service.cards import _LINKLIKE, inert
 from cds_service.errors import CDSError
 from cds_service.models import HookRequest, dump
 from cds_service.routes.pages import STATIC
@@ -410,6 +415,20 @@ def test_record_text_in_a_card_makes_no_link_in_an_autolinking_renderer(triage: 
         assert "<a " not in html
         shown = "https[://]attacker[.]example/x www[.]attacker[.]org attacker[.]com"
         assert html.count(f"see {shown} or help[@]attacker[.]com") == 3
+
+
+@examples(max_examples=300)
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1))
+def test_record_text_made_inert_renders_as_written(text: str) -> None:
+    """Every ASCII mark escaped: CommonMark shows printable text as written, none of it markup
+    (text that looks like a link is bracketed: the test above)."""
+    assume(text.strip() == text and not _LINKLIKE.search(text))
+    html = MarkdownIt("commonmark", {"html": True}).render(inert(text))
+    assert html.startswith("<p>")
+    assert html.endswith("</p>\n")
+    shown = html.removeprefix("<p>").removesuffix("</p>\n")
+    assert "<" not in shown
+    assert html_text.unescape(shown) == text
 
 
 def test_the_autolinking_renderer_does_link_bare_urls() -> None:
