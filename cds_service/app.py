@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
         docs_url=None,  # pages.docs_router serves /docs from vendored Swagger UI, offline
         redoc_url=None,
         redirect_slashes=False,  # a redirect would be built from the request's Host
-        lifespan=_purging(wiring.store, settings),
+        lifespan=_housekeeping(wiring.store, settings),
     )
     app.state.wiring = wiring
     _add_middleware(app, settings, wiring.metrics)
@@ -94,9 +94,16 @@ def _wire(settings: Settings, hooks: HookRegistry) -> Wiring:
     """The objects of one app, from its settings."""
     knowledge = load_knowledge(settings.rules_dir, hooks)
     triage = Triage(knowledge, hooks, settings.rule_modes)
-    store = Store(settings.database_url, migrate=settings.migrates_on_start)
+    store = Store(settings.database_url, settings.migrates_on_start, settings.store_sync_seconds)
     store.check_schema()  # a store behind this version's schema: refuse to start, saying so
     log.info("store: %s", store.location)
+    if store.syncs:
+        log.info(
+            "store: commits on disk within %g s (CDS_STORE_SYNC_SECONDS; an OS crash or power "
+            "loss can lose the last %g s of audit and feedback, a crash of the service none)",
+            store.sync_seconds,
+            store.sync_seconds,
+        )
     metrics = Metrics()
     fetch = FetchPolicy(
         fhir_servers=[],  # set per caller, from its issuer
@@ -177,10 +184,11 @@ def _page_sources(settings: Settings) -> dict[str, dict[str, str]]:
     return {"/review": {"connect-src": " ".join(["'self'", *settings.review_origins()])}}
 
 
-def _purging(
+def _housekeeping(
     store: Store, settings: Settings
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The app's lifespan: purge what is past retention now and every purge interval."""
+    """The app's lifespan: purge what is past retention now and every purge interval; put the
+    store's commits on disk every `store.sync_seconds` (if it waits for that) and at the end."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -195,13 +203,31 @@ def _purging(
                     log.error("store purge failed: %s", exc)
                 await anyio.sleep(settings.purge_interval_seconds)
 
+        async def sync_forever() -> None:
+            while True:
+                await anyio.sleep(store.sync_seconds)
+                await _synced(store)
+
         async with anyio.create_task_group() as group:
             if settings.purge_interval_seconds > 0:
                 group.start_soon(purge_forever)
+            if store.syncs:
+                group.start_soon(sync_forever)
             yield
             group.cancel_scope.cancel()
+        if store.syncs:
+            await _synced(store)
 
     return lifespan
+
+
+async def _synced(store: Store) -> None:
+    """`store.sync()` in a worker thread (a file sync can take milliseconds); a failure is
+    logged (the store's readiness says it too)."""
+    try:
+        await anyio.to_thread.run_sync(store.sync)
+    except Unavailable as exc:
+        log.error("store sync failed: %s", exc)
 
 
 def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:

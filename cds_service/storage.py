@@ -309,12 +309,17 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _sqlite_pragmas(connection: Any, _: Any) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
-    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+    """The settings of each new SQLite connection."""
+
+    def on_connect(connection: Any, _: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
 
 
 def _available(
@@ -337,21 +342,43 @@ def _available(
 class Store(AuditStore, FeedbackStore, ReplayCache):
     """The service's SQL database; every method is synchronous (call it off the event loop)."""
 
-    def __init__(self, url: str, migrate: bool = True) -> None:
-        """Open the store; with `migrate`, create or upgrade its schema first."""
+    def __init__(self, url: str, migrate: bool = True, sync_seconds: float = 0) -> None:
+        """Open the store; with `migrate`, create or upgrade its schema first.
+
+        SQLite: with `sync_seconds` 0 every commit is synced to disk before it returns
+        (synchronous=FULL); above 0 a commit is written to the operating system, which a
+        crash of the process cannot undo, and `sync` (called every `sync_seconds`) puts it on
+        disk (synchronous=NORMAL: an OS crash or power loss can undo the commits since).
+        """
         self.failing = False
         """The last operation could not reach or write the database (readiness reads it)."""
+        self.sync_seconds = sync_seconds
         # A server's connection can drop between calls (pinged at checkout); a file's cannot.
         ping = sa.make_url(url).get_backend_name() != "sqlite"
         self.engine: Engine = sa.create_engine(url, pool_pre_ping=ping, json_serializer=_json)
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            synchronous = "NORMAL" if sync_seconds > 0 else "FULL"
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas(synchronous))
         if migrate:
             self.migrate()
 
     @property
     def local(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    @property
+    def syncs(self) -> bool:
+        """Commits wait for `sync` to be on disk (SQLite with `sync_seconds` above 0)."""
+        return self.local and self.sync_seconds > 0
+
+    @_available
+    def sync(self) -> None:
+        """Put every commit so far on disk: a WAL checkpoint, before which SQLite syncs the
+        log and after which the database file (a no-op on PostgreSQL, which syncs each)."""
+        if not self.local:
+            return
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     @property
     def location(self) -> str:
