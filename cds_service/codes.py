@@ -8,6 +8,7 @@ descendants in the CMS tabular for every root the value sets use.
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 
 def icd10cm_key(code: str) -> str:
@@ -47,7 +48,12 @@ class CodeIndex:
 
     def is_icd10(self, system: str | None) -> bool:
         """ICD-10-CM, or a system read as it."""
-        return system == self.icd10cm or system in self.read_as_icd10cm
+        return system in self.icd10_systems
+
+    @cached_property
+    def icd10_systems(self) -> frozenset[str]:
+        """ICD-10-CM and the systems read as it."""
+        return frozenset({self.icd10cm, *self.read_as_icd10cm})
 
     def concepts(self, system: str | None, code: str | None) -> tuple[str, ...]:
         """The concepts `code` belongs to, each once, in value-set order."""

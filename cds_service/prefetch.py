@@ -25,6 +25,7 @@ from cds_service.fhir_model import (
 )
 from cds_service.models import HookRequest, OrderSelectContext, PatientViewContext
 from cds_service.queries import Queries
+from cds_service.relevance import Reader
 
 _prefetch_value: TypeAdapter[Any] = TypeAdapter(PrefetchValue)
 Positions = list[int] | None
@@ -108,12 +109,13 @@ def read_record(
     request: HookRequest,
     context: PatientViewContext,
     queries: Queries,
-    read: Callable[[Any], bool] = lambda _: True,
+    read: Callable[[str], Reader] = lambda _: lambda _: True,
 ) -> PatientRecord:
     """Read the record from the request (every key `queries` can read); 400 for invalid FHIR,
     412 for required data that is missing.
 
-    Search-Bundle entries whose resource `read` declines are skipped before validation (see
+    Search-Bundle entries whose resource the reader of its type (`read(type)`) declines are
+    skipped before validation (see
     `relevance.py`): only what the rules can read is validated, strictly. A resource sent under
     two keys (a client that prefetched more than asked) is read once.
     """
@@ -188,22 +190,24 @@ def _read_draft_orders(record: PatientRecord, value: Any, selections: list[str] 
     ]
 
 
-def _readable(value: Any, read: Callable[[Any], bool], expected: str) -> tuple[Any, Positions]:
-    """A search Bundle with only the entries `read` keeps, and their positions in the Bundle as
-    sent (for the paths of errors); None when every entry is kept.
+def _readable(value: Any, read: Callable[[str], Reader], expected: str) -> tuple[Any, Positions]:
+    """A search Bundle with only the entries the reader of `expected` keeps (`read(expected)`),
+    and their positions in the Bundle as sent (for the paths of errors); None when every entry
+    is kept.
 
     A resource of another type than the prefetch template's is kept, for its 400.
     """
     entries = value.get("entry") if isinstance(value, dict) else None
     if not isinstance(entries, list):
         return value, None
+    keep = read(expected)
     positions = [
         i
         for i, entry in enumerate(entries)
         if type(entry) is not dict
         or type(resource := entry.get("resource")) is not dict
         or resource.get("resourceType") != expected
-        or read(resource)
+        or keep(resource)
     ]
     if len(positions) == len(entries):
         return value, None

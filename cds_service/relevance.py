@@ -17,7 +17,7 @@ what their window holds, as when the service fetches them itself with `date=ge`)
 """
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from cds_service.fhir_model import parse_fhir_date
@@ -28,12 +28,16 @@ _MEDICINES = {"MedicationRequest", "MedicationStatement"}
 _ENDED = {"inactive", "remission", "resolved"}
 """Clinical statuses of a Condition that is over (`facts.is_active`)."""
 
+Reader = Callable[[dict[str, Any]], bool]
+"""A predicate on a raw resource of one type (parsed JSON): True when the triage must read it."""
 
-def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any], bool]:
-    """A predicate on a raw resource (parsed JSON): True when the triage must read it (as of
-    `today`: results past their window are not; None: whenever they were recorded)."""
-    exact, is_icd10 = knowledge.codes.exact, knowledge.codes.is_icd10
+
+def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], Reader]:
+    """The reader of each resource type, as of `today` (results past their window are not
+    read; None: whenever they were recorded)."""
+    exact, icd10 = knowledge.codes.exact, knowledge.codes.icd10_systems
     windows = knowledge.result_windows
+    earliest: dict[int, str] = {}
 
     def coded(concept: Any) -> bool | None:
         """True/False whether a CodeableConcept's codings hit a value set; None: malformed."""
@@ -42,15 +46,17 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
         codings: Any = concept.get("coding", ()) if type(concept) is dict else None
         if type(codings) not in (list, tuple):
             return None
-        try:
-            for coding in codings:
-                system, code = coding.get("system"), coding.get("code")
+        for coding in codings:
+            if type(coding) is not dict:
+                return None
+            system, code = coding.get("system"), coding.get("code")
+            try:
                 if (system, code) in exact:
                     return True
-                if is_icd10(system) and type(code) is str and knowledge.concepts(system, code):
-                    return True
-        except (AttributeError, TypeError):  # a coding that is not an object, an unhashable code
-            return None
+            except TypeError:  # an unhashable code
+                return None
+            if system in icd10 and type(code) is str and knowledge.concepts(system, code):
+                return True
         return False
 
     def named(resource: dict[str, Any]) -> bool:
@@ -113,49 +119,77 @@ def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any]
         when = resource.get("effectiveDateTime")
         if today is None or type(when) is not str or when[4:5] != "-" or when[7:8] != "-":
             return False
-        limits: list[int] = []
+        window = -1
         try:
             for coding in resource["code"]["coding"]:  # a list: `coded` found a hit in it
                 key = (coding.get("system"), coding.get("code"))
                 if key in windows:
-                    window = windows[key]
-                    if window is None:
+                    days = windows[key]
+                    if days is None:
                         return False  # also a finding: read whenever it was recorded
-                    limits.append(window)
-                elif is_icd10(key[0]):
+                    window = max(window, days)
+                elif key[0] in icd10:
                     return False  # a subtree's code: not windowed
-            if not limits:
-                return False
-            # The day as written is within a day of the UTC day: well inside, no need to parse.
-            if (today - date.fromisoformat(when[:10])).days + 1 <= max(limits):
-                return False
-            return (today - parse_fhir_date(when)).days > max(limits)
-        except (AttributeError, TypeError, ValueError):  # malformed: read, validation names it
+        except (AttributeError, TypeError):  # malformed: read, validation names it
             return False
+        if window < 0 or when[:10] >= well_inside(window):
+            return False
+        try:
+            return (today - parse_fhir_date(when)).days > window
+        except ValueError:  # malformed: read, validation names it
+            return False
+
+    def well_inside(window: int) -> str:
+        """The first day, as written (YYYY-MM-DD), that is inside `window` whatever the time
+        and offset: a written day is within a day of its UTC day (remembered per window)."""
+        if window not in earliest:
+            assert today is not None
+            earliest[window] = (today - timedelta(days=window - 1)).isoformat()
+        return earliest[window]
+
+    def observation(resource: dict[str, Any]) -> bool:
+        """A finding may be its code or its coded answer; a measurement is read by its code
+        only (words are read for findings, not results: "Cancer antigen 125" names no cancer
+        of the patient's)."""
+        value = resource.get("valueCodeableConcept")
+        answer = False if value is None else coded(value)
+        hit = coded(resource.get("code"))
+        if answer is False:
+            if hit is False:
+                return "valueQuantity" not in resource and worded(
+                    resource, resource.get("valueString")
+                )
+            if hit is True and "valueQuantity" in resource:
+                return not too_old(resource)
+        return True
+
+    def by_code(resource: dict[str, Any]) -> bool:
+        return coded(resource.get("code")) is not False or worded(resource)
+
+    def medicine(resource: dict[str, Any]) -> bool:
+        hit = coded(resource.get("medicationCodeableConcept"))
+        return hit is not False or named(resource) or refers(resource)
+
+    by_type: dict[str, Reader] = dict.fromkeys(_MEDICINES, medicine)
+    by_type |= dict.fromkeys(_CODED, by_code)
+    by_type |= {"Condition": judged, "Observation": observation}
+    return lambda resource_type: by_type.get(resource_type, _always)
+
+
+def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any], bool]:
+    """`readers` as one predicate on any raw resource (parsed JSON): True when the triage must
+    read it."""
+    of = readers(knowledge, today)
 
     def read(resource: Any) -> bool:
         if not isinstance(resource, dict):
             return True
         kind = resource.get("resourceType")
-        if kind == "Condition":
-            return judged(resource)
-        if kind == "Observation":  # a finding may be its code or its coded answer
-            value = resource.get("valueCodeableConcept")
-            answer = coded(value) if value is not None else False
-            hit = coded(resource.get("code"))
-            result = "valueQuantity" in resource
-            if hit is True and answer is False and result:
-                return not too_old(resource)
-            if hit is not False or answer is not False:
-                return True
-            # a measurement is read by its code; words are read for findings, not for results
-            # ("Cancer antigen 125" names no cancer of the patient's)
-            return not result and worded(resource, resource.get("valueString"))
-        if kind in _CODED:
-            return coded(resource.get("code")) is not False or worded(resource)
-        if kind in _MEDICINES:
-            hit = coded(resource.get("medicationCodeableConcept"))
-            return hit is not False or named(resource) or refers(resource)
-        return True  # Patient, ServiceRequest, and types the triage only passes over
+        return of(kind)(resource) if type(kind) is str else True
 
     return read
+
+
+def _always(_: dict[str, Any]) -> bool:
+    """Patient, ServiceRequest, and types the triage only passes over: read."""
+    return True

@@ -9,7 +9,6 @@ that arbitration, kept for the audit: switching a rule on shows beforehand what 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from typing import Any
 
 from cds_service.cards import CardBuilder, arbitrate, evidence_of
 from cds_service.engine import Engine
@@ -26,7 +25,7 @@ from cds_service.models import (
 from cds_service.prefetch import read_context, read_record
 from cds_service.queries import queries
 from cds_service.ratings import order_ratings
-from cds_service.relevance import relevance
+from cds_service.relevance import Reader, readers
 from cds_service.safety import is_red_flag
 from cds_service.summaries import Summaries, Summary
 
@@ -82,9 +81,10 @@ class Triage:
             if len(active) < len(rules):
                 self.shadows[hook] = Engine(knowledge, rules, f"{hook}-shadow")
 
-    def reader(self, today: date | None = None) -> Callable[[Any], bool]:
-        """Which raw resources an evaluation as of `today` reads (`relevance.py`)."""
-        return relevance(self.knowledge, today)
+    def reader(self, today: date | None = None) -> Callable[[str], Reader]:
+        """Per resource type, which raw resources an evaluation as of `today` reads
+        (`relevance.py`)."""
+        return readers(self.knowledge, today)
 
     @property
     def silent_rules(self) -> list[str]:

@@ -103,6 +103,8 @@ TODAY = date(2026, 11, 1)  # body temperature counts for 30 days (config lookbac
         (_temperature("2026-10-02T08:00:00Z"), True),  # 30 days: counts
         (_temperature("2026-10-01T20:00:00-05:00"), True),  # 2026-10-02 in UTC: the day's margin
         (_temperature("2026-09-30T23:59:00-05:00"), False),  # 2026-10-01 in UTC: not counted
+        (_temperature("2026-10-02T01:00:00+05:00"), False),  # 2026-10-01 in UTC, written a day on
+        (_temperature("2026-10-03T01:00:00+05:00"), True),  # 2026-10-02 in UTC: counts
         (_temperature("2026-09-29"), False),
         (_temperature("1996-04-01T08:00:00Z"), False),  # decades of vitals cost nothing
         (_temperature("2026-09-29", {"system": SNOMED, "code": "386661006"}), True),  # a finding
