@@ -314,8 +314,9 @@ def _delete(reference: str, display: str) -> Action:
 
 _ESCAPED = {ord(mark): f"\\{mark}" for mark in string.punctuation}
 """ASCII punctuation, backslash-escaped: what Markdown and HTML could read as markup."""
-_LINKLIKE = re.compile(r"\S*(?://|www\.|@|[^\W_]\.[^\W\d_]{2})\S*", re.IGNORECASE)
-"""A word a renderer's autolinking could read as a URL, domain or e-mail address."""
+_LINKLIKE = re.compile(r"(?<!\S)\S*?(?://|www\.|@|[^\W_]\.[^\W\d_]{2})\S*", re.IGNORECASE)
+"""A word a renderer's autolinking could read as a URL, domain or e-mail address (tried from
+a word's start only: from each character it took time quadratic in the word's length)."""
 _LINK_MARKS = re.compile(r":?//|[.:@]")
 
 
@@ -324,8 +325,9 @@ def inert(text: str) -> str:
     backslash-escaped (CommonMark), so no link, image, emphasis or raw HTML can come of it, and
     in a word that looks like a URL, domain or e-mail address the marks that make it one are
     bracketed (`https[://]attacker[.]example`), so no autolinking renderer links it either."""
-    unlinked = _LINKLIKE.sub(lambda word: _LINK_MARKS.sub(r"[\g<0>]", word.group()), text)
-    return unlinked.translate(_ESCAPED)
+    if "." in text or "/" in text or "@" in text:  # every link-like word has one
+        text = _LINKLIKE.sub(lambda word: _LINK_MARKS.sub(r"[\g<0>]", word.group()), text)
+    return text.translate(_ESCAPED)
 
 
 def describe(evidence: Evidence) -> str:
