@@ -7,9 +7,18 @@ combination of concepts, not once per duplicate Condition.
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal, NotRequired, TypedDict, TypeVar, get_args, get_type_hints
+from typing import (
+    Any,
+    Literal,
+    NamedTuple,
+    NotRequired,
+    TypedDict,
+    TypeVar,
+    get_args,
+    get_type_hints,
+)
 
 from cds_service.codes import icd10cm_key
 from cds_service.fhir_model import (
@@ -152,9 +161,9 @@ def derived_fact(name: str) -> DerivedFact:
     return DerivedFact(id=derived_id(name), type="derived", concept=name)
 
 
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """One finding behind a fact, as a clinician reads it in the card."""
+class Evidence(NamedTuple):
+    """One finding behind a fact, as a clinician reads it in the card. A named tuple: a record
+    makes one per reading, and a frozen dataclass's constructor cost 2.5 times as much."""
 
     resource_type: str
     reference: str | None
@@ -390,8 +399,8 @@ def _add_findings(
             current = source.active and (lasting or not _sequela(knowledge, coding))
             if current or value_set.counts_when_inactive:
                 found = _evidence(knowledge, source.entry, concept, coding, source.when)
-                found = replace(found, stated=source.stated)
-                by_concept[concept].append(replace(found, value=risk.means) if risk else found)
+                found = found._replace(stated=source.stated)
+                by_concept[concept].append(found._replace(value=risk.means) if risk else found)
         unjudged = source.condition and source.active and not source.stated
         if unjudged and _unclassified(knowledge, source.entry):
             _add_unclassified(knowledge, facts, by_concept, source)
@@ -476,7 +485,7 @@ def _add_episode(
             counts = concept in episode or (concept in qualified and (beside or at_back))
             if start is not None and counts:
                 found = _evidence(knowledge, source.entry, concept, coding, start)
-                starts.append((start, replace(found, stated=source.stated)))
+                starts.append((start, found._replace(stated=source.stated)))
     if starts:
         start, first = min(starts, key=lambda item: item[0])
         weeks = round((today - start).days / 7, 2)
@@ -485,7 +494,7 @@ def _add_episode(
         if birth is not None:
             fact["onset_age"] = years_between(birth, start)
             shown += f", from age {fact['onset_age']}"
-        facts.add(fact, [replace(first, value=shown)])
+        facts.add(fact, [first._replace(value=shown)])
         return start
     return None
 
@@ -509,8 +518,7 @@ def _observed(observation: Observation) -> date | None:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Reading:
+class _Reading(NamedTuple):
     """A result within its concept's lookback: its value in the canonical unit, or whether it
     is positive, and the laboratory's flag."""
 
@@ -606,17 +614,19 @@ def _result(
     quantity, coded = observation.valueQuantity, observation.valueCodeableConcept
     flag = _flag(knowledge, observation)
     shown_flag = f" (flagged {flag} by the laboratory)" if flag else ""
-    if quantity is not None and quantity.value is not None:
+    measured = quantity.value if quantity is not None else None
+    if quantity is not None and measured is not None:
+        code, unit = quantity.code, quantity.unit  # read once: a model's attributes are slow
         units = knowledge.units.get(concept, {})
         conversion = None
-        for spelling in (quantity.code, quantity.unit, ""):
+        for spelling in (code, unit, ""):
             conversion = units.get(unit_key(spelling or ""))
             if conversion is not None:
                 break
-        shown = f"{quantity.value:g} {quantity.unit or quantity.code or ''}".strip()
+        shown = f"{measured:g} {unit or code or ''}".strip()
         if conversion is None:
             return (None, None, flag, shown + shown_flag) if flag else None
-        value = round(quantity.value * conversion.factor + conversion.offset, 3)
+        value = round(measured * conversion.factor + conversion.offset, 3)
         return value, None, flag, shown + shown_flag
     if coded is not None and coded.coding:
         positives = knowledge.positive_results[concept]
@@ -676,10 +686,10 @@ def _observed_findings(
             if present is None and knowledge.text_risk is not None:
                 title = knowledge.value_sets[concept].title.lower()
                 unread = f"an Observation of {title} with a value the service cannot read: check it"
-                found.append((knowledge.text_risk, replace(evidence, value=unread)))
+                found.append((knowledge.text_risk, evidence._replace(value=unread)))
             elif present:
                 risk = knowledge.value_sets[concept].risk
-                found.append((concept, replace(evidence, value=risk.means) if risk else evidence))
+                found.append((concept, evidence._replace(value=risk.means) if risk else evidence))
     return found
 
 
@@ -716,7 +726,7 @@ def _named_in_text(
         return []
     titles = " or ".join(knowledge.value_sets[c].title.lower() for c in named)
     said = f"its text names {titles}, but it is not coded: check it"
-    return [(knowledge.text_risk, replace(_entry_evidence(knowledge, entry, when), value=said))]
+    return [(knowledge.text_risk, _entry_evidence(knowledge, entry, when)._replace(value=said))]
 
 
 def _presence(knowledge: Knowledge, observation: Observation, concepts: set[str]) -> bool | None:
@@ -782,7 +792,7 @@ def _route_met(knowledge: Knowledge, route: Measured, readings: list[_Reading]) 
         said = (
             f"fell {fall:.0f}% from {highest.evidence.value} ({since}) to {latest.evidence.value}"
         )
-        return replace(latest.evidence, value=said)
+        return latest.evidence._replace(value=said)
     return None
 
 
@@ -962,7 +972,7 @@ def _medicine_lines(taken: list[tuple[Evidence, _Exposure]], current: bool) -> l
         span = f"{start.isoformat()} to {end.isoformat()}" if end > start else start.isoformat()
         count = f"{len(entries)} record{'s' if len(entries) > 1 else ''}"
         shown = f"{count}, {span}{', current' if current else ''}"
-        lines.append(replace(latest, when=None, value=shown))
+        lines.append(latest._replace(when=None, value=shown))
     return lines
 
 

@@ -14,7 +14,7 @@ the lowest and the latest, each saying how many readings the class had.
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -150,7 +150,7 @@ def _shown(members: list[Fact], facts: FactSet) -> tuple[str, ...]:
         evidence = facts.evidence[fact_id]
         count = f"the {' and '.join(said)} of {len(members):,} readings that meet the same rules"
         facts.evidence[fact_id] = tuple(
-            replace(e, value=f"{e.value}; {count}" if e.value else count) for e in evidence
+            e._replace(value=f"{e.value}; {count}" if e.value else count) for e in evidence
         )
     return tuple(fact["id"] for fact in members if fact["id"] in roles)
 
