@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -34,9 +34,9 @@ R = TypeVar("R", bound=Resource)
 C = TypeVar("C", bound=PatientViewContext)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry(Generic[R]):
-    """A resource of the record and the reference that points at it (for reasonReference)."""
+class Entry(NamedTuple, Generic[R]):
+    """A resource of the record and the reference that points at it (for reasonReference); a
+    named tuple, built once per resource read."""
 
     resource: R
     reference: str | None
