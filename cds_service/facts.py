@@ -260,13 +260,14 @@ def _matches(
     knowledge: Knowledge, concept: CodeableConcept | None, kind: FactKind
 ) -> list[tuple[str, Coding]]:
     """(concept, coding) for each coding of `concept` that a value set of `kind` holds."""
+    found: list[tuple[str, Coding]] = []
     if concept is None:
-        return []
-    return [
-        (name, coding)
-        for coding in concept.coding
-        for name in knowledge.concepts_of(coding.system, coding.code, kind)
-    ]
+        return found
+    concepts_of = knowledge.concepts_of
+    for coding in concept.coding:  # a loop, not a comprehension: one call less a reading
+        for name in concepts_of(coding.system, coding.code, kind):
+            found.append((name, coding))
+    return found
 
 
 def _evidence(
@@ -589,7 +590,11 @@ def _add_observations(facts: FactSet, readings: dict[str, list[_Reading]]) -> No
     """One fact per reading."""
     for concept, results in readings.items():
         for reading in results:
-            fact = ObservationFact(id=facts.next_id(), type="observation", concept=concept)
+            fact: ObservationFact = {
+                "id": facts.next_id(),
+                "type": "observation",
+                "concept": concept,
+            }
             if reading.value is not None:
                 fact["value"] = reading.value
             if reading.positive is not None:
