@@ -46,10 +46,6 @@ class CodeIndex:
             root = icd10cm_key(code)
             self.prefixes[root] = (*self.prefixes.get(root, ()), concept)
 
-    def is_icd10(self, system: str | None) -> bool:
-        """ICD-10-CM, or a system read as it."""
-        return system in self.icd10_systems
-
     @cached_property
     def icd10_systems(self) -> frozenset[str]:
         """ICD-10-CM and the systems read as it."""

@@ -619,8 +619,7 @@ def _result(
     quantity, coded = observation.valueQuantity, observation.valueCodeableConcept
     flag = _flag(knowledge, observation)
     shown_flag = f" (flagged {flag} by the laboratory)" if flag else ""
-    measured = quantity.value if quantity is not None else None
-    if quantity is not None and measured is not None:
+    if quantity is not None and (measured := quantity.value) is not None:
         code, unit = quantity.code, quantity.unit  # read once: a model's attributes are slow
         units = knowledge.units.get(concept, {})
         conversion = None

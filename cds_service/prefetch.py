@@ -115,9 +115,9 @@ def read_record(
     412 for required data that is missing.
 
     Search-Bundle entries whose resource the reader of its type (`read(type)`) declines are
-    skipped before validation (see
-    `relevance.py`): only what the rules can read is validated, strictly. A resource sent under
-    two keys (a client that prefetched more than asked) is read once.
+    skipped before validation (see `relevance.py`): only what the rules can read is validated,
+    strictly. A resource sent under two keys (a client that prefetched more than asked) is read
+    once.
     """
     record = PatientRecord(patient_id=context.patientId)
     prefetch = request.prefetch or {}

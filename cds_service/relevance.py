@@ -176,20 +176,6 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
     return lambda resource_type: by_type.get(resource_type, _always)
 
 
-def relevance(knowledge: Knowledge, today: date | None = None) -> Callable[[Any], bool]:
-    """`readers` as one predicate on any raw resource (parsed JSON): True when the triage must
-    read it."""
-    of = readers(knowledge, today)
-
-    def read(resource: Any) -> bool:
-        if not isinstance(resource, dict):
-            return True
-        kind = resource.get("resourceType")
-        return of(kind)(resource) if type(kind) is str else True
-
-    return read
-
-
 def _always(_: dict[str, Any]) -> bool:
     """Patient, ServiceRequest, and types the triage only passes over: read."""
     return True

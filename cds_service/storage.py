@@ -353,10 +353,10 @@ class Store(AuditStore, FeedbackStore, ReplayCache):
         self.failing = False
         """The last operation could not reach or write the database (readiness reads it)."""
         self.sync_seconds = sync_seconds
+        file = sa.make_url(url).get_backend_name() == "sqlite"
         # A server's connection can drop between calls (pinged at checkout); a file's cannot.
-        ping = sa.make_url(url).get_backend_name() != "sqlite"
-        self.engine: Engine = sa.create_engine(url, pool_pre_ping=ping, json_serializer=_json)
-        if self.engine.dialect.name == "sqlite":
+        self.engine: Engine = sa.create_engine(url, pool_pre_ping=not file, json_serializer=_json)
+        if file:
             synchronous = "NORMAL" if sync_seconds > 0 else "FULL"
             sa.event.listen(self.engine, "connect", _sqlite_pragmas(synchronous))
         if migrate:

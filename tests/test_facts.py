@@ -18,7 +18,7 @@ from cds_service.fhir_model import (
 )
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.prefetch import Entry, PatientRecord
-from cds_service.relevance import relevance
+from cds_service.relevance import readers
 from tests.conftest import ROOT
 
 TODAY = date(2026, 11, 1)
@@ -367,6 +367,6 @@ def test_a_result_is_read_by_its_code_not_by_the_words_of_its_name(knowledge: Kn
     result = unknown("Cancer antigen 125", valueQuantity={"value": 40, "unit": "U/mL"})
     assert _of(_facts(knowledge, observations=[result]), "finding", "risk-named-in-text") is None
     raw = result.resource.model_dump(exclude_none=True)
-    assert not relevance(knowledge)(raw)  # not even read
+    assert not readers(knowledge)("Observation")(raw)  # not even read
     symptom = unknown("new urinary retention")
     assert _of(_facts(knowledge, observations=[symptom]), "finding", "risk-named-in-text")

@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from cds_service.knowledge import Knowledge, load_knowledge
-from cds_service.relevance import relevance
+from cds_service.prefetch import _readable
+from cds_service.relevance import readers
 
 LOINC, SNOMED = "http://loinc.org", "http://snomed.info/sct"
 
@@ -75,13 +76,33 @@ def _ended(condition: dict[str, Any], *codes: Any) -> dict[str, Any]:
         ),
         ({"resourceType": "Patient"}, True),
         ({"resourceType": "ServiceRequest"}, True),
-        ("not an object", True),
     ],
 )
 def test_resources_are_read_when_a_rule_can_use_them(
     knowledge: Knowledge, resource: Any, read: bool
 ) -> None:
-    assert relevance(knowledge)(resource) is read
+    assert _reads(knowledge, resource) is read
+
+
+def _reads(knowledge: Knowledge, resource: dict[str, Any], today: date | None = None) -> bool:
+    """What the reader of the resource's type says of it."""
+    return readers(knowledge, today)(resource["resourceType"])(resource)
+
+
+def test_an_entry_that_is_not_a_resource_object_is_kept_for_validation(
+    knowledge: Knowledge,
+) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "entry": [
+            {"resource": _coded("Observation", LOINC, "2345-7")},  # no value set's: passed over
+            {"resource": "not an object"},
+            "not an entry",
+        ],
+    }
+    kept, positions = _readable(bundle, readers(knowledge), "Observation")
+    assert kept["entry"] == [{"resource": "not an object"}, "not an entry"]
+    assert positions == [1, 2]  # so validation names them where they were sent
 
 
 def _temperature(when: Any, *codings: Any) -> dict[str, Any]:
@@ -123,5 +144,5 @@ TODAY = date(2026, 11, 1)  # body temperature counts for 30 days (config lookbac
 )
 def test_results_past_their_window_are_passed_over(resource: Any, read: bool) -> None:
     knowledge = load_knowledge()
-    assert relevance(knowledge, TODAY)(resource) is read
-    assert relevance(knowledge)(resource) is True  # no day: read whenever recorded
+    assert _reads(knowledge, resource, TODAY) is read
+    assert _reads(knowledge, resource) is True  # no day: read whenever recorded
