@@ -14,6 +14,7 @@ from cds_service.errors import (
     validation_issues,
 )
 from cds_service.fhir_model import Bundle
+from tests.fhir_input import validated
 
 
 @pytest.mark.parametrize(
@@ -97,7 +98,7 @@ def test_validation_issues_name_each_path_under_the_prefix() -> None:
         ],
     }
     with pytest.raises(ValidationError) as error:
-        Bundle.model_validate(bundle)
+        validated(Bundle, bundle)
     issues = validation_issues(error.value.errors(include_url=False), "prefetch.conditions")
     assert [(issue.expression, issue.message) for issue in issues] == [
         ("prefetch.conditions.entry[1].resource.subject", "Field required")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 
 from cds_service.codes import CodeIndex
 from cds_service.facts import FactSet, build_facts
@@ -20,6 +21,7 @@ from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.prefetch import Entry, PatientRecord
 from cds_service.relevance import readers
 from tests.conftest import ROOT
+from tests.fhir_input import validated
 
 TODAY = date(2026, 11, 1)
 SNOMED = "http://snomed.info/sct"
@@ -35,7 +37,7 @@ def _condition(code: str, **members: Any) -> Entry[Condition]:
         "subject": SUBJECT,
         **members,
     }
-    return Entry(Condition.model_validate(resource), f"Condition/{code}")
+    return Entry(validated(Condition, resource), f"Condition/{code}")
 
 
 def _request(status: str, authored: str, **medication: Any) -> Entry[MedicationRequest]:
@@ -47,7 +49,7 @@ def _request(status: str, authored: str, **medication: Any) -> Entry[MedicationR
         "authoredOn": authored,
         **medication,
     }
-    return Entry(MedicationRequest.model_validate(resource), None)
+    return Entry(validated(MedicationRequest, resource), None)
 
 
 def _facts(knowledge: Knowledge, **record: Any) -> FactSet:
@@ -99,14 +101,15 @@ def test_generic_chronic_pain_is_back_pain_only_beside_a_back_pain_code(
 
 
 def test_a_procedure_done_is_a_finding(knowledge: Knowledge) -> None:
-    laminectomy = Procedure.model_validate(
+    laminectomy = validated(
+        Procedure,
         {
             "resourceType": "Procedure",
             "status": "completed",
             "code": {"coding": [{"system": SNOMED, "code": "387731002"}]},
             "subject": SUBJECT,
             "performedDateTime": "2023-05-10",
-        }
+        },
     )
     facts = _facts(knowledge, procedures=[Entry(laminectomy, "Procedure/p1")])
     assert _of(facts, "finding", "prior-spine-surgery")
@@ -131,14 +134,15 @@ def test_medicine_exposure_spans_prescriptions_and_is_current_while_active(
 
 
 def test_a_statement_is_dated_by_its_effective_period(knowledge: Knowledge) -> None:
-    statement = MedicationStatement.model_validate(
+    statement = validated(
+        MedicationStatement,
         {
             "resourceType": "MedicationStatement",
             "status": "completed",
             "medicationCodeableConcept": {"text": "Oxycodone 5 mg tablets"},
             "subject": SUBJECT,
             "effectivePeriod": {"start": "2025-01-01", "end": "2025-07-01"},
-        }
+        },
     )
     fact = _of(_facts(knowledge, medications=[Entry(statement, None)]), "medication", "opioids")
     assert fact is not None
@@ -211,7 +215,7 @@ def _observation(code: str, system: str = SNOMED, **members: Any) -> Entry[Obser
         "effectiveDateTime": "2026-10-30",
         **members,
     }
-    return Entry(Observation.model_validate(resource), f"Observation/{code}")
+    return Entry(validated(Observation, resource), f"Observation/{code}")
 
 
 def _coded(system: str, code: str) -> dict[str, Any]:
@@ -273,6 +277,7 @@ def _weight(day: str, kg: float) -> Entry[Observation]:
     entry = _observation(
         "29463-7",
         "http://loinc.org",
+        id=day,
         effectiveDateTime=day,
         valueQuantity={
             "value": kg,
@@ -281,7 +286,7 @@ def _weight(day: str, kg: float) -> Entry[Observation]:
             "code": "kg",
         },
     )
-    return Entry(entry.resource.model_copy(update={"id": day}), f"Observation/{day}")
+    return Entry(entry.resource, f"Observation/{day}")
 
 
 def test_weight_loss_is_a_fall_from_the_highest_earlier_weight_to_the_latest(
@@ -360,13 +365,19 @@ def test_who_icd10_codes_are_looked_up_as_icd10cm(knowledge: Knowledge) -> None:
 
 def test_a_result_is_read_by_its_code_not_by_the_words_of_its_name(knowledge: Knowledge) -> None:
     def unknown(text: str, **value: Any) -> Entry[Observation]:
-        entry = _observation("CA125", "http://example.org/lab", **value)
-        coded = entry.resource.code.model_copy(update={"text": text})
-        return Entry(entry.resource.model_copy(update={"code": coded}), entry.reference)
+        coding = {"system": "http://example.org/lab", "code": "CA125"}
+        resource = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [coding], "text": text},
+            "effectiveDateTime": "2026-10-30",
+            **value,
+        }
+        return Entry(validated(Observation, resource), "Observation/CA125")
 
     result = unknown("Cancer antigen 125", valueQuantity={"value": 40, "unit": "U/mL"})
     assert _of(_facts(knowledge, observations=[result]), "finding", "risk-named-in-text") is None
-    raw = result.resource.model_dump(exclude_none=True)
+    raw = TypeAdapter(Observation).dump_python(result.resource, exclude_none=True)
     assert not readers(knowledge)("Observation")(raw)  # not even read
     symptom = unknown("new urinary retention")
     assert _of(_facts(knowledge, observations=[symptom]), "finding", "risk-named-in-text")
