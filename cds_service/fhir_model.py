@@ -23,25 +23,29 @@ _DATE_TIME = re.compile(
 )
 
 
-_UTC_OFFSETS = {"Z", "+00:00", "-00:00"}
+_UTC_DAY = re.compile(
+    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]00:00))?"
+)
+"""The shapes most records write (a whole day, a time in UTC), each a `_DATE_TIME` whose UTC
+day is the day as written: read without the general pattern's groups."""
 
 
 def parse_fhir_date(value: Any) -> date:
     """Read a FHIR date, dateTime or instant as a UTC calendar date (partial dates: first day)."""
     if not isinstance(value, str):
         raise ValueError("must be a FHIR date or dateTime string")
-    match = _DATE_TIME.fullmatch(value)
-    if match is None:
+    as_written = _UTC_DAY.fullmatch(value) is not None
+    match = None if as_written else _DATE_TIME.fullmatch(value)
+    if not as_written and match is None:
         raise ValueError(f"{value!r} is not a valid FHIR date or dateTime")
     try:
-        if len(value) == 10:  # a whole date: YYYY-MM-DD
-            return date.fromisoformat(value)
+        if match is None:  # as written: a whole day, or a time in UTC
+            return date.fromisoformat(value[:10])
         if not match["time"]:
             return date(int(match["y"]), int(match["m"] or 1), 1)
-        if match["tz"] in _UTC_OFFSETS and value[17:19] != "60":  # UTC: the day as written
-            return date.fromisoformat(value[:10])
         return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).date()
-    except (OverflowError, ValueError):  # year 0, Feb 30, or an offset past year 1 or 9999
+    except (OverflowError, ValueError):  # year 0, Feb 30, a leap second, an offset past 1 or 9999
         raise ValueError(f"{value!r} is not a date that exists") from None
 
 
