@@ -30,7 +30,7 @@ from cds_service.fhir_model import (
     Observation,
     Reference,
 )
-from cds_service.knowledge import FactKind, Knowledge, Measured, unit_key
+from cds_service.knowledge import FactKind, Knowledge, Measured
 from cds_service.prefetch import Entry, PatientRecord
 
 T = TypeVar("T")
@@ -278,14 +278,16 @@ def _evidence(
     when: date | None,
     value: str | None = None,
 ) -> Evidence:
+    display = coding.display or knowledge.value_sets[concept].title
+    system = knowledge.system_name(coding.system)
     return Evidence(
-        resource_type=entry.resource.resourceType,
-        reference=entry.reference,
-        display=coding.display or knowledge.value_sets[concept].title,
-        system=knowledge.system_name(coding.system),
-        code=coding.code or "",
-        when=when,
-        value=value,
+        entry.resource.resourceType,
+        entry.reference,
+        display,
+        system,
+        coding.code or "",
+        when,
+        value,
     )
 
 
@@ -541,13 +543,15 @@ def _readings(
     a value in a unit that cannot be converted, of a concept that feeds a red flag, goes to
     `unread` as a risk the card names (it may hide a red flag)."""
     readings: dict[str, list[_Reading]] = defaultdict(list)
+    lookback, plausible = knowledge.config.lookback_days, knowledge.config.plausible
     for entry in record.observations:
         observation = entry.resource
         when = _observed(observation)
         if observation.status in _IGNORED_OBSERVATION or when is None:
             continue
+        age = (today - when).days
         for concept, coding in _matches(knowledge, observation.code, "observation"):
-            if (today - when).days > knowledge.config.lookback_days[concept]:
+            if age > lookback[concept]:
                 continue
             result = _result(knowledge, concept, observation)
             if result is None:
@@ -555,7 +559,8 @@ def _readings(
                 continue
             value, positive, flag, shown = result
             evidence = _evidence(knowledge, entry, concept, coding, when, shown)
-            if _implausible(knowledge, concept, value):
+            bounds = plausible.get(concept)  # in the canonical unit
+            if value is not None and bounds is not None and not bounds[0] <= value <= bounds[1]:
                 implausible.append(evidence)  # never a trigger; the cards say so
                 continue
             readings[concept].append(_Reading(evidence, value, positive, flag))
@@ -604,12 +609,6 @@ def _add_observations(facts: FactSet, readings: dict[str, list[_Reading]]) -> No
             facts.add(fact, [reading.evidence])
 
 
-def _implausible(knowledge: Knowledge, concept: str, value: float | None) -> bool:
-    """Outside the concept's plausible range (config `plausible`, canonical unit)."""
-    bounds = knowledge.config.plausible.get(concept)
-    return value is not None and bounds is not None and not bounds[0] <= value <= bounds[1]
-
-
 def _result(
     knowledge: Knowledge, concept: str, observation: Observation
 ) -> tuple[float | None, bool | None, str | None, str] | None:
@@ -617,21 +616,16 @@ def _result(
     flag, and its text. A unit we cannot convert gives no value (never a guess), but the flag
     still counts."""
     quantity, coded = observation.valueQuantity, observation.valueCodeableConcept
-    flag = _flag(knowledge, observation)
+    flag = _flag(knowledge, observation) if observation.interpretation else None
     shown_flag = f" (flagged {flag} by the laboratory)" if flag else ""
     if quantity is not None and (measured := quantity.value) is not None:
-        code, unit = quantity.code, quantity.unit  # read once: a model's attributes are slow
-        units = knowledge.units.get(concept, {})
-        conversion = None
-        for spelling in (code, unit, ""):
-            conversion = units.get(unit_key(spelling or ""))
-            if conversion is not None:
-                break
+        code, unit = quantity.code, quantity.unit
+        conversion = knowledge.conversion(concept, code, unit)
         shown = f"{measured:g} {unit or code or ''}".strip()
         if conversion is None:
             return (None, None, flag, shown + shown_flag) if flag else None
-        value = round(measured * conversion.factor + conversion.offset, 3)
-        return value, None, flag, shown + shown_flag
+        factor, offset = conversion
+        return round(measured * factor + offset, 3), None, flag, shown + shown_flag
     if coded is not None and coded.coding:
         positives = knowledge.positive_results[concept]
         positive = any((c.system, c.code) in positives for c in coded.coding)

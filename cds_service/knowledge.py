@@ -527,6 +527,9 @@ class Knowledge:
     _of_kind: dict[tuple[str | None, str | None, str], tuple[str, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _conversions: dict[tuple[str, str | None, str | None], tuple[float, float] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def findings_named(self, text: str) -> list[str]:
         """The finding concepts whose `terms` `text` names, each not negated in its clause (a
@@ -576,6 +579,20 @@ class Knowledge:
             found = tuple(c for c in concepts if self.value_sets[c].fact == fact)
             _remembered(self._of_kind, (system, code, fact), found)
         return found
+
+    def conversion(
+        self, concept: str, code: str | None, unit: str | None
+    ) -> tuple[float, float] | None:
+        """(factor, offset) into `concept`'s canonical unit of a Quantity's `code`, else its
+        `unit` text, else the unit-less conversion; None when none is known (remembered)."""
+        key = (concept, code, unit)
+        if key in self._conversions:
+            return self._conversions[key]
+        units = self.units.get(concept, {})
+        spelled = (units.get(unit_key(s or "")) for s in (code, unit, ""))
+        known = next((c for c in spelled if c is not None), None)
+        found = None if known is None else (known.factor, known.offset)
+        return _remembered(self._conversions, key, found)
 
     def threshold(self, bound: Threshold) -> float:
         return self.config.thresholds[bound] if isinstance(bound, str) else bound
