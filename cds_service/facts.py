@@ -200,7 +200,7 @@ class FactSet:
         """The id the next fact added gets."""
         return record_fact_id(len(self.facts))
 
-    def add(self, fact: Fact, evidence: list[Evidence]) -> None:
+    def add(self, fact: Fact, evidence: Iterable[Evidence]) -> None:
         """Add `fact` (its id from `next_id`) with the record entries behind it."""
         self.facts.append(fact)
         self.evidence[fact["id"]] = tuple(evidence)
@@ -594,19 +594,19 @@ def _unconverted(
 def _add_observations(facts: FactSet, readings: dict[str, list[_Reading]]) -> None:
     """One fact per reading."""
     for concept, results in readings.items():
-        for reading in results:
+        for evidence, value, positive, flag in results:
             fact: ObservationFact = {
                 "id": facts.next_id(),
                 "type": "observation",
                 "concept": concept,
             }
-            if reading.value is not None:
-                fact["value"] = reading.value
-            if reading.positive is not None:
-                fact["positive"] = reading.positive
-            if reading.flag is not None:
-                fact["flag"] = reading.flag
-            facts.add(fact, [reading.evidence])
+            if value is not None:
+                fact["value"] = value
+            if positive is not None:
+                fact["positive"] = positive
+            if flag is not None:
+                fact["flag"] = flag
+            facts.add(fact, (evidence,))
 
 
 def _result(

@@ -271,26 +271,27 @@ def _collect(
             f"{path}.resourceType",
         )
     entries = _entries(value, path, record.patient_id, expected, positions)
+    lists: dict[type[Resource], list[Any]] = {
+        Condition: record.conditions,
+        Observation: record.observations,
+        Procedure: record.procedures,
+        MedicationRequest: record.medications,
+        MedicationStatement: record.medications,
+        ServiceRequest: record.referrals,
+    }
     for resource, reference, full_url in entries:
         if reference is not None:
             if reference in seen:
                 continue
             seen.add(reference)
-        if isinstance(resource, Medication):
+        kept = lists.get(type(resource))
+        if kept is not None:
+            kept.append(Entry(resource, reference))
+        elif isinstance(resource, Medication):
             for key in {reference, full_url} - {None}:
                 record.medicines[str(key)] = resource
         elif isinstance(resource, Patient):
             _set_patient(record, resource, path)
-        elif isinstance(resource, Condition):
-            record.conditions.append(Entry(resource, reference))
-        elif isinstance(resource, Observation):
-            record.observations.append(Entry(resource, reference))
-        elif isinstance(resource, Procedure):
-            record.procedures.append(Entry(resource, reference))
-        elif isinstance(resource, MedicationRequest | MedicationStatement):
-            record.medications.append(Entry(resource, reference))
-        elif isinstance(resource, ServiceRequest):
-            record.referrals.append(Entry(resource, reference))
 
 
 def _set_patient(record: PatientRecord, patient: Patient, path: str) -> None:
@@ -313,6 +314,7 @@ def _entries(
     Errors name an entry by `positions` (its place in the Bundle as sent), if given.
     """
     entries: list[tuple[Resource, str | None, str | None]] = []
+    own = f"Patient/{patient_id}"  # the usual subject: no need to take it apart
     for kept, entry in enumerate(bundle.entry):
         index = positions[kept] if positions is not None else kept
         resource = entry.resource
@@ -326,10 +328,11 @@ def _entries(
                 f"{path}.entry[{index}].resource.resourceType",
             )
         subject = getattr(resource, "subject", None)
-        if isinstance(subject, Reference) and _other_patient(subject.reference, patient_id):
+        pointer = subject.reference if isinstance(subject, Reference) else own
+        if pointer != own and _other_patient(pointer, patient_id):
             raise CDSError.of(
                 400,
-                f"{subject.reference} is not the patient in context (Patient/{patient_id})",
+                f"{pointer} is not the patient in context (Patient/{patient_id})",
                 f"{path}.entry[{index}].resource.subject",
             )
         reference = entry_reference(resource.resourceType, resource.id, entry.fullUrl)
