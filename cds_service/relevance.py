@@ -37,6 +37,7 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
     read; None: whenever they were recorded)."""
     exact, icd10 = knowledge.codes.exact, knowledge.codes.icd10_systems
     windows = knowledge.result_windows
+    shortest = min((days for days in windows.values() if days is not None), default=None)
     earliest: dict[int, str] = {}
 
     def coded(concept: Any) -> bool | None:
@@ -119,6 +120,8 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
         when = resource.get("effectiveDateTime")
         if today is None or type(when) is not str or when[4:5] != "-" or when[7:8] != "-":
             return False
+        if shortest is not None and when[:10] >= well_inside(shortest):
+            return False  # inside every window: its codes need not be looked at
         window = -1
         try:
             for coding in resource["code"]["coding"]:  # a list: `coded` found a hit in it
