@@ -92,6 +92,7 @@ class Summaries:
                 self._count += 1
         self._fields = tuple(sorted(fields - {"concept"}))
         """The fields of a reading any pattern tests: readings alike on them match alike."""
+        self._absent = (_ABSENT,) * len(self._fields)
 
     def _patterns_for(self, concept: str) -> list[tuple[int, list[Test]]]:
         """The patterns that can match a reading of `concept` (remembered)."""
@@ -119,7 +120,7 @@ class Summaries:
                 kept.add(fact["id"])
                 continue
             concept = fact["concept"]  # type: ignore[typeddict-item]
-            alike = (concept, *[fact.get(name, _ABSENT) for name in self._fields])
+            alike = (concept, *map(fact.get, self._fields, self._absent))
             matched = seen.get(alike)
             if matched is None:
                 matched = seen[alike] = self._matched(concept, fact)
@@ -157,4 +158,8 @@ def _shown(members: list[Fact], facts: FactSet) -> tuple[str, ...]:
 
 def _when(facts: FactSet, fact_id: str) -> date:
     """The date of a reading's evidence (`date.min` when undated)."""
-    return max((e.when for e in facts.evidence[fact_id] if e.when), default=date.min)
+    latest = date.min
+    for evidence in facts.evidence[fact_id]:  # a loop: called for every reading of a class
+        if evidence.when is not None and evidence.when > latest:
+            latest = evidence.when
+    return latest
