@@ -52,7 +52,7 @@ def parse_fhir_date(value: Any) -> date:
 FhirDate = Annotated[date, BeforeValidator(parse_fhir_date)]
 
 
-IGNORED = ConfigDict(extra="ignore")
+_IGNORED = ConfigDict(extra="ignore")
 """Members the triage does not read are ignored, not checked.
 
 Each element is a slotted pydantic dataclass, not a BaseModel: validated in about 60% of a
@@ -60,25 +60,25 @@ model's time, and its attributes read in under a third (a model's reads go throu
 `__getattr__` hook); docs/performance.md."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Element:
     """A FHIR element."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Coding(Element):
     system: str | None = None
     code: str | None = None
     display: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class CodeableConcept(Element):
     coding: list[Coding] = field(default_factory=list)
     text: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Reference(Element):
     reference: str | None = None
     display: str | None = None
@@ -87,7 +87,7 @@ class Reference(Element):
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Quantity(Element):
     value: Finite | None = None
     unit: str | None = None
@@ -95,14 +95,14 @@ class Quantity(Element):
     code: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Age(Quantity):
     """An age in years, as onsetAge: 0 to 150 (an age the onset date is computed from)."""
 
     value: Annotated[float, Field(ge=0, le=150, allow_inf_nan=False)] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Period(Element):
     start: FhirDate | None = None
     end: FhirDate | None = None
@@ -114,13 +114,13 @@ FhirId = Annotated[str, Field(pattern=f"^{FHIR_ID.pattern}$")]
 FhirUri = Annotated[str, Field(pattern=r"^\S+$")]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Resource(Element):
     resourceType: str
     id: FhirId | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Patient(Resource):
     resourceType: Literal["Patient"]
     birthDate: FhirDate | None = None
@@ -138,29 +138,29 @@ ConditionVerification = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class ClinicalStatusCoding(Element):
     system: str | None = None
     code: ConditionClinical
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class VerificationStatusCoding(Element):
     system: str | None = None
     code: ConditionVerification
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class ClinicalStatus(Element):
     coding: list[ClinicalStatusCoding] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class VerificationStatus(Element):
     coding: list[VerificationStatusCoding] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Condition(Resource):
     resourceType: Literal["Condition"]
     clinicalStatus: ClinicalStatus | None = None
@@ -178,7 +178,7 @@ class Condition(Resource):
     bodySite: list[CodeableConcept] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Observation(Resource):
     resourceType: Literal["Observation"]
     status: Literal[
@@ -205,12 +205,12 @@ class Observation(Resource):
     dataAbsentReason: CodeableConcept | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Extension(Element):
     url: FhirUri
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class ServiceRequest(Resource):
     resourceType: Literal["ServiceRequest"]
     extension: list[Extension] = field(default_factory=list)
@@ -227,7 +227,7 @@ class ServiceRequest(Resource):
     reasonReference: list[Reference] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Procedure(Resource):
     resourceType: Literal["Procedure"]
     status: Literal[
@@ -246,7 +246,7 @@ class Procedure(Resource):
     performedPeriod: Period | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Medication(Resource):
     """The medicine a `medicationReference` points at (contained, included or in the record)."""
 
@@ -254,7 +254,7 @@ class Medication(Resource):
     code: CodeableConcept | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class OtherResource(Resource):
     """Any resource type the triage does not read; kept only so bundles of mixed types parse."""
 
@@ -265,7 +265,7 @@ Contained = Annotated[
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class DispenseRequest(Element):
     """How much was prescribed: the supply one fill lasts, and how many refills."""
 
@@ -273,7 +273,7 @@ class DispenseRequest(Element):
     numberOfRepeatsAllowed: Annotated[int, Field(ge=0, le=1000)] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class MedicationRequest(Resource):
     """A prescription; `medicationReference.display` is read for the by-name fallback."""
 
@@ -296,7 +296,7 @@ class MedicationRequest(Resource):
     dispenseRequest: DispenseRequest | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class MedicationStatement(Resource):
     """A medicine the patient takes or took, as reported (dated by `effective[x]`)."""
 
@@ -320,7 +320,7 @@ class MedicationStatement(Resource):
     dateAsserted: FhirDate | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class OperationOutcome(Resource):
     resourceType: Literal["OperationOutcome"]
 
@@ -374,25 +374,25 @@ AnyResource = Annotated[
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class BundleLink(Element):
     relation: str | None = None
     url: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class BundleSearch(Element):
     mode: Literal["match", "include", "outcome"] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class BundleEntry(Element):
     fullUrl: FhirUri | None = None
     resource: AnyResource | None = None
     search: BundleSearch | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, config=IGNORED)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Bundle(Resource):
     resourceType: Literal["Bundle"]
     type: str | None = None
