@@ -5,7 +5,9 @@ Each scenario runs in its own process under `valgrind --tool=callgrind --instr-a
 instrumentation is switched on (`callgrind_control -i on`) after start-up and warm-up, around
 the measured evaluations only, so the count is per evaluation:
 
-- floor: `bench.floor.app` called in process (ASGI, no HTTP): the body parsed, a fixed card;
+- floor: `bench.floor.app` called in process (ASGI, no HTTP): the body parsed, a fixed card, in a
+  process that imports nothing of spine-cds (as `uvicorn bench.floor:app`: its objects would
+  slow the collector);
 - realistic: the spine-cds app called in process the same way (middleware, routing, triage, the
   audit write in a fresh SQLite file, the response's JSON): 1 Patient, 50 Conditions,
   500 Observations (`bench.bench.realistic_request`);
@@ -36,6 +38,8 @@ import orjson
 
 PATH = "/cds-services/patient-view"
 WARM_UP = 5
+REQUEST = "BENCH_REQUEST"
+"""The environment variable naming the file of the realistic request's JSON."""
 
 
 def _switch(on: bool) -> None:
@@ -87,12 +91,12 @@ def _asgi_call(app: Any, body: bytes) -> Callable[[], None]:
 
 
 def _scenario(name: str, workdir: str) -> Callable[[], None]:
-    from bench.bench import TODAY, realistic_request
-
-    if name == "floor":
+    if name == "floor":  # nothing of spine-cds imported: its objects would slow the collector
         from bench.floor import app
 
-        return _asgi_call(app, orjson.dumps(realistic_request()))
+        return _asgi_call(app, Path(os.environ[REQUEST]).read_bytes())
+    from bench.bench import TODAY
+
     if name == "realistic":
         os.environ.update(
             CDS_AUTH_DISABLED="true",
@@ -102,7 +106,7 @@ def _scenario(name: str, workdir: str) -> Callable[[], None]:
         )
         from cds_service.app import create_app
 
-        return _asgi_call(create_app(), orjson.dumps(realistic_request()))
+        return _asgi_call(create_app(), Path(os.environ[REQUEST]).read_bytes())
     from bench.scaling import with_observations
     from cds_service.hooks import HOOKS
     from cds_service.knowledge import load_knowledge
@@ -150,7 +154,11 @@ def count(name: str, evaluations: int) -> int:
             name,
             str(evaluations),
         ]
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        from bench.bench import realistic_request
+
+        request = Path(workdir) / "request.json"
+        request.write_bytes(orjson.dumps(realistic_request()))
+        env = {**os.environ, "PYTHONHASHSEED": "0", REQUEST: str(request)}
         subprocess.run(command, check=True, capture_output=True, env=env)
         totals = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE)
         if totals is None:
