@@ -617,6 +617,13 @@ class Knowledge:
         return windows
 
     @cached_property
+    def shortest_result_window(self) -> int | None:
+        """The fewest days any result code's results count for (None: no result codes)."""
+        return min(
+            (days for days in self.result_windows.values() if days is not None), default=None
+        )
+
+    @cached_property
     def _system_names(self) -> dict[str | None, str]:
         systems = reversed(self.manifest.code_systems.values())  # the first of a URI wins
         return {system.uri: system.name for system in systems}

@@ -37,7 +37,7 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
     read; None: whenever they were recorded)."""
     exact, icd10 = knowledge.codes.exact, knowledge.codes.icd10_systems
     windows = knowledge.result_windows
-    shortest = min((days for days in windows.values() if days is not None), default=None)
+    shortest = knowledge.shortest_result_window
     earliest: dict[int, str] = {}
 
     def coded(concept: Any) -> bool | None:
