@@ -14,10 +14,14 @@ the measured evaluations only, so the count is per evaluation:
 - relevant N: parse, request model, `Triage.run` and the response's JSON for the record of
   `bench.scaling.with_observations(N, relevant=True)` (N temperatures the rules read).
 
+With `--phases`, the realistic call is also counted stopped before each of its phases (the
+function that starts it raises, and the service answers no card), so the difference between
+two stops is what a phase costs: where a request's instructions go.
+
 Instructions are not time (a cache miss costs many), but they compare code with code exactly:
 the same count twice for the same code and inputs, whatever else the machine runs.
 
-    .venv/bin/python -m bench.instructions [--requests 20] [--sizes 2300 23000]
+    .venv/bin/python -m bench.instructions [--requests 20] [--sizes 2300 23000] [--phases]
 
 Needs valgrind (Debian package `valgrind`); about 15 s per scenario and 40 s for 23,000.
 """
@@ -90,6 +94,61 @@ def _asgi_call(app: Any, body: bytes) -> Callable[[], None]:
     return lambda: loop.run_until_complete(call())
 
 
+PHASES = [
+    ("the body, its parse and request model, routing, middleware", "record"),
+    ("the Patient and Conditions read (scan, validation)", "observation scan"),
+    ("the Observations' relevance scan", "observation validation"),
+    ("the kept Observations validated", "observation entries"),
+    ("the kept Observations' entries listed", "facts"),
+    ("facts and summaries", "engine"),
+    ("durable-rules session, arbitration", "cards"),
+    ("cards and the response model", "response"),
+    ("the response's JSON, metrics", "audit"),
+    ("the audit write, the answer", None),
+]
+"""The realistic call's phases in order, each with the stop that ends it (None: the end)."""
+
+
+class _Stopped(Exception):
+    """Raised where a `--phases` count stops the call."""
+
+
+def _stop_before(phase: str) -> None:
+    """Make the realistic call stop where `phase` starts (the service answers no card)."""
+    from cds_service import cards, engine, prefetch, service, storage, triage
+
+    Hit = Callable[[tuple[Any, ...]], bool] | None  # which calls stop (None: the first)
+    stops: dict[str, tuple[Any, str, Hit]] = {
+        "record": (triage, "read_record", None),
+        "observation scan": (prefetch, "_readable", lambda a: a[2] == "Observation"),
+        "observation validation": (prefetch, "_parse", lambda a: a[1] == "prefetch.observations"),
+        "observation entries": (prefetch, "_collect", lambda a: a[2] == "prefetch.observations"),
+        "facts": (triage, "build_facts", None),
+        "engine": (engine.Engine, "evaluate", None),
+        "cards": (cards.CardBuilder, "build", None),
+        "response": (service, "dump", None),
+        "audit": (storage.Store, "record_evaluation", None),
+    }
+    owner, name, hit = stops[phase]
+    function = getattr(owner, name)
+
+    def stopping(*args: Any) -> Any:
+        if hit is None or hit(args):
+            raise _Stopped
+        return function(*args)
+
+    setattr(owner, name, stopping)
+    evaluate = service.CDSService.evaluate
+
+    async def stopped(self: Any, *args: Any) -> dict[str, Any]:
+        try:
+            return await evaluate(self, *args)
+        except _Stopped:
+            return {"cards": []}
+
+    service.CDSService.evaluate = stopped  # type: ignore[method-assign,assignment]
+
+
 def _scenario(name: str, workdir: str) -> Callable[[], None]:
     if name == "floor":  # nothing of spine-cds imported: its objects would slow the collector
         from bench.floor import app
@@ -97,7 +156,9 @@ def _scenario(name: str, workdir: str) -> Callable[[], None]:
         return _asgi_call(app, Path(os.environ[REQUEST]).read_bytes())
     from bench.bench import TODAY
 
-    if name == "realistic":
+    if name.startswith("realistic"):
+        if name.startswith("realistic until "):
+            _stop_before(name.removeprefix("realistic until "))
         os.environ.update(
             CDS_AUTH_DISABLED="true",
             CDS_TODAY=TODAY.isoformat(),
@@ -166,10 +227,20 @@ def count(name: str, evaluations: int) -> int:
         return int(totals.group(1)) // evaluations
 
 
+def _print_phases(realistic: int, requests: int) -> None:
+    """The realistic call's instructions by phase, each the difference between two stops."""
+    before = 0
+    for phase, stop in PHASES:
+        upto = count(f"realistic until {stop}", requests) if stop else realistic
+        print(f"  {phase:58} {upto - before:>12,}   {(upto - before) / realistic:6.1%}")
+        before = upto
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--sizes", type=int, nargs="*", default=[2300, 23_000])
+    parser.add_argument("--phases", action="store_true", help="also count each phase")
     parser.add_argument("--inner", nargs=2, metavar=("SCENARIO", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
@@ -180,6 +251,8 @@ def main() -> None:
     print(f"{'floor (ASGI)':22} {floor:>28,}")
     realistic = count("realistic", args.requests)
     print(f"{'realistic (ASGI)':22} {realistic:>28,}   {realistic / floor:.1f}x the floor")
+    if args.phases:
+        _print_phases(realistic, args.requests)
     smallest = None
     for size in sorted(args.sizes):
         counted = count(f"relevant {size}", 1)
