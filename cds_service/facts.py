@@ -7,7 +7,7 @@ combination of concepts, not once per duplicate Condition.
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import (
     Any,
@@ -836,11 +836,13 @@ def _performed(entry: Entry[Any]) -> date | None:
 
 @dataclass(frozen=True)
 class _Exposure:
-    """One medicine entry: when it started and ended, and whether it is still being taken."""
+    """One medicine entry: when it started and ended, whether it is still being taken, and
+    whether it is an order still open but too old to say so (`stale`)."""
 
     start: date
     end: date
     current: bool
+    stale: bool = False
 
 
 def _exposure(
@@ -854,9 +856,11 @@ def _exposure(
     if medication.status not in _MEDICATION_TAKEN:
         return None
     current = medication.status in _MEDICATION_CURRENT
+    stale = False
     if isinstance(medication, MedicationRequest):
         start = end = medication.authoredOn
-        current = current and start is not None and (today - start).days <= stale_days
+        stale = current and start is not None and (today - start).days > stale_days
+        current = current and start is not None and not stale
         supplied = _supply_days(medication)
         if start is not None and supplied:
             end = min(start + timedelta(days=supplied), today)
@@ -864,7 +868,7 @@ def _exposure(
         period = medication.effectivePeriod
         start = medication.effectiveDateTime or (period and period.start) or medication.dateAsserted
         end = (period and period.end) or start
-    return _Exposure(start, end or start, current) if start is not None else None
+    return _Exposure(start, end or start, current, stale) if start is not None else None
 
 
 _DAYS_PER_UNIT = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30}
@@ -895,10 +899,10 @@ def _add_medications(
     to the last use or today while current).
 
     A medicine counts as current when a statement is active, a request is active and not stale
-    (renewed within `active_order_max_days`), or the last one is within
-    `current_medication_days`. Codes are matched first; an entry whose codes match no medicine
-    of a value set is matched by name in its text (an ingredient, or a brand of the set's
-    branded products), and says so.
+    (renewed within `active_order_max_days`; a stale one still counts for a medicine that feeds
+    a red flag, `_counted`), or the last one is within `current_medication_days`. Codes are
+    matched first; an entry whose codes match no medicine of a value set is matched by name in
+    its text (an ingredient, or a brand of the set's branded products), and says so.
     """
     thresholds = knowledge.config.thresholds
     by_concept: dict[str, list[tuple[Evidence, _Exposure]]] = defaultdict(list)
@@ -916,7 +920,7 @@ def _add_medications(
         ]
         for concept, coding in coded:
             evidence = _evidence(knowledge, entry, concept, coding, exposure.start)
-            by_concept[concept].append((evidence, exposure))
+            by_concept[concept].append((evidence, _counted(knowledge, concept, exposure)))
         by_code = {concept for concept, _ in coded}
         for concept, name in knowledge.medicines_named(text) if text else ():
             if concept in by_code or _other_form(knowledge, concept, text):
@@ -925,7 +929,7 @@ def _add_medications(
             evidence = Evidence(
                 entry.resource.resourceType, entry.reference, shown, "", "", exposure.start
             )
-            by_concept[concept].append((evidence, exposure))
+            by_concept[concept].append((evidence, _counted(knowledge, concept, exposure)))
     for concept, taken in by_concept.items():
         first = min(exposure.start for _, exposure in taken)
         current_now = any(exposure.current for _, exposure in taken)
@@ -945,6 +949,15 @@ def _add_medications(
             ended = today if current_now else max(exposure.end for exposure in during)
             fact["course_weeks"] = round(max((ended - began).days, 0) / 7, 2)
         facts.add(fact, _medicine_lines(taken, current))
+
+
+def _counted(knowledge: Knowledge, concept: str, exposure: _Exposure) -> _Exposure:
+    """A stale open order of a medicine that feeds a red flag (an immunosuppressant, an
+    anticoagulant, a systemic corticosteroid) still counts as taken: the record says the
+    patient takes it, and no card may reassure past that on the order's age alone."""
+    if exposure.stale and concept in knowledge.flagging:
+        return replace(exposure, current=True)
+    return exposure
 
 
 def _other_form(knowledge: Knowledge, concept: str, text: str) -> bool:
@@ -970,6 +983,12 @@ def _medicine_lines(taken: list[tuple[Evidence, _Exposure]], current: bool) -> l
         span = f"{start.isoformat()} to {end.isoformat()}" if end > start else start.isoformat()
         count = f"{len(entries)} record{'s' if len(entries) > 1 else ''}"
         shown = f"{count}, {span}{', current' if current else ''}"
+        opened = [exposure.start for _, exposure in entries if exposure.stale and exposure.current]
+        if opened and not any(exposure.current and not exposure.stale for _, exposure in entries):
+            shown += (
+                f" (an order still open, last written {max(opened).isoformat()} and not renewed"
+                " since: counted as taken; check whether it still is)"
+            )
         lines.append(latest._replace(when=None, value=shown))
     return lines
 

@@ -163,6 +163,41 @@ def test_uncoded_medicine_text_matches_by_ingredient_name_and_says_so(
     assert _of(facts, "medication", "immunosuppressants") is None  # whole words only
 
 
+def test_an_old_open_order_counts_as_taken_only_for_a_medicine_that_feeds_a_red_flag(
+    knowledge: Knowledge,
+) -> None:
+    """An order left open for over `active_order_max_days` is stale, not current use; but for
+    an immunosuppressant, anticoagulant or systemic corticosteroid the record still says the
+    patient takes it, so it counts, and its line says why (blind case round4 adalimumab)."""
+    adalimumab = {"medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "327361"}]}}
+    facts = _facts(knowledge, medications=[_request("active", "2025-03-10", **adalimumab)])
+    fact = _of(facts, "medication", "immunosuppressants")
+    assert fact is not None
+    assert fact["current"] is True
+    (line,) = facts.evidence[fact["id"]]
+    assert "an order still open, last written 2025-03-10 and not renewed since" in str(line.value)
+    renewed = [_request("active", "2025-03-10", **adalimumab)]
+    renewed.append(_request("active", "2026-10-01", **adalimumab))
+    facts = _facts(knowledge, medications=renewed)
+    fact = _of(facts, "medication", "immunosuppressants")
+    assert fact is not None
+    assert fact["current"] is True
+    (line,) = facts.evidence[fact["id"]]
+    assert "still open" not in str(line.value)  # current by its renewal: nothing to check
+    stopped = [_request("stopped", "2025-03-10", **adalimumab)]
+    fact = _of(_facts(knowledge, medications=stopped), "medication", "immunosuppressants")
+    assert fact is not None
+    assert fact["current"] is False
+    opioid = {"medicationCodeableConcept": {"text": "Oxycodone 5 mg tablets"}}
+    fact = _of(
+        _facts(knowledge, medications=[_request("active", "2025-03-10", **opioid)]),
+        "medication",
+        "opioids",
+    )
+    assert fact is not None
+    assert fact["current"] is False
+
+
 def test_medicines_not_taken_are_ignored(knowledge: Knowledge) -> None:
     coded = {"medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "312617"}]}}
     for status in ("cancelled", "entered-in-error", "draft"):
