@@ -850,8 +850,9 @@ def _exposure(
 ) -> _Exposure | None:
     """The dates of a taken medicine (None: not taken, or undated).
 
-    An order still `active` but not renewed for `stale_days` is a stale open order (EHRs and
-    Synthea leave them open for years), not a medicine being taken now.
+    An order still `active` but not renewed for `stale_days` is not a medicine being taken now
+    (EHRs and Synthea leave orders open for years); it is `stale` when nothing in it says it
+    ended (no supply stated, or one still running), so `_counted` may still count it.
     """
     if medication.status not in _MEDICATION_TAKEN:
         return None
@@ -859,11 +860,12 @@ def _exposure(
     stale = False
     if isinstance(medication, MedicationRequest):
         start = end = medication.authoredOn
-        stale = current and start is not None and (today - start).days > stale_days
-        current = current and start is not None and not stale
+        old = start is not None and (today - start).days > stale_days
         supplied = _supply_days(medication)
         if start is not None and supplied:
             end = min(start + timedelta(days=supplied), today)
+        stale = current and old and not (supplied and end is not None and end < today)
+        current = current and start is not None and not old
     else:
         period = medication.effectivePeriod
         start = medication.effectiveDateTime or (period and period.start) or medication.dateAsserted

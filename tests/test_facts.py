@@ -188,6 +188,14 @@ def test_an_old_open_order_counts_as_taken_only_for_a_medicine_that_feeds_a_red_
     fact = _of(_facts(knowledge, medications=stopped), "medication", "immunosuppressants")
     assert fact is not None
     assert fact["current"] is False
+    burst = {
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "312617"}]},
+        "dispenseRequest": {"expectedSupplyDuration": {"value": 5, "unit": "days", "code": "d"}},
+    }
+    old_burst = [_request("active", "2025-03-10", **burst)]  # its 5 days' supply says it ended
+    fact = _of(_facts(knowledge, medications=old_burst), "medication", "systemic-corticosteroids")
+    assert fact is not None
+    assert fact["current"] is False
     opioid = {"medicationCodeableConcept": {"text": "Oxycodone 5 mg tablets"}}
     fact = _of(
         _facts(knowledge, medications=[_request("active", "2025-03-10", **opioid)]),
