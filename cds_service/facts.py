@@ -291,6 +291,13 @@ def _evidence(
     )
 
 
+def _duration(days: int) -> str:
+    """A duration as a card says it: in days under two weeks, else in whole weeks."""
+    if days < 14:
+        return f"{days} day{'' if days == 1 else 's'}"
+    return f"{days / 7:.0f} weeks"
+
+
 def years_between(start: date, end: date) -> int:
     """Whole years from `start` to `end` (an age)."""
     return end.year - start.year - ((end.month, end.day) < (start.month, start.day))
@@ -493,7 +500,7 @@ def _add_episode(
         start, first = min(starts, key=lambda item: item[0])
         weeks = round((today - start).days / 7, 2)
         fact = EpisodeFact(id=facts.next_id(), type="episode", weeks=weeks)
-        shown = f"back pain for {weeks:.0f} weeks"
+        shown = f"back pain for {_duration((today - start).days)}"
         if birth is not None:
             fact["onset_age"] = years_between(birth, start)
             shown += f", from age {fact['onset_age']}"
