@@ -214,9 +214,11 @@ def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> Fac
     sources = _finding_sources(knowledge, record, confirmed, birth, today)
     unread: list[tuple[str, Evidence]] = []
     readings = _readings(knowledge, record, today, facts.implausible, unread)
+    findings = _observed_findings(knowledge, record, today)
+    recorded = {c for s in sources if s.active for c, _ in s.found} | {c for c, _ in findings}
     observed = [
-        *_observed_findings(knowledge, record, today),
-        *_measured(knowledge, readings),
+        *findings,
+        *_measured(knowledge, readings, recorded),
         *unread,
         *_procedures_named(knowledge, record),
     ]
@@ -763,12 +765,15 @@ def _still_current(knowledge: Knowledge, concept: str, when: date, today: date) 
 
 
 def _measured(
-    knowledge: Knowledge, readings: dict[str, list[_Reading]]
+    knowledge: Knowledge, readings: dict[str, list[_Reading]], recorded: set[str]
 ) -> list[tuple[str, Evidence]]:
-    """Findings the measurements show (a finding set's `measured` routes)."""
+    """Findings the measurements show (a finding set's `measured` routes), except where a
+    finding `recorded` in the record explains the measurement (the route's `unless`)."""
     found: list[tuple[str, Evidence]] = []
     for concept, value_set in knowledge.value_sets.items():
         for route in value_set.measured:
+            if recorded.intersection(route.unless):
+                continue
             values = [r for r in readings.get(route.observation, []) if r.value is not None]
             shown = _route_met(knowledge, route, values)
             if shown is not None:

@@ -147,13 +147,15 @@ class Measured(Strict):
     """A route by which a finding reaches a record as a measurement: a result of the
     observation concept `observation` (in its canonical unit) that meets `value`, or a fall of
     at least `fall_percent` from the highest earlier result to the latest, within the
-    concept's lookback."""
+    concept's lookback. A finding of `unless` recorded in the record explains the measurement:
+    the route is not met (an intended weight loss is not unexplained weight loss)."""
 
     observation: str
     value: Comparison | None = None
     fall_percent: float | str | None = None
     guideline: str
     """Where the threshold or the trend comes from."""
+    unless: list[str] = []
 
     @model_validator(mode="after")
     def _one_test(self) -> Self:
@@ -840,6 +842,10 @@ def _check_measured(knowledge: Knowledge, root: Path) -> None:
                 raise KnowledgeError(path, f"{route.observation!r} is not an observation concept")
             if route.guideline not in knowledge.guidelines:
                 raise KnowledgeError(path, f"unknown guideline {route.guideline!r}")
+            for explains in route.unless:
+                found = knowledge.value_sets.get(explains)
+                if found is None or found.fact != "finding":
+                    raise KnowledgeError(path, f"unless {explains!r} is not a finding concept")
             bounds = [bound for _, bound in route.value.items()] if route.value else []
             for bound in [*bounds, route.fall_percent]:
                 if isinstance(bound, str) and bound not in knowledge.config.thresholds:

@@ -346,6 +346,23 @@ def test_weight_loss_is_a_fall_from_the_highest_earlier_weight_to_the_latest(
     assert not lost(("2025-06-01", 90), ("2026-10-01", 75))  # the high is past the lookback
 
 
+def test_a_fall_in_weight_recorded_as_intended_is_not_unexplained_weight_loss(
+    knowledge: Knowledge,
+) -> None:
+    weights = [_weight("2026-02-01", 80), _weight("2026-10-01", 73)]
+    assert _of(_facts(knowledge, observations=weights), "finding", "weight-loss") is not None
+    diet = _condition("416528001", clinicalStatus={"coding": [{"code": "active"}]})
+    facts = _facts(knowledge, observations=weights, conditions=[diet])
+    assert _of(facts, "finding", "weight-loss") is None  # intended: explained
+    assert _of(facts, "finding", "intentional-weight-loss") is not None
+    over = _condition("416528001", clinicalStatus={"coding": [{"code": "resolved"}]})
+    facts = _facts(knowledge, observations=weights, conditions=[over])
+    assert _of(facts, "finding", "weight-loss") is not None  # a past diet explains nothing now
+    coded = _condition("422868009")  # unexplained weight loss, coded: still counts
+    facts = _facts(knowledge, observations=weights, conditions=[diet, coded])
+    assert _of(facts, "finding", "weight-loss") is not None
+
+
 @pytest.mark.parametrize("unit", ["F", "°F", "deg F", "[degF]", "fahrenheit"])
 def test_a_temperature_unit_is_read_in_any_of_its_spellings(
     knowledge: Knowledge, unit: str

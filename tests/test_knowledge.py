@@ -107,6 +107,12 @@ def test_concepts_of_one_kind_are_remembered_within_a_bound(
             "no rule derives",
         ),
         ("valuesets/fever.yaml", "system: snomed", "system: made-up", "unknown code system"),
+        (
+            "valuesets/weight-loss.yaml",
+            "unless: [intentional-weight-loss]",
+            "unless: [body-weight]",
+            "unless 'body-weight' is not a finding concept",
+        ),
         ("config.yaml", "fever_celsius: 38.0", "fever_celsius: hot", "thresholds.fever_celsius"),
         (
             "config.yaml",
