@@ -215,7 +215,8 @@ def build_facts(record: PatientRecord, knowledge: Knowledge, today: date) -> Fac
     unread: list[tuple[str, Evidence]] = []
     readings = _readings(knowledge, record, today, facts.implausible, unread)
     findings = _observed_findings(knowledge, record, today)
-    recorded = {c for s in sources if s.active for c, _ in s.found} | {c for c, _ in findings}
+    recorded = {c for s in sources for c, coding in s.found if _counts(knowledge, s, c, coding)}
+    recorded |= {c for c, _ in findings}
     observed = [
         *findings,
         *_measured(knowledge, readings, recorded),
@@ -403,13 +404,8 @@ def _add_findings(
     by_concept: dict[str, list[Evidence]] = defaultdict(list)
     for source in sources:
         for concept, coding in source.found:
-            value_set = knowledge.value_sets[concept]
-            risk = value_set.risk
-            # A sequela is history, except for a risk (a late effect still rules nothing out) or
-            # a disease that outlasts it (osteoporosis).
-            lasting = risk is not None or value_set.sequela_is_current
-            current = source.active and (lasting or not _sequela(knowledge, coding))
-            if current or value_set.counts_when_inactive:
+            risk = knowledge.value_sets[concept].risk
+            if _counts(knowledge, source, concept, coding):
                 found = _evidence(knowledge, source.entry, concept, coding, source.when)
                 found = found._replace(stated=source.stated)
                 by_concept[concept].append(found._replace(value=risk.means) if risk else found)
@@ -425,6 +421,16 @@ def _add_findings(
         if dated:
             fact["last_days"] = (today - max(dated)).days
         facts.add(fact, evidence)
+
+
+def _counts(knowledge: Knowledge, source: _Finding, concept: str, coding: Coding) -> bool:
+    """The entry `source` records `concept` now (by `coding`): it is active, or its value set
+    counts it inactive too. A sequela is history, except for a risk (a late effect still rules
+    nothing out) or a disease that outlasts it (osteoporosis)."""
+    value_set = knowledge.value_sets[concept]
+    lasting = value_set.risk is not None or value_set.sequela_is_current
+    current = source.active and (lasting or not _sequela(knowledge, coding))
+    return current or value_set.counts_when_inactive
 
 
 def _sequela(knowledge: Knowledge, coding: Coding) -> bool:
@@ -500,9 +506,9 @@ def _add_episode(
                 starts.append((start, found._replace(stated=source.stated)))
     if starts:
         start, first = min(starts, key=lambda item: item[0])
-        weeks = round((today - start).days / 7, 2)
-        fact = EpisodeFact(id=facts.next_id(), type="episode", weeks=weeks)
-        shown = f"back pain for {_duration((today - start).days)}"
+        days = (today - start).days
+        fact = EpisodeFact(id=facts.next_id(), type="episode", weeks=round(days / 7, 2))
+        shown = f"back pain for {_duration(days)}"
         if birth is not None:
             fact["onset_age"] = years_between(birth, start)
             shown += f", from age {fact['onset_age']}"
