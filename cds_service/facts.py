@@ -876,8 +876,6 @@ def _exposure(
         return None
     current = medication.status in _MEDICATION_CURRENT
     stale = False
-    start: date | None
-    end: date | None
     if isinstance(medication, MedicationRequest):
         start = end = medication.authoredOn
         old = start is not None and (today - start).days > stale_days

@@ -5,23 +5,16 @@ input"), forty times the whole evaluation budget, so requests are read through t
 instead: every element we use is type- and format-checked (a bad one is a 400 naming its path);
 elements we do not use are ignored, not stored. Outgoing resources are built to the
 `fhir.resources.R4B` model and validated by the tests (see `cards.py`).
-
-The models are msgspec Structs, read two ways with the same constraints: straight from a
-prefetch value's JSON by msgspec (`fhir_decode.py`: one pass, no dicts), or, when msgspec refuses
-the value, from parsed JSON by pydantic through the schema `Element` builds from the same fields,
-whose errors name every bad element's path (`prefetch.py`). Each constraint is stated for both
-(`Field` for pydantic, `Meta` for msgspec; `tests/test_fhir_model.py` checks they agree).
 """
 
 import re
 from collections.abc import Callable
+from dataclasses import field
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-import msgspec
-from msgspec import Meta, field
-from pydantic import Discriminator, Field, GetCoreSchemaHandler, Tag
-from pydantic_core import CoreSchema, core_schema
+from pydantic import BeforeValidator, ConfigDict, Discriminator, Field, Tag
+from pydantic.dataclasses import dataclass
 
 _DATE_TIME = re.compile(
     r"(?P<y>[0-9]{4})(-(?P<m>0[1-9]|1[0-2])(-(?P<d>0[1-9]|[12][0-9]|3[01])"
@@ -38,18 +31,7 @@ _UTC_DAY = re.compile(
 day is the day as written: read without the general pattern's groups."""
 
 
-class FhirDate(date):
-    """A FHIR date, dateTime or instant, as its UTC calendar day (`parse_fhir_date`): a `date`
-    that pydantic reads by the schema below and msgspec through `fhir_decode.decode_hook`."""
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        return core_schema.no_info_before_validator_function(
-            parse_fhir_date, core_schema.date_schema()
-        )
-
-
-def parse_fhir_date(value: Any) -> FhirDate:
+def parse_fhir_date(value: Any) -> date:
     """Read a FHIR date, dateTime or instant as a UTC calendar date (partial dates: first day)."""
     if not isinstance(value, str):
         raise ValueError("must be a FHIR date or dateTime string")
@@ -59,94 +41,87 @@ def parse_fhir_date(value: Any) -> FhirDate:
         raise ValueError(f"{value!r} is not a valid FHIR date or dateTime")
     try:
         if match is None:  # as written: a whole day, or a time in UTC
-            return FhirDate.fromisoformat(value[:10])
+            return date.fromisoformat(value[:10])
         if not match["time"]:
-            return FhirDate(int(match["y"]), int(match["m"] or 1), 1)
-        day = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).date()
-        return FhirDate(day.year, day.month, day.day)
+            return date(int(match["y"]), int(match["m"] or 1), 1)
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).date()
     except (OverflowError, ValueError):  # year 0, Feb 30, a leap second, an offset past 1 or 9999
         raise ValueError(f"{value!r} is not a date that exists") from None
 
 
-class Element(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
-    """A FHIR element; members the triage does not read are ignored, not checked.
-
-    A frozen Struct (not tracked by the collector: it holds no cycles), read by msgspec from
-    JSON, or validated by pydantic through `__get_pydantic_core_schema__`: a typed dict of the
-    same fields and constraints, unknown keys ignored, that builds the Struct."""
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        fields: dict[str, core_schema.TypedDictField] = {}
-        for info in msgspec.structs.fields(cls):
-            schema = handler.generate_schema(info.type)
-            if info.default_factory is not msgspec.NODEFAULT:
-                schema = core_schema.with_default_schema(
-                    schema, default_factory=info.default_factory
-                )
-            elif info.default is not msgspec.NODEFAULT:
-                schema = core_schema.with_default_schema(schema, default=info.default)
-            fields[info.name] = core_schema.typed_dict_field(schema, required=info.required)
-        members = core_schema.typed_dict_schema(fields, cls=cls, extra_behavior="ignore")
-        return core_schema.no_info_after_validator_function(
-            lambda values: cls(**values), members, ref=f"{cls.__module__}.{cls.__qualname__}"
-        )
+FhirDate = Annotated[date, BeforeValidator(parse_fhir_date)]
 
 
-class Coding(Element, frozen=True, kw_only=True):
+_IGNORED = ConfigDict(extra="ignore")
+"""Members the triage does not read are ignored, not checked.
+
+Each element is a slotted pydantic dataclass, not a BaseModel: validated in about 60% of a
+model's time, and its attributes read in under a third (a model's reads go through its
+`__getattr__` hook); docs/performance.md."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Element:
+    """A FHIR element."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Coding(Element):
     system: str | None = None
     code: str | None = None
     display: str | None = None
 
 
-class CodeableConcept(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class CodeableConcept(Element):
     coding: list[Coding] = field(default_factory=list)
     text: str | None = None
 
 
-class Reference(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Reference(Element):
     reference: str | None = None
     display: str | None = None
 
 
-Finite = Annotated[
-    float, Field(allow_inf_nan=False), Meta(ge=-1.7976931348623157e308, le=1.7976931348623157e308)
-]
-"""A finite number (msgspec reads a too-large one, 1e999, as infinity: the bounds refuse it)."""
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class Quantity(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Quantity(Element):
     value: Finite | None = None
     unit: str | None = None
     system: str | None = None
     code: str | None = None
 
 
-class Age(Quantity, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Age(Quantity):
     """An age in years, as onsetAge: 0 to 150 (an age the onset date is computed from)."""
 
-    value: Annotated[float, Field(ge=0, le=150, allow_inf_nan=False), Meta(ge=0, le=150)] | None = (
-        None
-    )
+    value: Annotated[float, Field(ge=0, le=150, allow_inf_nan=False)] | None = None
 
 
-class Period(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Period(Element):
     start: FhirDate | None = None
     end: FhirDate | None = None
 
 
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-FhirId = Annotated[str, Field(pattern=f"^{FHIR_ID.pattern}$"), Meta(pattern=f"^{FHIR_ID.pattern}$")]
+FhirId = Annotated[str, Field(pattern=f"^{FHIR_ID.pattern}$")]
 """A FHIR id: cards echo it in references, so it is checked."""
-FhirUri = Annotated[str, Field(pattern=r"^\S+$"), Meta(pattern=r"^\S+$")]
+FhirUri = Annotated[str, Field(pattern=r"^\S+$")]
 
 
-class Resource(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Resource(Element):
     resourceType: str
     id: FhirId | None = None
 
 
-class Patient(Resource, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Patient(Resource):
     resourceType: Literal["Patient"]
     birthDate: FhirDate | None = None
     deceasedBoolean: bool | None = None
@@ -163,25 +138,30 @@ ConditionVerification = Literal[
 ]
 
 
-class ClinicalStatusCoding(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class ClinicalStatusCoding(Element):
     system: str | None = None
     code: ConditionClinical
 
 
-class VerificationStatusCoding(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class VerificationStatusCoding(Element):
     system: str | None = None
     code: ConditionVerification
 
 
-class ClinicalStatus(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class ClinicalStatus(Element):
     coding: list[ClinicalStatusCoding] = field(default_factory=list)
 
 
-class VerificationStatus(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class VerificationStatus(Element):
     coding: list[VerificationStatusCoding] = field(default_factory=list)
 
 
-class Condition(Resource, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Condition(Resource):
     resourceType: Literal["Condition"]
     clinicalStatus: ClinicalStatus | None = None
     verificationStatus: VerificationStatus | None = None
@@ -198,7 +178,8 @@ class Condition(Resource, frozen=True, kw_only=True):
     bodySite: list[CodeableConcept] = field(default_factory=list)
 
 
-class Observation(Resource, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Observation(Resource):
     resourceType: Literal["Observation"]
     status: Literal[
         "registered",
@@ -224,11 +205,13 @@ class Observation(Resource, frozen=True, kw_only=True):
     dataAbsentReason: CodeableConcept | None = None
 
 
-class Extension(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Extension(Element):
     url: FhirUri
 
 
-class ServiceRequest(Resource, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class ServiceRequest(Resource):
     resourceType: Literal["ServiceRequest"]
     extension: list[Extension] = field(default_factory=list)
     """Checked: a rated order is sent back with its extensions (`ratings.py`)."""
@@ -244,7 +227,8 @@ class ServiceRequest(Resource, frozen=True, kw_only=True):
     reasonReference: list[Reference] = field(default_factory=list)
 
 
-class Procedure(Resource, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Procedure(Resource):
     resourceType: Literal["Procedure"]
     status: Literal[
         "preparation",
@@ -262,14 +246,16 @@ class Procedure(Resource, frozen=True, kw_only=True):
     performedPeriod: Period | None = None
 
 
-class Medication(Resource, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Medication(Resource):
     """The medicine a `medicationReference` points at (contained, included or in the record)."""
 
     resourceType: Literal["Medication"]
     code: CodeableConcept | None = None
 
 
-class OtherResource(Resource, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class OtherResource(Resource):
     """Any resource type the triage does not read; kept only so bundles of mixed types parse."""
 
 
@@ -279,14 +265,16 @@ Contained = Annotated[
 ]
 
 
-class DispenseRequest(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class DispenseRequest(Element):
     """How much was prescribed: the supply one fill lasts, and how many refills."""
 
     expectedSupplyDuration: Quantity | None = None
-    numberOfRepeatsAllowed: Annotated[int, Field(ge=0, le=1000), Meta(ge=0, le=1000)] | None = None
+    numberOfRepeatsAllowed: Annotated[int, Field(ge=0, le=1000)] | None = None
 
 
-class MedicationRequest(Resource, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class MedicationRequest(Resource):
     """A prescription; `medicationReference.display` is read for the by-name fallback."""
 
     resourceType: Literal["MedicationRequest"]
@@ -308,7 +296,8 @@ class MedicationRequest(Resource, frozen=True, kw_only=True):
     dispenseRequest: DispenseRequest | None = None
 
 
-class MedicationStatement(Resource, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class MedicationStatement(Resource):
     """A medicine the patient takes or took, as reported (dated by `effective[x]`)."""
 
     resourceType: Literal["MedicationStatement"]
@@ -331,7 +320,8 @@ class MedicationStatement(Resource, frozen=True, kw_only=True):
     dateAsserted: FhirDate | None = None
 
 
-class OperationOutcome(Resource, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class OperationOutcome(Resource):
     resourceType: Literal["OperationOutcome"]
 
 
@@ -384,22 +374,26 @@ AnyResource = Annotated[
 ]
 
 
-class BundleLink(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class BundleLink(Element):
     relation: str | None = None
     url: str | None = None
 
 
-class BundleSearch(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class BundleSearch(Element):
     mode: Literal["match", "include", "outcome"] | None = None
 
 
-class BundleEntry(Element, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class BundleEntry(Element):
     fullUrl: FhirUri | None = None
     resource: AnyResource | None = None
     search: BundleSearch | None = None
 
 
-class Bundle(Resource, frozen=True, kw_only=True):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class Bundle(Resource):
     resourceType: Literal["Bundle"]
     type: str | None = None
     link: list[BundleLink] = field(default_factory=list)
