@@ -330,17 +330,25 @@ def inert(text: str) -> str:
     return text.translate(_ESCAPED)
 
 
+_STATED = {
+    "ServiceRequest": "the reason stated on the order ",
+    "Procedure": "the reason recorded for the procedure ",
+}
+"""How a card names the entry whose `reasonCode` stated a finding."""
+
+
 def describe(evidence: Evidence) -> str:
     """`Low back pain (SNOMED CT 279039007), Condition/c1, 2026-11-10`, record text made inert
-    (an order's stated reason: `..., the reason stated on the order ServiceRequest/s1, ...`)."""
+    (an order's stated reason: `..., the reason stated on the order ServiceRequest/s1, ...`; a
+    procedure's: `..., the reason recorded for the procedure Procedure/p1, ...`)."""
     parts = [inert(evidence.display)]
     if evidence.value:
         parts[0] += f": {inert(evidence.value)}"
     if evidence.code:
         parts[0] += f" ({inert(evidence.system)} {inert(evidence.code)})"
     if evidence.reference:
-        stated = "the reason stated on the order " if evidence.stated else ""
-        parts.append(stated + inert(evidence.reference))
+        parts.append(_STATED.get(evidence.resource_type, "") if evidence.stated else "")
+        parts[-1] += inert(evidence.reference)
     if evidence.when:
         parts.append(evidence.when.isoformat())
     return ", ".join(parts)

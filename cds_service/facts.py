@@ -173,7 +173,8 @@ class Evidence(NamedTuple):
     when: date | None = None
     value: str | None = None
     stated: bool = False
-    """A draft order's stated reason (`reasonCode`), not the order itself."""
+    """A stated reason (`reasonCode`) of a draft order or of a procedure done, not the order or
+    the procedure itself."""
 
 
 @dataclass(frozen=True)
@@ -375,10 +376,17 @@ def _finding_sources(
         )
         for e in conditions
     ]
+    window = knowledge.config.thresholds["new_finding_days"]
     for entry in record.procedures:
         if entry.resource.status in _PROCEDURE_DONE:
+            performed = _performed(entry)
             matched = _matches(knowledge, entry.resource.code, "finding")
-            found.append(_Finding(entry, matched, _performed(entry), True, False))
+            found.append(_Finding(entry, matched, performed, True, False))
+            # Why it was done: a finding recorded on that day, current while it is new.
+            recent = performed is None or (today - performed).days <= window
+            for reason in entry.resource.reasonCode:
+                matched = _matches(knowledge, reason, "finding")
+                found.append(_Finding(entry, matched, performed, recent, False, stated=True))
     for order in record.draft_orders:  # the stated indication: a complaint recorded now
         stated = order.resource.authoredOn or today
         for reason in order.resource.reasonCode:

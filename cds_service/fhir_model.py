@@ -244,6 +244,8 @@ class Procedure(Resource):
     subject: Reference
     performedDateTime: FhirDate | None = None
     performedPeriod: Period | None = None
+    reasonCode: list[CodeableConcept] = field(default_factory=list)
+    """Why it was done: a finding recorded on its date (an X-ray after a fall)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
+from cds_service.cards import describe
 from cds_service.codes import CodeIndex
 from cds_service.facts import FactSet, build_facts
 from cds_service.fhir_model import (
@@ -113,6 +114,31 @@ def test_a_procedure_done_is_a_finding(knowledge: Knowledge) -> None:
     )
     facts = _facts(knowledge, procedures=[Entry(laminectomy, "Procedure/p1")])
     assert _of(facts, "finding", "prior-spine-surgery")
+
+
+def test_a_procedures_reason_is_a_finding_while_it_is_new(knowledge: Knowledge) -> None:
+    def hip_xray(performed: str, reason: str) -> Entry[Procedure]:
+        resource = {
+            "resourceType": "Procedure",
+            "status": "completed",
+            "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "73502"}]},
+            "reasonCode": [{"coding": [{"system": SNOMED, "code": reason}]}],
+            "subject": SUBJECT,
+            "performedDateTime": performed,
+        }
+        return Entry(validated(Procedure, resource), "Procedure/x1")
+
+    fall = _facts(knowledge, procedures=[hip_xray("2026-10-28", "161898004")])
+    found = _of(fall, "finding", "minor-fall")
+    assert found is not None
+    assert (found["new"], found["last_days"]) == (True, 4)
+    (evidence,) = fall.evidence[found["id"]]
+    assert (evidence.reference, evidence.stated) == ("Procedure/x1", True)
+    assert describe(evidence).endswith(
+        "the reason recorded for the procedure Procedure\\/x1, 2026-10-28"
+    )
+    old = _facts(knowledge, procedures=[hip_xray("2024-10-28", "161898004")])
+    assert _of(old, "finding", "minor-fall") is None  # a fall two years ago is history
 
 
 def test_medicine_exposure_spans_prescriptions_and_is_current_while_active(

@@ -10,6 +10,7 @@ from cds_service.prefetch import _readable
 from cds_service.relevance import readers
 
 LOINC, SNOMED = "http://loinc.org", "http://snomed.info/sct"
+CPT = "http://www.ama-assn.org/go/cpt"
 
 
 def _coded(kind: str, system: str, code: Any) -> dict[str, Any]:
@@ -59,6 +60,14 @@ def _ended(condition: dict[str, Any], *codes: Any) -> dict[str, Any]:
         ({"resourceType": "Condition", "code": {"coding": [5]}}, True),
         ({"resourceType": "Condition"}, True),
         (_coded("Procedure", SNOMED, "22298006"), False),
+        (  # a hip X-ray done because of a fall: the reason is a finding
+            {
+                **_coded("Procedure", CPT, "73502"),
+                "reasonCode": [{"coding": [{"system": SNOMED, "code": "161898004"}]}],
+            },
+            True,
+        ),
+        ({**_coded("Procedure", SNOMED, "22298006"), "reasonCode": {"text": "x"}}, True),
         (
             {"resourceType": "MedicationRequest", "medicationReference": {"reference": "#m1"}},
             True,
