@@ -28,7 +28,6 @@ Needs valgrind (Debian package `valgrind`); about 15 s per scenario and 40 s for
 
 import argparse
 import asyncio
-import gc
 import os
 import re
 import subprocess
@@ -169,6 +168,7 @@ def _scenario(name: str, workdir: str) -> Callable[[], None]:
 
         return _asgi_call(create_app(), Path(os.environ[REQUEST]).read_bytes())
     from bench.scaling import with_observations
+    from cds_service import collector
     from cds_service.hooks import HOOKS
     from cds_service.knowledge import load_knowledge
     from cds_service.models import HookRequest, dump
@@ -176,13 +176,13 @@ def _scenario(name: str, workdir: str) -> Callable[[], None]:
 
     triage, hook = Triage(load_knowledge()), HOOKS["patient-view"]
     body = orjson.dumps(with_observations(int(name.split()[-1]), relevant=True))
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    collector.configure()
 
     def evaluate() -> None:
-        request = HookRequest.model_validate(orjson.loads(body))
-        context = hook.context.model_validate(request.context)
-        orjson.dumps(dump(triage.run(request, context, hook, TODAY).response))
+        with collector.paused_for(len(body)):  # as the route reads a body
+            request = HookRequest.model_validate(orjson.loads(body))
+            context = hook.context.model_validate(request.context)
+            orjson.dumps(dump(triage.run(request, context, hook, TODAY).response))
 
     return evaluate
 

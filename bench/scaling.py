@@ -7,16 +7,16 @@ Two kinds of record, reported apart:
 - irrelevant: labs no rule reads (heart rate, blood pressure, ...), passed over before validation.
 
 Measures, in process and on one core, what one call costs a worker: orjson parse, request model,
-`Triage.run` and the response's JSON; median of `--runs`, after `gc.freeze()` and with the app's
-collector threshold, as `create_app` sets them. Also prints the facts the engine was given, and
-each size's time over the smallest size's of its kind, by median and by minimum (the minimum is
-the steadier on a shared machine), beside the size ratio (linear: that ratio or less).
+`Triage.run` and the response's JSON; median of `--runs`, with the app's collector settings and
+its pause for a large body (`collector.py`), as the service reads one. Also prints the facts the
+engine was given, and each size's time over the smallest size's of its kind, by median and by
+minimum (the minimum is the steadier on a shared machine), beside the size ratio (linear: that
+ratio or less).
 
     .venv/bin/python -m bench.scaling [--sizes 2300 23000] [--runs 5]
 """
 
 import argparse
-import gc
 import os
 import random
 import statistics
@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from bench.bench import OTHER_OBSERVATIONS, TODAY, realistic_request
+from cds_service import collector
 from cds_service.facts import build_facts
 from cds_service.hooks import HOOKS
 from cds_service.knowledge import load_knowledge
@@ -79,9 +80,10 @@ def measure(triage: Triage, body: bytes, runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        request = HookRequest.model_validate(orjson.loads(body))
-        context = hook.context.model_validate(request.context)
-        orjson.dumps(dump(triage.run(request, context, hook, TODAY).response))
+        with collector.paused_for(len(body)):  # as the route reads a body (`collector.py`)
+            request = HookRequest.model_validate(orjson.loads(body))
+            context = hook.context.model_validate(request.context)
+            orjson.dumps(dump(triage.run(request, context, hook, TODAY).response))
         times.append((time.perf_counter() - started) * 1000)
     return times
 
@@ -93,8 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     triage = Triage(load_knowledge())
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    collector.configure()
     print(f"load average {os.getloadavg()[0]:.2f}; times in ms, one core\n")
     print(
         f"{'kind':10} {'Observations':>12} {'body MB':>8} {'median':>8} {'min':>8} {'max':>8}"

@@ -3,7 +3,6 @@
 No route here: they live in `routes/`, and call the objects `deps` hands them.
 """
 
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -16,7 +15,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from cds_service import __version__
+from cds_service import __version__, collector
 from cds_service.auth import Authenticator
 from cds_service.deps import Wiring
 from cds_service.errors import CDSError, Issue, Unavailable, outcome_response, validation_issues
@@ -80,13 +79,9 @@ def create_app(settings: Settings | None = None, hooks: HookRegistry = HOOKS) ->
         app.include_router(pages.docs_router)
     queries = wiring.service.triage.queries
     app.openapi = lambda: openapi_document(app, queries, hooks)  # type: ignore[method-assign]
-    # Move the start-up objects (modules, knowledge base, validators) out of the collector's
-    # reach: full collections then scan only per-request garbage, which keeps p99 down.
-    gc.freeze()
-    # A 6 MB record allocates ~10^6 objects; with the default threshold (700) the collector ran
-    # hundreds of times per request, over all of them. Measured on 20,000 Observations: parse and
-    # triage 330 ms -> 197 ms with this threshold (docs/performance.md).
-    gc.set_threshold(100_000, 50, 100)
+    # The start-up objects out of the collector's reach (full collections then scan only
+    # per-request garbage, which keeps p99 down), and its threshold (`collector.py`).
+    collector.configure()
     return app
 
 
