@@ -333,6 +333,8 @@ def inert(text: str) -> str:
 _STATED = {
     "ServiceRequest": "the reason stated on the order ",
     "Procedure": "the reason recorded for the procedure ",
+    "MedicationRequest": "the reason recorded for the prescription ",
+    "MedicationStatement": "the reason recorded for the medicine ",
 }
 """How a card names the entry whose `reasonCode` stated a finding."""
 

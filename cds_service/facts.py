@@ -376,23 +376,41 @@ def _finding_sources(
         )
         for e in conditions
     ]
-    window = knowledge.config.thresholds["new_finding_days"]
     for entry in record.procedures:
         if entry.resource.status in _PROCEDURE_DONE:
             performed = _performed(entry)
             matched = _matches(knowledge, entry.resource.code, "finding")
             found.append(_Finding(entry, matched, performed, True, False))
-            # Why it was done: a finding recorded on that day, current while it is new.
-            recent = performed is None or (today - performed).days <= window
-            for reason in entry.resource.reasonCode:
-                matched = _matches(knowledge, reason, "finding")
-                found.append(_Finding(entry, matched, performed, recent, False, stated=True))
+            found += _reasons(knowledge, entry, performed, today)
+    for medicine in record.medications:
+        if medicine.resource.status in _MEDICATION_TAKEN:
+            found += _reasons(knowledge, medicine, _written(medicine.resource), today)
     for order in record.draft_orders:  # the stated indication: a complaint recorded now
         stated = order.resource.authoredOn or today
         for reason in order.resource.reasonCode:
             matched = _matches(knowledge, reason, "finding")
             found.append(_Finding(order, matched, stated, True, True, stated=True))
     return found
+
+
+def _reasons(
+    knowledge: Knowledge, entry: Entry[Any], when: date | None, today: date
+) -> list[_Finding]:
+    """Why a procedure was done or a medicine prescribed (`reasonCode`): findings recorded on
+    `when`, current while they are new (`new_finding_days`), history after."""
+    recent = when is None or (today - when).days <= knowledge.config.thresholds["new_finding_days"]
+    return [
+        _Finding(entry, _matches(knowledge, reason, "finding"), when, recent, False, stated=True)
+        for reason in entry.resource.reasonCode
+    ]
+
+
+def _written(medicine: MedicationRequest | MedicationStatement) -> date | None:
+    """When a medicine's record was written: the request's date, or the statement's start."""
+    if isinstance(medicine, MedicationRequest):
+        return medicine.authoredOn
+    period = medicine.effectivePeriod
+    return medicine.effectiveDateTime or (period and period.start) or medicine.dateAsserted
 
 
 def _add_findings(
@@ -894,7 +912,7 @@ def _exposure(
         current = current and start is not None and not old
     else:
         period = medication.effectivePeriod
-        start = medication.effectiveDateTime or (period and period.start) or medication.dateAsserted
+        start = _written(medication)
         end = (period and period.end) or start
     return _Exposure(start, end or start, current, stale) if start is not None else None
 

@@ -296,6 +296,8 @@ class MedicationRequest(Resource):
     subject: Reference
     authoredOn: FhirDate | None = None
     dispenseRequest: DispenseRequest | None = None
+    reasonCode: list[CodeableConcept] = field(default_factory=list)
+    """Why it was prescribed: a finding recorded on the day it was written."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
@@ -320,6 +322,8 @@ class MedicationStatement(Resource):
     effectiveDateTime: FhirDate | None = None
     effectivePeriod: Period | None = None
     dateAsserted: FhirDate | None = None
+    reasonCode: list[CodeableConcept] = field(default_factory=list)
+    """Why it is taken: a finding recorded from the day it started."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)

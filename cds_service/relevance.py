@@ -5,7 +5,7 @@ each element of those would cost most of an evaluation and change no card. A Con
 when a value set other than an `irrelevant` one holds one of its codes, or when none does while
 it is not over (the cards name those no rule could judge; one known to be irrelevant, or over,
 can do neither); any other resource is read (and then strictly validated) when a coding of its
-code (or an Observation's coded answer, or a Procedure's reason) is in a value set,
+code (or an Observation's coded answer, or the reason of a procedure or medicine) is in a value set,
 when an Observation's or a Procedure's text names a red-flag term, when a medicine's text
 names an ingredient a value set lists or its drug is a reference (to a Medication, read with it),
 or when it is not a coded clinical resource (Patient, ServiceRequest, Medication).
@@ -169,16 +169,20 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
     def by_code(resource: dict[str, Any]) -> bool:
         return coded(resource.get("code")) is not False or worded(resource)
 
-    def procedure(resource: dict[str, Any]) -> bool:
-        """Its code, or a reason it was done (a finding recorded on its date)."""
+    def reasoned(resource: dict[str, Any]) -> bool:
+        """A reason it was done or taken (`reasonCode`) is in a value set: a finding recorded
+        on its date. A malformed list is read, so validation names the path."""
         reasons = resource.get("reasonCode", [])
         if type(reasons) is not list:
-            return True  # malformed: read, validation names the path
-        return by_code(resource) or any(coded(reason) is not False for reason in reasons)
+            return True
+        return any(coded(reason) is not False for reason in reasons)
+
+    def procedure(resource: dict[str, Any]) -> bool:
+        return by_code(resource) or reasoned(resource)
 
     def medicine(resource: dict[str, Any]) -> bool:
         hit = coded(resource.get("medicationCodeableConcept"))
-        return hit is not False or named(resource) or refers(resource)
+        return hit is not False or named(resource) or refers(resource) or reasoned(resource)
 
     by_type: dict[str, Reader] = dict.fromkeys(_MEDICINES, medicine)
     by_type |= dict.fromkeys(_CODED, by_code)

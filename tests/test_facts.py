@@ -27,6 +27,7 @@ from tests.fhir_input import validated
 TODAY = date(2026, 11, 1)
 SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SUBJECT = {"reference": "Patient/p"}
 
 
@@ -139,6 +140,28 @@ def test_a_procedures_reason_is_a_finding_while_it_is_new(knowledge: Knowledge) 
     )
     old = _facts(knowledge, procedures=[hip_xray("2024-10-28", "161898004")])
     assert _of(old, "finding", "minor-fall") is None  # a fall two years ago is history
+
+
+def test_a_prescriptions_reason_is_a_finding_and_a_cancer_one_counts_at_any_age(
+    knowledge: Knowledge,
+) -> None:
+    def letrozole(authored: str, code: str, status: str = "active") -> Entry[MedicationRequest]:
+        reason = {"coding": [{"system": ICD10CM, "code": code}]}
+        coded = {"coding": [{"system": RXNORM, "code": "72965"}], "text": "letrozole"}
+        medicine = _request(status, authored, medicationCodeableConcept=coded, reasonCode=[reason])
+        return Entry(medicine.resource, "MedicationRequest/m1")
+
+    for_cancer = _facts(knowledge, medications=[letrozole("2021-03-01", "C50.911")])
+    found = _of(for_cancer, "finding", "cancer")
+    assert found is not None  # a cancer history, five years on
+    (evidence,) = for_cancer.evidence[found["id"]]
+    assert "the reason recorded for the prescription" in describe(evidence)
+    for_ovulation = _facts(knowledge, medications=[letrozole("2026-09-28", "E28.2")])
+    assert _of(for_ovulation, "finding", "cancer") is None
+    in_error = _facts(
+        knowledge, medications=[letrozole("2021-03-01", "C50.911", "entered-in-error")]
+    )
+    assert _of(in_error, "finding", "cancer") is None
 
 
 def test_medicine_exposure_spans_prescriptions_and_is_current_while_active(

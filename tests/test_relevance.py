@@ -11,6 +11,7 @@ from cds_service.relevance import readers
 
 LOINC, SNOMED = "http://loinc.org", "http://snomed.info/sct"
 CPT = "http://www.ama-assn.org/go/cpt"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 
 
 def _coded(kind: str, system: str, code: Any) -> dict[str, Any]:
@@ -68,6 +69,14 @@ def _ended(condition: dict[str, Any], *codes: Any) -> dict[str, Any]:
             True,
         ),
         ({**_coded("Procedure", SNOMED, "22298006"), "reasonCode": {"text": "x"}}, True),
+        (  # a medicine no value set lists, prescribed for a breast cancer
+            {
+                "resourceType": "MedicationRequest",
+                "medicationCodeableConcept": {"text": "letrozole"},
+                "reasonCode": [{"coding": [{"system": ICD10CM, "code": "C50.911"}]}],
+            },
+            True,
+        ),
         (
             {"resourceType": "MedicationRequest", "medicationReference": {"reference": "#m1"}},
             True,
