@@ -472,6 +472,22 @@ def test_who_icd10_codes_are_looked_up_as_icd10cm(knowledge: Knowledge) -> None:
     assert knowledge.concepts("http://example.org/local", "G83.4") == ()
 
 
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("Bacillus Calmette-Guerin vaccine (BCG) for tuberculosis, live", False),
+        ("Immunization against tuberculosis", False),
+        ("Screening for malignant neoplasm of breast", False),
+        ("Pulmonary tuberculosis, on treatment", True),
+        ("Osteomyelitis after BCG vaccination; tuberculosis", True),  # another clause names it
+    ],
+)
+def test_a_vaccine_or_a_screening_does_not_name_the_disease_it_is_for(
+    knowledge: Knowledge, text: str, named: bool
+) -> None:
+    assert bool(knowledge.findings_named(text)) is named
+
+
 def test_a_result_is_read_by_its_code_not_by_the_words_of_its_name(knowledge: Knowledge) -> None:
     def unknown(text: str, **value: Any) -> Entry[Observation]:
         coding = {"system": "http://example.org/lab", "code": "CA125"}
