@@ -341,8 +341,8 @@ _STATED = {
 
 def describe(evidence: Evidence) -> str:
     """`Low back pain (SNOMED CT 279039007), Condition/c1, 2026-11-10`, record text made inert
-    (an order's stated reason: `..., the reason stated on the order ServiceRequest/s1, ...`; a
-    procedure's: `..., the reason recorded for the procedure Procedure/p1, ...`)."""
+    (a stated reason names its entry as `_STATED` says: `..., the reason stated on the order
+    ServiceRequest/s1, ...`)."""
     parts = [inert(evidence.display)]
     if evidence.value:
         parts[0] += f": {inert(evidence.value)}"

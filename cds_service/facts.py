@@ -173,8 +173,8 @@ class Evidence(NamedTuple):
     when: date | None = None
     value: str | None = None
     stated: bool = False
-    """A stated reason (`reasonCode`) of a draft order or of a procedure done, not the order or
-    the procedure itself."""
+    """A stated reason (`reasonCode`) of a draft order, a procedure done or a medicine, not the
+    entry itself."""
 
 
 @dataclass(frozen=True)
