@@ -437,7 +437,7 @@ def _add_findings(
                 by_concept[concept].append(found._replace(value=risk.means) if risk else found)
         unjudged = source.condition and source.active and not source.stated
         if unjudged and _unclassified(knowledge, source.entry):
-            _add_unclassified(knowledge, facts, by_concept, source)
+            _add_unclassified(knowledge, facts, by_concept, source, today)
     for concept, seen in observed:
         by_concept[concept].append(seen)
     for concept, evidence in by_concept.items():
@@ -473,14 +473,39 @@ def _add_unclassified(
     facts: FactSet,
     by_concept: dict[str, list[Evidence]],
     source: _Finding,
+    today: date,
 ) -> None:
     """An entry no value set classifies: a risk found in text when its words name a red-flag
-    finding (not negated), else one of the entries the rules could not judge."""
-    named = _named_in_text(knowledge, source.entry, source.when)
+    finding (not negated) or when it is new and in text only, else one of the entries the
+    rules could not judge."""
+    named = _named_in_text(knowledge, source.entry, source.when) or _new_text_only(
+        knowledge, source, today
+    )
     if not named:
         facts.unjudged.append(_entry_evidence(knowledge, source.entry, source.when))
     for risk, evidence in named:
         by_concept[risk].append(evidence)
+
+
+def _new_text_only(
+    knowledge: Knowledge, source: _Finding, today: date
+) -> list[tuple[str, Evidence]]:
+    """A new entry written in text only, with no code at all, whose words name no term the
+    service knows: they may name a red flag in words or a language it does not read
+    ("Harnverhalt seit gestern"), so it is a risk to check, not an entry to list as not judged.
+    One that names a term only to deny it ("denies fever") was read. New: within
+    `new_finding_days`, or undated."""
+    code: CodeableConcept | None = source.entry.resource.code
+    if knowledge.text_risk is None or code is None or not code.text:
+        return []
+    if any(coding.code for coding in code.coding) or knowledge.names_a_term(code.text):
+        return []
+    window = knowledge.config.thresholds["new_finding_days"]
+    if source.when is not None and (today - source.when).days > window:
+        return []
+    said = "written in text only, which this rule set does not read: check it"
+    evidence = _entry_evidence(knowledge, source.entry, source.when)._replace(value=said)
+    return [(knowledge.text_risk, evidence)]
 
 
 def _unclassified(knowledge: Knowledge, entry: Entry[Any]) -> bool:

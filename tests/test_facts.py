@@ -488,6 +488,30 @@ def test_a_vaccine_or_a_screening_does_not_name_the_disease_it_is_for(
     assert bool(knowledge.findings_named(text)) is named
 
 
+@pytest.mark.parametrize(
+    ("text", "onset", "checked"),
+    [
+        ("Harnverhalt seit gestern, Reithosenanästhesie", "2026-10-31", True),
+        ("Knee sprain", None, True),  # undated: it cannot be shown to be old
+        ("Harnverhalt seit 2019", "2019-03-01", False),  # old: listed as not judged
+        ("Back strain at work, denies fever", "2026-10-31", False),  # read: a term denied
+    ],
+)
+def test_a_new_entry_in_text_only_that_names_no_known_term_is_a_risk_to_check(
+    knowledge: Knowledge, text: str, onset: str | None, checked: bool
+) -> None:
+    resource = {"resourceType": "Condition", "code": {"text": text}, "subject": SUBJECT}
+    if onset:
+        resource["onsetDateTime"] = onset
+    facts = _facts(knowledge, conditions=[Entry(validated(Condition, resource), "Condition/t1")])
+    risk = _of(facts, "finding", "risk-named-in-text")
+    assert (risk is not None) is checked
+    assert bool(facts.unjudged) is not checked
+    if risk is not None:
+        (evidence,) = facts.evidence[risk["id"]]
+        assert "text only" in (evidence.value or "")
+
+
 def test_a_result_is_read_by_its_code_not_by_the_words_of_its_name(knowledge: Knowledge) -> None:
     def unknown(text: str, **value: Any) -> Entry[Observation]:
         coding = {"system": "http://example.org/lab", "code": "CA125"}
