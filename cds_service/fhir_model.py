@@ -32,7 +32,10 @@ day is the day as written: read without the general pattern's groups."""
 
 
 def parse_fhir_date(value: Any) -> date:
-    """Read a FHIR date, dateTime or instant as a UTC calendar date (partial dates: first day)."""
+    """Read a FHIR date, dateTime or instant as a UTC calendar date (partial dates: first day);
+    a date already read (a model rebuilt from another, `prefetch.components`) is kept."""
+    if type(value) is date:
+        return value
     if not isinstance(value, str):
         raise ValueError("must be a FHIR date or dateTime string")
     as_written = _UTC_DAY.fullmatch(value) is not None
@@ -179,6 +182,20 @@ class Condition(Resource):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
+class ObservationComponent(Element):
+    """A result inside a panel (a temperature in a vital-signs panel): read as an Observation of
+    its own, with the panel's status, subject and time (`prefetch.readings`)."""
+
+    code: CodeableConcept
+    valueQuantity: Quantity | None = None
+    valueCodeableConcept: CodeableConcept | None = None
+    valueBoolean: bool | None = None
+    valueString: str | None = None
+    interpretation: list[CodeableConcept] = field(default_factory=list)
+    dataAbsentReason: CodeableConcept | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)
 class Observation(Resource):
     resourceType: Literal["Observation"]
     status: Literal[
@@ -203,6 +220,7 @@ class Observation(Resource):
     valueString: str | None = None
     interpretation: list[CodeableConcept] = field(default_factory=list)
     dataAbsentReason: CodeableConcept | None = None
+    component: list[ObservationComponent] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_IGNORED)

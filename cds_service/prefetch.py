@@ -1,7 +1,7 @@
 """Prefetch: the patient's record, read and checked from the request's prefetch and context."""
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
@@ -285,6 +285,8 @@ def _collect(
                 continue
             seen.add(reference)
         kept = lists.get(type(resource))
+        if isinstance(resource, Observation) and resource.component:
+            record.observations += [Entry(r, reference) for r in components(resource)]
         if kept is not None:
             kept.append(Entry(resource, reference))
         elif isinstance(resource, Medication):
@@ -292,6 +294,26 @@ def _collect(
                 record.medicines[str(key)] = resource
         elif isinstance(resource, Patient):
             _set_patient(record, resource, path)
+
+
+def components(panel: Observation) -> list[Observation]:
+    """A panel's components as Observations of their own: FHIR R4 says a component shares the
+    panel's subject, time and status (`Observation.component`), so a temperature inside a
+    vital-signs panel is a temperature. The panel stays an entry too; the card names it."""
+    return [
+        replace(
+            panel,
+            code=part.code,
+            valueQuantity=part.valueQuantity,
+            valueCodeableConcept=part.valueCodeableConcept,
+            valueBoolean=part.valueBoolean,
+            valueString=part.valueString,
+            interpretation=part.interpretation,
+            dataAbsentReason=part.dataAbsentReason,
+            component=[],
+        )
+        for part in panel.component
+    ]
 
 
 def _set_patient(record: PatientRecord, patient: Patient, path: str) -> None:

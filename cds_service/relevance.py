@@ -154,6 +154,9 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
         """A finding may be its code or its coded answer; a measurement is read by its code
         only (words are read for findings, not results: "Cancer antigen 125" names no cancer
         of the patient's)."""
+        parts = resource.get("component")
+        if parts is not None and (type(parts) is not list or any(map(component, parts))):
+            return True  # a component a rule reads (or a malformed list: validation names it)
         value = resource.get("valueCodeableConcept")
         answer = False if value is None else coded(value)
         hit = coded(resource.get("code"))
@@ -165,6 +168,15 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
             if hit is True and "valueQuantity" in resource:
                 return not too_old(resource)
         return True
+
+    def component(part: Any) -> bool:
+        """A panel's component whose code or coded answer a value set holds (or malformed)."""
+        if type(part) is not dict:
+            return True
+        answer = part.get("valueCodeableConcept")
+        return coded(part.get("code")) is not False or (
+            answer is not None and coded(answer) is not False
+        )
 
     def by_code(resource: dict[str, Any]) -> bool:
         return coded(resource.get("code")) is not False or worded(resource)

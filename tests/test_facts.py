@@ -19,7 +19,7 @@ from cds_service.fhir_model import (
     Procedure,
 )
 from cds_service.knowledge import Knowledge, load_knowledge
-from cds_service.prefetch import Entry, PatientRecord
+from cds_service.prefetch import Entry, PatientRecord, components
 from cds_service.relevance import readers
 from tests.conftest import ROOT
 from tests.fhir_input import validated
@@ -510,6 +510,26 @@ def test_a_new_entry_in_text_only_that_names_no_known_term_is_a_risk_to_check(
     if risk is not None:
         (evidence,) = facts.evidence[risk["id"]]
         assert "text only" in (evidence.value or "")
+
+
+def test_a_temperature_inside_a_vital_signs_panel_is_a_temperature(knowledge: Knowledge) -> None:
+    temperature = {"value": 38.9, "unit": "Cel", "system": "http://unitsofmeasure.org"}
+    panel = _observation(
+        "85353-1",
+        "http://loinc.org",
+        component=[
+            {"code": _coded("http://loinc.org", "8867-4"), "valueQuantity": {"value": 96}},
+            {"code": _coded("http://loinc.org", "8310-5"), "valueQuantity": temperature},
+        ],
+    )
+    parts = [Entry(part, panel.reference) for part in components(panel.resource)]
+    assert [p.resource.effectiveDateTime for p in parts] == [date(2026, 10, 30)] * 2
+    facts = _facts(knowledge, observations=[panel, *parts])
+    fever = [
+        f for f in facts.facts if f["type"] == "observation" and f["concept"] == "body-temperature"
+    ]
+    assert [f["value"] for f in fever] == [38.9]
+    assert facts.evidence[fever[0]["id"]][0].reference == "Observation/85353-1"
 
 
 def test_a_result_is_read_by_its_code_not_by_the_words_of_its_name(knowledge: Knowledge) -> None:

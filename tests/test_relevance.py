@@ -69,6 +69,20 @@ def _ended(condition: dict[str, Any], *codes: Any) -> dict[str, Any]:
             True,
         ),
         ({**_coded("Procedure", SNOMED, "22298006"), "reasonCode": {"text": "x"}}, True),
+        (  # a vital-signs panel whose component is a temperature
+            {
+                **_coded("Observation", LOINC, "85353-1"),
+                "component": [{"code": {"coding": [{"system": LOINC, "code": "8310-5"}]}}],
+            },
+            True,
+        ),
+        (  # a panel of components no rule reads
+            {
+                **_coded("Observation", LOINC, "85353-1"),
+                "component": [{"code": {"coding": [{"system": LOINC, "code": "8867-4"}]}}],
+            },
+            False,
+        ),
         (  # a medicine no value set lists, prescribed for a breast cancer
             {
                 "resourceType": "MedicationRequest",
