@@ -349,8 +349,8 @@ def describe(evidence: Evidence) -> str:
     if evidence.code:
         parts[0] += f" ({inert(evidence.system)} {inert(evidence.code)})"
     if evidence.reference:
-        parts.append(_STATED.get(evidence.resource_type, "") if evidence.stated else "")
-        parts[-1] += inert(evidence.reference)
+        stated = _STATED.get(evidence.resource_type, "") if evidence.stated else ""
+        parts.append(stated + inert(evidence.reference))
     if evidence.when:
         parts.append(evidence.when.isoformat())
     return ", ".join(parts)

@@ -1,7 +1,7 @@
 """Prefetch: the patient's record, read and checked from the request's prefetch and context."""
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
@@ -15,6 +15,7 @@ from cds_service.fhir_model import (
     MedicationRequest,
     MedicationStatement,
     Observation,
+    ObservationComponent,
     OperationOutcome,
     Patient,
     PrefetchValue,
@@ -301,19 +302,13 @@ def components(panel: Observation) -> list[Observation]:
     panel's subject, time and status (`Observation.component`), so a temperature inside a
     vital-signs panel is a temperature. The panel stays an entry too; the card names it."""
     return [
-        replace(
-            panel,
-            code=part.code,
-            valueQuantity=part.valueQuantity,
-            valueCodeableConcept=part.valueCodeableConcept,
-            valueBoolean=part.valueBoolean,
-            valueString=part.valueString,
-            interpretation=part.interpretation,
-            dataAbsentReason=part.dataAbsentReason,
-            component=[],
-        )
+        replace(panel, component=[], **{f.name: getattr(part, f.name) for f in _COMPONENT})
         for part in panel.component
     ]
+
+
+_COMPONENT = fields(ObservationComponent)
+"""The elements a component and an Observation share, as `ObservationComponent` lists them."""
 
 
 def _set_patient(record: PatientRecord, patient: Patient, path: str) -> None:

@@ -170,13 +170,9 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
         return True
 
     def component(part: Any) -> bool:
-        """A panel's component whose code or coded answer a value set holds (or malformed)."""
-        if type(part) is not dict:
-            return True
-        answer = part.get("valueCodeableConcept")
-        return coded(part.get("code")) is not False or (
-            answer is not None and coded(answer) is not False
-        )
+        """A panel's component, read as an Observation of its own (a malformed one is read,
+        so validation names the path)."""
+        return type(part) is not dict or observation(part)
 
     def by_code(resource: dict[str, Any]) -> bool:
         return coded(resource.get("code")) is not False or worded(resource)
