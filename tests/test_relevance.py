@@ -76,10 +76,10 @@ def _ended(condition: dict[str, Any], *codes: Any) -> dict[str, Any]:
             },
             True,
         ),
-        (  # a panel of components no rule reads
+        (  # a panel of components no rule reads (a diastolic pressure)
             {
-                **_coded("Observation", LOINC, "85353-1"),
-                "component": [{"code": {"coding": [{"system": LOINC, "code": "8867-4"}]}}],
+                **_coded("Observation", LOINC, "85354-9"),
+                "component": [{"code": {"coding": [{"system": LOINC, "code": "8462-4"}]}}],
             },
             False,
         ),
