@@ -13,7 +13,10 @@ Anything malformed where the codes should be is read, so validation names the pa
 
 As of a day, a result (an Observation with `valueQuantity`) dated before the lookback window of
 every code it has is passed over too: the triage would not count it (decades of vitals cost
-what their window holds, as when the service fetches them itself with `date=ge`).
+what their window holds, as when the service fetches them itself with `date=ge`). A day written
+more than a day before the window is past it whatever its time or offset, and is passed over as
+a result no value set holds would be, its date unread; one nearer the window's edge has its date
+read strictly, as the triage reads it.
 """
 
 from collections.abc import Callable
@@ -114,13 +117,15 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
         return isinstance(reference, dict) and reference.get("reference") is not None
 
     def too_old(resource: dict[str, Any]) -> bool:
-        """A result whose effectiveDateTime, strictly read as the triage reads it (its UTC day),
-        is before the windows of all its codes. A malformed date is read, so validation names
-        it; so is a partial one."""
+        """A result whose effectiveDateTime is before the windows of all its codes: its day as
+        written more than a day before them, or, nearer, its UTC day strictly read as the triage
+        reads it. A malformed date near or inside the windows is read, so validation names it;
+        so is a partial one."""
         when = resource.get("effectiveDateTime")
         if today is None or type(when) is not str or when[4:5] != "-" or when[7:8] != "-":
             return False
-        if shortest is not None and when[:10] >= well_inside(shortest):
+        day = when[:10]
+        if shortest is not None and day >= well_inside(shortest):
             return False  # inside every window: its codes need not be looked at
         window = -1
         try:
@@ -135,8 +140,10 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
                     return False  # a subtree's code: not windowed
         except (AttributeError, TypeError):  # malformed: read, validation names it
             return False
-        if window < 0 or when[:10] >= well_inside(window):
+        if window < 0 or day >= well_inside(window):
             return False
+        if day < well_inside(window + 2):
+            return True  # a day before the window's first whatever the time: no date read
         try:
             return (today - parse_fhir_date(when)).days > window
         except ValueError:  # malformed: read, validation names it

@@ -163,9 +163,14 @@ TODAY = date(2026, 11, 1)  # body temperature counts for 30 days (config lookbac
         (_temperature("2026-09-29", {"system": SNOMED, "code": "386661006"}), True),  # a finding
         (_temperature("2026-09-29", {"system": LOINC, "code": "2345-7"}), False),  # no value set
         (_temperature("2026-09-29", "not a coding"), True),  # malformed: validation names it
-        (_temperature("2026-02-30"), True),  # not a day: validation names it
-        (_temperature("2020-01-01T25:00:00Z"), True),  # an old day, a malformed time: likewise
-        (_temperature("2020-01-01 08:00"), True),
+        (_temperature("2026-10-32"), True),  # not a day: validation names it
+        (_temperature("2026-10-01T25:00:00Z"), True),  # near the window, a malformed time: likewise
+        (_temperature("2026-10-20 08:00"), True),
+        # a day written more than a day before the window is past it whatever the rest says:
+        # passed over unread, as a result no value set holds
+        (_temperature("2020-01-01T25:00:00Z"), False),
+        (_temperature("2020-01-01 08:00"), False),
+        (_temperature("2026-02-30"), False),
         (_temperature(20260929), True),
         (_temperature("2026"), True),  # a partial date is read, not guessed at
         (  # not a result (no valueQuantity): not windowed
