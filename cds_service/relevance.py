@@ -41,7 +41,7 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
     exact, icd10 = knowledge.codes.exact, knowledge.codes.icd10_systems
     windows = knowledge.result_windows
     shortest = knowledge.shortest_result_window
-    earliest: dict[int, str] = {}
+    edges: dict[int, tuple[str, str]] = {}
 
     def coded(concept: Any) -> bool | None:
         """True/False whether a CodeableConcept's codings hit a value set; None: malformed."""
@@ -125,7 +125,7 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
         if today is None or type(when) is not str or when[4:5] != "-" or when[7:8] != "-":
             return False
         day = when[:10]
-        if shortest is not None and day >= well_inside(shortest):
+        if shortest is None or day >= edge(shortest)[0]:
             return False  # inside every window: its codes need not be looked at
         window = -1
         try:
@@ -135,27 +135,34 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
                     days = windows[key]
                     if days is None:
                         return False  # also a finding: read whenever it was recorded
-                    window = max(window, days)
+                    if days > window:
+                        window = days
                 elif key[0] in icd10:
                     return False  # a subtree's code: not windowed
         except (AttributeError, TypeError):  # malformed: read, validation names it
             return False
-        if window < 0 or day >= well_inside(window):
+        if window < 0:
             return False
-        if day < well_inside(window + 2):
+        inside, past = edge(window)
+        if day >= inside:
+            return False
+        if day < past:
             return True  # a day before the window's first whatever the time: no date read
         try:
             return (today - parse_fhir_date(when)).days > window
         except ValueError:  # malformed: read, validation names it
             return False
 
-    def well_inside(window: int) -> str:
-        """The first day, as written (YYYY-MM-DD), that is inside `window` whatever the time
-        and offset: a written day is within a day of its UTC day (remembered per window)."""
-        if window not in earliest:
+    def edge(window: int) -> tuple[str, str]:
+        """The days, as written (YYYY-MM-DD), from which a result is inside `window` whatever
+        its time and offset, and before which it is past it whatever they are: a written day
+        is within a day of its UTC day (remembered per window)."""
+        found = edges.get(window)
+        if found is None:
             assert today is not None
-            earliest[window] = (today - timedelta(days=window - 1)).isoformat()
-        return earliest[window]
+            inside = (today - timedelta(days=window - 1)).isoformat()
+            found = edges[window] = (inside, (today - timedelta(days=window + 1)).isoformat())
+        return found
 
     def observation(resource: dict[str, Any]) -> bool:
         """A finding may be its code or its coded answer; a measurement is read by its code
