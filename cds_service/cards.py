@@ -78,12 +78,19 @@ def evidence_of(fact_ids: frozenset[str], outcome: Outcome, facts: FactSet) -> l
         (f for f in rests_on(fact_ids, outcome) if f in facts.evidence), key=record_fact_order
     )
     # One line per entry and code: a Condition that is both a finding and the start of the
-    # episode shows once, with the episode's duration, where it first appears.
+    # episode shows once, where it first appears, with the episode's duration first and what
+    # the finding means (a risk's) after it.
     lines: dict[tuple[str | None, str, str], Evidence] = {}
-    for e in (e for fact_id in ordered for e in facts.evidence[fact_id]):
-        key = (e.reference, e.system, e.code) if e.reference else (repr(e), "", "")
-        if key not in lines or (e.value and not lines[key].value):
-            lines[key] = e
+    for fact_id in ordered:
+        episode = facts.facts[record_fact_order(fact_id)]["type"] == "episode"
+        for e in facts.evidence[fact_id]:
+            key = (e.reference, e.system, e.code) if e.reference else (repr(e), "", "")
+            seen = lines.get(key)
+            if seen is None or not seen.value:
+                lines[key] = e
+            elif e.value and e.value != seen.value:
+                first, then = (e.value, seen.value) if episode else (seen.value, e.value)
+                lines[key] = seen._replace(value=f"{first}; {then}")
     return list(lines.values())
 
 

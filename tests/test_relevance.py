@@ -60,7 +60,7 @@ def _ended(condition: dict[str, Any], *codes: Any) -> dict[str, Any]:
         ({"resourceType": "Condition", "code": {"coding": "x"}}, True),
         ({"resourceType": "Condition", "code": {"coding": [5]}}, True),
         ({"resourceType": "Condition"}, True),
-        (_coded("Procedure", SNOMED, "22298006"), False),
+        (_coded("Procedure", SNOMED, "80146002"), False),  # an appendectomy
         (  # a hip X-ray done because of a fall: the reason is a finding
             {
                 **_coded("Procedure", CPT, "73502"),
