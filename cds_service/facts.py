@@ -740,7 +740,8 @@ def _observed_findings(
             present = not _said_absent(knowledge, observation.interpretation)
         worded = observation.valueQuantity is None  # a result is read by its code, not its words
         if not coded and worded and present and _unclassified(knowledge, entry):
-            found.extend(_named_in_text(knowledge, entry, when, observation.valueString))
+            words = [answer.text, *(c.display for c in answer.coding)] if answer else []
+            found.extend(_named_in_text(knowledge, entry, when, observation.valueString, *words))
         for concept, coding in coded:
             if not _still_current(knowledge, concept, when, today) or present is False:
                 continue

@@ -177,11 +177,21 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
         if answer is False:
             if hit is False:
                 return "valueQuantity" not in resource and worded(
-                    resource, resource.get("valueString")
+                    resource, resource.get("valueString"), *answered(value)
                 )
             if hit is True and "valueQuantity" in resource:
                 return not too_old(resource)
         return True
+
+    def answered(value: Any) -> list[Any]:
+        """A coded answer's text and displays (an answer written in words only)."""
+        if type(value) is not dict:
+            return []
+        codings = value.get("coding")
+        displays = (
+            [c.get("display") for c in codings if type(c) is dict] if type(codings) is list else []
+        )
+        return [value.get("text"), *displays]
 
     def component(part: Any) -> bool:
         """A panel's component, read as an Observation of its own (a malformed one is read,
