@@ -385,7 +385,8 @@ def _finding_sources(
     for medicine in record.medications:
         if medicine.resource.status in _MEDICATION_TAKEN:
             found += _reasons(knowledge, medicine, _written(medicine.resource), today)
-    for order in record.draft_orders:  # the stated indication: a complaint recorded now
+    drafts: list[Entry[Any]] = [*record.draft_orders, *record.draft_medicines]
+    for order in drafts:  # the stated indication: a complaint recorded now
         stated = order.resource.authoredOn or today
         for reason in order.resource.reasonCode:
             matched = _matches(knowledge, reason, "finding")

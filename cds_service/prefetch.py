@@ -55,6 +55,8 @@ class PatientRecord:
     medications: list[Entry[MedicationRequest | MedicationStatement]] = field(default_factory=list)
     referrals: list[Entry[ServiceRequest]] = field(default_factory=list)
     draft_orders: list[Entry[ServiceRequest]] = field(default_factory=list)
+    draft_medicines: list[Entry[MedicationRequest]] = field(default_factory=list)
+    """Medicines being ordered (order-select, order-sign): their stated reasons are findings."""
     judged_orders: list[Entry[ServiceRequest]] = field(default_factory=list)
     """The draft orders the hook judges: order-select's `selections`, every one at order-sign.
     The others are context (an order already being placed, the reasons stated for it)."""
@@ -155,8 +157,9 @@ def read_record(
 
 
 def _read_draft_orders(record: PatientRecord, value: Any, selections: list[str] | None) -> None:
-    """The draft ServiceRequests, the Conditions of the same Bundle that their `reasonReference`
-    names (the stated indication, read as part of the record), and the orders to judge: those
+    """The draft ServiceRequests and MedicationRequests, the Conditions of the same Bundle that the
+    orders' `reasonReference` names (the stated indication, read as part of the record), and the
+    orders to judge: those
     `selections` names (order-select), or all (order-sign); 400 for a selection not in the Bundle.
     """
     path = "context.draftOrders"
@@ -165,6 +168,9 @@ def _read_draft_orders(record: PatientRecord, value: Any, selections: list[str] 
         raise CDSError.of(400, "draftOrders must be a Bundle", path)
     entries = _entries(bundle, path, record.patient_id)
     record.draft_orders = [Entry(r, ref) for r, ref, _ in entries if isinstance(r, ServiceRequest)]
+    record.draft_medicines = [
+        Entry(r, ref) for r, ref, _ in entries if isinstance(r, MedicationRequest)
+    ]
     reasons = {
         reason.reference
         for order in record.draft_orders
