@@ -369,7 +369,7 @@ def _finding_sources(
     found = [
         _Finding(
             e,
-            _matches(knowledge, e.resource.code, "finding"),
+            _sited(knowledge, e.resource, _matches(knowledge, e.resource.code, "finding")),
             onset(e.resource, birth),
             is_active(e.resource, today),
             True,
@@ -569,12 +569,32 @@ def _add_episode(
     return None
 
 
-def _at_back(knowledge: Knowledge, condition: Condition) -> bool:
+def _sited(
+    knowledge: Knowledge, condition: Condition, matched: list[tuple[str, Coding]]
+) -> list[tuple[str, Coding]]:
+    """`matched`, and back pain where a generic pain code (`qualified_episode_concepts`) has
+    the back as its body site: pain at the lumbar spine is back pain for every rule."""
+    config = knowledge.config
+    means = config.back_body_site_means
+    generic = [
+        coding for concept, coding in matched if concept in config.qualified_episode_concepts
+    ]
+    if means is not None and generic and _at_back(knowledge, condition):
+        return [*matched, (means, generic[0])]
+    return matched
+
+
+def _at_back(knowledge: Knowledge, entry: Any) -> bool:
+    """A Condition whose body site is the back (`back_body_site`); any other entry is not."""
     site = knowledge.config.back_body_site
-    return site is not None and any(
-        site in knowledge.concepts(coding.system, coding.code)
-        for concept in condition.bodySite
-        for coding in concept.coding
+    return (
+        site is not None
+        and isinstance(entry, Condition)
+        and any(
+            site in knowledge.concepts(coding.system, coding.code)
+            for concept in entry.bodySite
+            for coding in concept.coding
+        )
     )
 
 

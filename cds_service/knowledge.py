@@ -451,6 +451,8 @@ class Config(Strict):
     """Generic codes that count as back pain only beside an episode concept or at a back site."""
     back_body_site: str | None = None
     """The value set of back body sites (Condition.bodySite) that qualifies a generic code."""
+    back_body_site_means: str | None = None
+    """The finding a generic code at a back body site is read as (back pain)."""
     thresholds: dict[str, float]
     lookback_days: dict[str, int]
     override_reasons: list[OverrideReason]
@@ -911,7 +913,8 @@ def _cross_check(knowledge: Knowledge, rule_paths: dict[str, Path], root: Path) 
     config_path = root / "config.yaml"
     config = knowledge.config
     named = [*config.episode_concepts, *config.qualified_episode_concepts]
-    for concept in [*named, *([config.back_body_site] if config.back_body_site else [])]:
+    sited = [c for c in (config.back_body_site, config.back_body_site_means) if c]
+    for concept in [*named, *sited]:
         if concept not in knowledge.value_sets:
             raise KnowledgeError(config_path, f"concept {concept!r} has no value set")
     for threshold in _REQUIRED_THRESHOLDS:
