@@ -761,8 +761,8 @@ def _observed_findings(
             present = not _said_absent(knowledge, observation.interpretation)
         worded = observation.valueQuantity is None  # a result is read by its code, not its words
         if not coded and worded and present and _unclassified(knowledge, entry):
-            words = [answer.text, *(c.display for c in answer.coding)] if answer else []
-            found.extend(_named_in_text(knowledge, entry, when, observation.valueString, *words))
+            said = [observation.valueString, *(_words(answer) if answer else [])]
+            found.extend(_named_in_text(knowledge, entry, when, *said))
         for concept, coding in coded:
             if not _still_current(knowledge, concept, when, today) or present is False:
                 continue
@@ -805,14 +805,18 @@ def _named_in_text(
     """An entry no value set classifies whose words (its code's text and displays, and `more`)
     name a red-flag finding, not negated: a risk the card names (`Risk.from_text`)."""
     code: CodeableConcept | None = entry.resource.code
-    parts = [code.text, *(c.display for c in code.coding)] if code else []
-    text = "; ".join(filter(None, [*parts, *more]))
+    text = "; ".join(filter(None, [*(_words(code) if code else []), *more]))
     named = knowledge.findings_named(text) if text else []
     if not named or knowledge.text_risk is None:
         return []
     titles = " or ".join(knowledge.value_sets[c].title.lower() for c in named)
     said = f"its text names {titles}, but it is not coded: check it"
     return [(knowledge.text_risk, _entry_evidence(knowledge, entry, when)._replace(value=said))]
+
+
+def _words(concept: CodeableConcept) -> list[str | None]:
+    """A CodeableConcept's text and its codings' displays."""
+    return [concept.text, *(c.display for c in concept.coding)]
 
 
 def _presence(knowledge: Knowledge, observation: Observation, concepts: set[str]) -> bool | None:

@@ -159,8 +159,8 @@ def read_record(
 def _read_draft_orders(record: PatientRecord, value: Any, selections: list[str] | None) -> None:
     """The draft ServiceRequests and MedicationRequests, the Conditions of the same Bundle that the
     orders' `reasonReference` names (the stated indication, read as part of the record), and the
-    orders to judge: those
-    `selections` names (order-select), or all (order-sign); 400 for a selection not in the Bundle.
+    orders to judge: those `selections` names (order-select), or all (order-sign); 400 for a
+    selection not in the Bundle.
     """
     path = "context.draftOrders"
     bundle = _parse(value, path)

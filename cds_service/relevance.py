@@ -77,12 +77,20 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
     def worded(resource: dict[str, Any], *more: Any) -> bool:
         """The code's text or displays (or `more`) name a red-flag term: the entry is read so
         the text route can name it (checked in full, with negation, in facts.py)."""
-        concept = resource.get("code")
-        texts = [concept.get("text")] if isinstance(concept, dict) else []
-        codings = concept.get("coding") if isinstance(concept, dict) else None
-        for coding in codings if isinstance(codings, list) else []:
-            texts.append(coding.get("display") if isinstance(coding, dict) else None)
-        return any(isinstance(t, str) and knowledge.names_a_term(t) for t in [*texts, *more])
+        texts = [*words(resource.get("code")), *more]
+        return any(isinstance(t, str) and knowledge.names_a_term(t) for t in texts)
+
+    def words(concept: Any) -> list[Any]:
+        """A raw CodeableConcept's text and its codings' displays (none when malformed)."""
+        if not isinstance(concept, dict):
+            return []
+        codings = concept.get("coding")
+        displays = (
+            [c.get("display") for c in codings if isinstance(c, dict)]
+            if isinstance(codings, list)
+            else []
+        )
+        return [concept.get("text"), *displays]
 
     def judged(condition: dict[str, Any]) -> bool:
         """A Condition the triage can use: a code of a value set that is not `irrelevant`, or
@@ -177,21 +185,11 @@ def readers(knowledge: Knowledge, today: date | None = None) -> Callable[[str], 
         if answer is False:
             if hit is False:
                 return "valueQuantity" not in resource and worded(
-                    resource, resource.get("valueString"), *answered(value)
+                    resource, resource.get("valueString"), *words(value)
                 )
             if hit is True and "valueQuantity" in resource:
                 return not too_old(resource)
         return True
-
-    def answered(value: Any) -> list[Any]:
-        """A coded answer's text and displays (an answer written in words only)."""
-        if type(value) is not dict:
-            return []
-        codings = value.get("coding")
-        displays = (
-            [c.get("display") for c in codings if type(c) is dict] if type(codings) is list else []
-        )
-        return [value.get("text"), *displays]
 
     def component(part: Any) -> bool:
         """A panel's component, read as an Observation of its own (a malformed one is read,
